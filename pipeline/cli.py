@@ -1,0 +1,188 @@
+"""The `evalstream` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.errors import EvalstreamError
+from pipeline.settings import Settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Streaming evaluation for LLM agents.")
+rules_app = typer.Typer(help="Check rules files.", no_args_is_help=True)
+app.add_typer(rules_app, name="rules")
+console = Console()
+err = Console(stderr=True)
+
+RulesOpt = Annotated[Path | None, typer.Option("--rules", "-r", help="Rules file (YAML or TOML).")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a rule field: RULE.FIELD=VALUE.")]
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        base = Settings()
+        return base.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise EvalstreamError(f"invalid EVALSTREAM_* setting: {exc}") from None
+
+
+def _ruleset(settings: Settings, rules: Path | None, overrides: list[str] | None):
+    from pipeline.rules import RuleSet, load_rules
+
+    path = rules or settings.rules_file
+    if path is None:
+        if overrides:
+            raise EvalstreamError("--set needs a rules file (--rules or EVALSTREAM_RULES_FILE)")
+        err.print("[yellow]No rules file: traces are assembled and stored, nothing is scored.[/]")
+        return RuleSet()
+    ruleset = load_rules(path, overrides)
+    err.print(f"Loaded {len(ruleset.active)} rule(s) and {len(ruleset.alerts)} alert(s) from {path}")
+    return ruleset
+
+
+def _run_worker(settings: Settings, ruleset: Any, bootstrap: str, web_port: int | None) -> None:
+    import faust
+
+    from pipeline.admin import ensure_topics
+    from pipeline.worker.app import create_app
+
+    asyncio.run(ensure_topics(bootstrap, settings.topic_partitions))
+    faust_app = create_app(settings, ruleset, bootstrap, web_port=web_port)
+    worker = faust.Worker(faust_app, loglevel=settings.log_level, quiet=True)
+    worker.execute_from_commandline()
+
+
+@app.command()
+def up(rules: RulesOpt = None, set_: SetOpt = None, web_port: int | None = None) -> None:
+    """Start the pipeline: the embedded broker and chDB unless EVALSTREAM_KAFKA_BOOTSTRAP / _CLICKHOUSE_DSN are set."""
+    from pipeline.embedded import EmbeddedBroker
+    from pipeline.runfile import clear_run_file, update_run_file
+
+    settings = _settings()
+    ruleset = _ruleset(settings, rules, set_)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    broker = None
+    bootstrap = settings.kafka_bootstrap
+    if bootstrap is None:
+        broker = EmbeddedBroker(log_file=settings.data_dir / "broker.log")
+        bootstrap = broker.start()
+        err.print(f"Embedded Tansu broker on {bootstrap}; ClickHouse data in {settings.data_dir / 'clickhouse'}")
+    update_run_file(settings.run_file, kafka_bootstrap=bootstrap)
+    try:
+        _run_worker(settings, ruleset, bootstrap, web_port)
+    finally:
+        if broker is not None:
+            broker.stop()
+            clear_run_file(settings.run_file, "kafka_bootstrap")
+
+
+@app.command()
+def worker(rules: RulesOpt = None, set_: SetOpt = None, sink: bool = True, web_port: int | None = None) -> None:
+    """Run one more worker against a running broker (EVALSTREAM_KAFKA_BOOTSTRAP or the embedded one)."""
+    from pipeline.runfile import read_run_file
+
+    settings = _settings(sink_enabled=sink)
+    bootstrap = settings.kafka_bootstrap or read_run_file(settings.run_file).get("kafka_bootstrap")
+    if not bootstrap:
+        raise EvalstreamError("no broker: set EVALSTREAM_KAFKA_BOOTSTRAP or start `evalstream up` first")
+    _run_worker(settings, _ruleset(settings, rules, set_), bootstrap, web_port)
+
+
+@app.command()
+def sql(query: str, format: Annotated[str, typer.Option("--format", "-f", help="table, csv or json")] = "table"
+        ) -> None:
+    """Run a read-only SQL query (works while the pipeline runs)."""
+    from pipeline.storage.reader import Reader
+
+    if format not in ("table", "csv", "json"):
+        raise EvalstreamError("--format must be table, csv or json")
+    reader = Reader(_settings())
+    try:
+        result = reader.query(query)
+    finally:
+        reader.close()
+    if format == "json":
+        for row in result.rows:
+            print(json.dumps(dict(zip(result.columns, row, strict=True)), default=str))
+    elif format == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(result.columns)
+        writer.writerows(result.rows)
+    else:
+        table = Table(*result.columns, show_lines=False)
+        for row in result.rows:
+            table.add_row(*("" if v is None else str(v) for v in row))
+        console.print(table)
+        err.print(f"{len(result.rows)} row(s)")
+
+
+@app.command()
+def why(trace_id: str) -> None:
+    """Explain what happened to a trace: its versions, every rule's decision, and its scores."""
+    from pipeline.storage.explain import explain_trace
+    from pipeline.storage.reader import Reader
+
+    reader = Reader(_settings())
+    try:
+        found = explain_trace(reader, trace_id, console)
+    finally:
+        reader.close()
+    if not found:
+        raise typer.Exit(1)
+
+
+@app.command()
+def status() -> None:
+    """Show the running embedded stack and its counters."""
+    import urllib.request
+
+    from pipeline.runfile import read_run_file
+
+    settings = _settings()
+    run = read_run_file(settings.run_file)
+    if not run.get("query_url"):
+        console.print("No pipeline is running here.")
+        raise typer.Exit(1)
+    with urllib.request.urlopen(f"{run['query_url']}/health", timeout=5) as response:
+        health = json.loads(response.read())
+    console.print_json(data={"run": run, "health": health})
+
+
+@app.command()
+def demo(traces: int = 60, keep_running: bool = False) -> None:
+    """Start the embedded stack, run an instrumented multi-agent demo, and print what the pipeline found."""
+    from pipeline.demo.runner import run_demo
+
+    run_demo(_settings(), traces=traces, keep_running=keep_running, console=console)
+
+
+@rules_app.command("check")
+def rules_check(path: Path, set_: SetOpt = None) -> None:
+    """Validate a rules file (and the scorers it names)."""
+    from pipeline.rules import load_rules
+
+    ruleset = load_rules(path, set_)
+    console.print(f"OK: {len(ruleset.rules)} rule(s), {len(ruleset.alerts)} alert(s)")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except EvalstreamError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

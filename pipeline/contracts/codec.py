@@ -1,0 +1,44 @@
+"""Bytes <-> contract models with orjson, turning every bad input into a DecodeError."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from pipeline.errors import DecodeError, OversizedError
+
+M = TypeVar("M", bound=BaseModel)
+
+DEFAULT_MAX_BYTES = 8 * 1024 * 1024
+
+
+def encode(model: BaseModel) -> bytes:
+    return orjson.dumps(model.model_dump(mode="json", exclude_none=True))
+
+
+def decode(raw: bytes | None, model: type[M], *, max_bytes: int = DEFAULT_MAX_BYTES) -> M:
+    if raw is None:
+        raise DecodeError("empty message (no value)")
+    if len(raw) > max_bytes:
+        raise OversizedError(f"message of {len(raw)} bytes exceeds the limit of {max_bytes} bytes")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise DecodeError(f"expected a JSON object, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise DecodeError(f"does not match {model.__name__} v1: {_summarize(exc)}") from None
+
+
+def _summarize(exc: ValidationError, limit: int = 5) -> str:
+    parts = []
+    for err in exc.errors()[:limit]:
+        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        parts.append(f"{loc}: {err['msg']}")
+    more = exc.error_count() - limit
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")

@@ -1,0 +1,23 @@
+"""DeadLetter: a message or job the pipeline could not process, with the reason."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pipeline.contracts.spans import _Wire
+
+
+class DeadLetter(_Wire):
+    v: Literal[1] = 1
+    stage: str  # assembler, router, scorer, alerter, sink
+    source_topic: str
+    partition: int = -1
+    offset: int = -1
+    key: str | None = None
+    error_type: str
+    reason: str
+    payload_size: int = 0
+    payload_excerpt: str = ""  # the first few KiB, so the bad input can be inspected
+    trace_id: str | None = None
+    job_id: str | None = None
+    at_ns: int

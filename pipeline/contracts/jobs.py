@@ -1,0 +1,128 @@
+"""Score jobs, score results and routing decisions."""
+
+from __future__ import annotations
+
+import hashlib
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import Field
+
+from pipeline.contracts.spans import _Wire
+from pipeline.contracts.traces import Trace
+
+
+class JobSource(StrEnum):
+    LIVE = "live"
+    BACKFILL = "backfill"
+
+
+class Example(_Wire):
+    """The payload of an `async_evaluate` call."""
+
+    inputs: Any = None
+    outputs: Any = None
+    expected: Any = None
+    context: Any = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class ScoreJob(_Wire):
+    job_id: str
+    rule: str
+    scorer: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    threshold: float | None = None
+    trace_id: str
+    trace_version: int
+    span_id: str | None = None  # set for async_evaluate jobs: the span that asked
+    example: Example | None = None  # None: the scorer gets the trace
+    source: JobSource = JobSource.LIVE
+    created_ns: int = 0
+
+    @staticmethod
+    def make_id(rule: str, trace_id: str, trace_version: int, span_id: str | None = None) -> str:
+        # Deterministic, so a redelivered job writes the same rows instead of new ones.
+        raw = f"{rule}\x00{trace_id}\x00{trace_version}\x00{span_id or ''}"
+        return hashlib.blake2b(raw.encode(), digest_size=12).hexdigest()
+
+
+class ScoreJobBatch(_Wire):
+    """The jobs one trace version produced; the trace travels once, not once per job."""
+
+    v: Literal[1] = 1
+    trace: Trace
+    jobs: list[ScoreJob]
+
+
+class Verdict(StrEnum):
+    TRUE = "true"
+    FALSE = "false"
+    INCONCLUSIVE = "inconclusive"
+
+
+class CriterionVerdict(_Wire):
+    criterion: str
+    verdict: Verdict
+    reason: str = ""
+
+
+class ScoreStatus(StrEnum):
+    SCORED = "scored"
+    ERROR = "error"
+
+
+class ScoreResult(_Wire):
+    job_id: str
+    rule: str
+    scorer: str
+    scorer_version: str = "1"
+    trace_id: str
+    trace_version: int
+    span_id: str | None = None
+    project: str = "default"
+    agent_name: str | None = None
+    model: str | None = None
+    status: ScoreStatus
+    value: float | bool | str | None = None
+    passed: bool | None = None
+    threshold: float | None = None
+    reason: str = ""
+    criteria: list[CriterionVerdict] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    error_type: str | None = None
+    error_message: str | None = None
+    attempts: int = 1
+    latency_ms: float = 0.0
+    source: JobSource = JobSource.LIVE
+    scored_at_ns: int = 0
+
+
+class ScoreResultBatch(_Wire):
+    v: Literal[1] = 1
+    results: list[ScoreResult]
+
+
+class DecisionOutcome(StrEnum):
+    FILTERED_OUT = "filtered_out"
+    SAMPLED_OUT = "sampled_out"
+    QUEUED = "queued"
+    SCORED = "scored"
+    FAILED = "failed"
+
+
+class Decision(_Wire):
+    rule: str
+    trace_id: str
+    trace_version: int
+    outcome: DecisionOutcome
+    reason: str = ""
+    job_id: str | None = None
+    project: str = "default"
+    source: JobSource = JobSource.LIVE
+    decided_at_ns: int = 0
+
+
+class DecisionBatch(_Wire):
+    v: Literal[1] = 1
+    decisions: list[Decision]

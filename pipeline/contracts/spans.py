@@ -1,0 +1,96 @@
+"""Span and SpanBatch: what instrumented services send, keyed by trace id.
+
+One SpanBatch carries many spans of one trace, because a Faust worker handles a few
+thousand events per second while the broker moves tens of thousands of messages.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+CONTRACT_VERSION = 1
+
+
+class SpanType(StrEnum):
+    LLM = "llm"
+    TOOL = "tool"
+    FUNCTION = "function"
+    AGENT = "agent"
+    RETRIEVER = "retriever"
+    CHAIN = "chain"
+    EMBEDDING = "embedding"
+    GUARDRAIL = "guardrail"
+    EVALUATOR = "evaluator"
+    OTHER = "other"
+
+
+class SpanStatus(StrEnum):
+    UNSET = "unset"
+    OK = "ok"
+    ERROR = "error"
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class ErrorInfo(_Wire):
+    type: str
+    message: str = ""
+    stack: str | None = None
+
+
+class EvaluationRequest(_Wire):
+    """An `async_evaluate` call attached to a span: score this example with that scorer."""
+
+    scorer: str
+    example: dict[str, Any] = Field(default_factory=dict)
+    sampling_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    threshold: float | None = None
+
+
+class Span(_Wire):
+    trace_id: str = Field(min_length=1, max_length=128)
+    span_id: str = Field(min_length=1, max_length=128)
+    parent_span_id: str | None = None
+    name: str = Field(min_length=1, max_length=1024)
+    span_type: str = SpanType.FUNCTION
+    start_ns: int = Field(ge=0)
+    end_ns: int = Field(ge=0)
+    status: SpanStatus = SpanStatus.UNSET
+    error: ErrorInfo | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    inputs: Any = None
+    outputs: Any = None
+    project: str = "default"
+    service: str | None = None
+    agent_name: str | None = None
+    agent_id: str | None = None
+    session_id: str | None = None
+    model: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    total_tokens: int | None = None
+    cost_usd: float | None = None
+    evaluations: list[EvaluationRequest] = Field(default_factory=list)
+
+    @property
+    def is_root(self) -> bool:
+        return not self.parent_span_id
+
+    @property
+    def duration_ms(self) -> float:
+        return max(0, self.end_ns - self.start_ns) / 1e6
+
+
+class SpanBatch(_Wire):
+    """Spans of one trace. `final` says the sender saw the root end and flushed everything."""
+
+    v: Literal[1] = 1
+    kind: Literal["spans"] = "spans"
+    trace_id: str = Field(min_length=1, max_length=128)
+    spans: list[Span] = Field(default_factory=list)
+    final: bool = False

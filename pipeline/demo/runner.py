@@ -1,0 +1,167 @@
+"""`evalstream demo`: start the embedded stack, drive the demo app, print what the pipeline found."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from importlib import resources
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.errors import EvalstreamError
+from pipeline.runfile import read_run_file
+from pipeline.settings import Settings
+
+DEMO_ENV = {
+    "EVALSTREAM_IDLE_TIMEOUT_S": "8",  # so the demo's never-ending root closes as incomplete quickly
+}
+
+
+def _start_stack(settings: Settings, rules: Path, log_path: Path) -> subprocess.Popen:
+    if read_run_file(settings.run_file).get("query_url"):
+        url = read_run_file(settings.run_file)["query_url"]
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            raise EvalstreamError(f"a pipeline is already running on {settings.data_dir}; stop it first")
+        except OSError:
+            pass
+    settings.run_file.unlink(missing_ok=True)
+    env = {**os.environ, **DEMO_ENV}
+    log = open(log_path, "ab")  # noqa: SIM115
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "up", "--rules", str(rules)],
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def _wait_ready(settings: Settings, process: subprocess.Popen, log_path: Path, timeout_s: float = 90) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise EvalstreamError(f"the pipeline exited early (code {process.returncode}); see {log_path}")
+        run = read_run_file(settings.run_file)
+        if run.get("query_url") and run.get("kafka_bootstrap"):
+            return run
+        time.sleep(0.2)
+    raise EvalstreamError(f"the pipeline was not ready within {timeout_s:g}s; see {log_path}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def run_demo(settings: Settings, *, traces: int, keep_running: bool, console: Console) -> None:
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+
+    from pipeline import topics
+    from pipeline.demo.agents import run as run_agents
+    from pipeline.sdk import Tracer
+    from pipeline.storage.reader import Reader
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = settings.data_dir / "demo-pipeline.log"
+    rules = Path(str(resources.files("pipeline.demo").joinpath("rules.yaml")))
+    started = time.time()
+    console.print(f"[bold]1/4[/] Starting the embedded stack (Tansu + chDB in {settings.data_dir}) — log: {log_path}")
+    process = _start_stack(settings, rules, log_path)
+    try:
+        run = _wait_ready(settings, process, log_path)
+        console.print(f"[bold]2/4[/] Running the instrumented multi-agent app: {traces} requests")
+        tracer = Tracer(project="demo", service="demo-app", bootstrap_servers=run["kafka_bootstrap"])
+        kinds = run_agents(tracer, traces)
+        tracer.flush()
+
+        async def poison() -> None:  # one message that is not JSON: it must land in dead letters
+            producer = AIOKafkaProducer(bootstrap_servers=run["kafka_bootstrap"])
+            await producer.start()
+            await producer.send_and_wait(topics.SPANS, b"\x00not json{", key=b"demo-poison")
+            await producer.stop()
+
+        asyncio.run(poison())
+        console.print(f"    sent: {kinds} + 1 trace whose root never ends + 1 poison message; "
+                      f"SDK dropped {tracer.dropped} span(s)")
+        tracer.shutdown()
+        console.print("[bold]3/4[/] Waiting for traces to close, be scored and stored…")
+        reader = Reader(settings)
+        _wait_done(reader, started, traces + 1)
+        console.print("[bold]4/4[/] Results")
+        _report(reader, started, console)
+        reader.close()
+    finally:
+        if not keep_running:
+            _stop(process)
+    console.print(f"\nDone in {time.time() - started:.0f}s. The data stays in {settings.data_dir}; try:\n"
+                  '  evalstream sql "SELECT rule, passed, count() FROM evalstream.scores_current GROUP BY ALL"\n'
+                  "  evalstream why <trace_id>")
+
+
+def _wait_done(reader, since: float, expected_traces: int, timeout_s: float = 120) -> None:
+    db = reader.database
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        traces = reader.query(f"SELECT count() FROM {db}.traces_current WHERE closed_at >= toDateTime64({since}, 6)").rows[0][0]
+        pending = reader.query(
+            f"SELECT count() FROM {db}.decisions_current WHERE decided_at >= toDateTime64({since}, 6) AND outcome = 'queued'"
+        ).rows[0][0]
+        decided = reader.query(f"SELECT count() FROM {db}.decisions_current WHERE decided_at >= toDateTime64({since}, 6)").rows[0][0]
+        if traces >= expected_traces and decided and not pending:
+            return
+        time.sleep(0.5)
+    raise EvalstreamError(f"timed out waiting for the pipeline: {traces}/{expected_traces} traces, {pending} pending")
+
+
+def _report(reader, since: float, console: Console) -> None:
+    db = reader.database
+    counts = reader.query(
+        f"SELECT rule, count() AS traces_seen, countIf(outcome = 'filtered_out') AS filtered_out, "
+        f"countIf(outcome = 'sampled_out') AS sampled_out, countIf(outcome IN ('scored', 'failed')) AS scored, "
+        f"countIf(outcome = 'failed') AS scorer_errors FROM {db}.decisions_current "
+        f"WHERE decided_at >= toDateTime64({since}, 6) GROUP BY rule ORDER BY rule"
+    )
+    failed = dict(reader.query(
+        f"SELECT rule, countIf(passed = false) FROM {db}.scores_current WHERE scored_at >= toDateTime64({since}, 6) GROUP BY rule"
+    ).rows)
+    table = Table("rule", "seen", "filtered", "sampled out", "scored", "failed", "errors",
+                  title="Per-rule counts (failed = score did not pass; errors = scorer raised)",
+                  title_justify="left")
+    table.columns[0].no_wrap = True
+    for rule, seen, filtered, sampled, scored, errors in counts.rows:
+        table.add_row(rule, str(seen), str(filtered), str(sampled), str(scored), str(failed.get(rule, 0)),
+                      str(errors))
+    console.print(table)
+    statuses = reader.query(
+        f"SELECT status, count() FROM {db}.traces_current WHERE closed_at >= toDateTime64({since}, 6) GROUP BY status ORDER BY status"
+    ).rows
+    console.print("Traces: " + ", ".join(f"{n} {s}" for s, n in statuses))
+    alerts = reader.query(
+        f"SELECT fired_at, title, delivery_status FROM {db}.alerts FINAL WHERE fired_at >= toDateTime64({since}, 6) ORDER BY fired_at"
+    ).rows
+    console.print(f"Alerts fired: {len(alerts)}")
+    for fired_at, title, status in alerts[:10]:
+        console.print(f"  {str(fired_at)[11:19]}  {title}  [{status}]")
+    if len(alerts) > 10:
+        console.print(f"  … and {len(alerts) - 10} more (evalstream sql \"SELECT * FROM {db}.alerts\")")
+    dead = reader.query(
+        f"SELECT stage, error_type, reason FROM {db}.dead_letters FINAL WHERE at >= toDateTime64({since}, 6) ORDER BY at"
+    ).rows
+    console.print(f"Dead letters: {len(dead)}")
+    for stage, error_type, reason in dead[:5]:
+        console.print(f"  {stage}: {error_type}: {reason[:100]}")
+    failing = reader.query(
+        f"SELECT trace_id FROM {db}.scores_current WHERE scored_at >= toDateTime64({since}, 6) AND passed = false "
+        f"ORDER BY scored_at LIMIT 1"
+    ).rows
+    if failing:
+        console.print(f"A failing trace to explore: evalstream why {failing[0][0]}")

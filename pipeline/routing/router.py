@@ -1,0 +1,79 @@
+"""Filter and sample a closed trace against every rule: a decision for each, a job for each sampled.
+
+`async_evaluate` requests carried on spans become jobs too, under the rule name
+`sdk:<scorer>`, sampled with the same function as server-side rules.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from pipeline.contracts import (
+    Decision,
+    DecisionOutcome,
+    Example,
+    JobSource,
+    ScoreJob,
+    Trace,
+)
+from pipeline.rules.matching import filter_mismatch
+from pipeline.rules.model import RuleSet
+from pipeline.sampling import is_sampled
+
+SDK_RULE_PREFIX = "sdk:"
+
+
+@dataclass
+class Routed:
+    decisions: list[Decision] = field(default_factory=list)
+    jobs: list[ScoreJob] = field(default_factory=list)
+
+
+def route_trace(trace: Trace, ruleset: RuleSet, *, source: JobSource = JobSource.LIVE,
+                only_rule: str | None = None) -> Routed:
+    now = time.time_ns()
+    out = Routed()
+
+    def decide(rule: str, outcome: DecisionOutcome, reason: str = "", job_id: str | None = None) -> None:
+        out.decisions.append(Decision(
+            rule=rule, trace_id=trace.trace_id, trace_version=trace.version, outcome=outcome,
+            reason=reason, job_id=job_id, project=trace.project, source=source, decided_at_ns=now,
+        ))
+
+    for rule in ruleset.active:
+        if only_rule is not None and rule.name != only_rule:
+            continue
+        mismatch = filter_mismatch(rule.filter, trace)
+        if mismatch is not None:
+            decide(rule.name, DecisionOutcome.FILTERED_OUT, mismatch)
+            continue
+        if not is_sampled(trace.trace_id, rule.name, rule.sampling_rate):
+            decide(rule.name, DecisionOutcome.SAMPLED_OUT, f"sampling_rate={rule.sampling_rate:g}")
+            continue
+        job_id = ScoreJob.make_id(rule.name, trace.trace_id, trace.version)
+        out.jobs.append(ScoreJob(
+            job_id=job_id, rule=rule.name, scorer=rule.scorer, params=rule.params, threshold=rule.threshold,
+            trace_id=trace.trace_id, trace_version=trace.version, source=source, created_ns=now,
+        ))
+        decide(rule.name, DecisionOutcome.QUEUED, job_id=job_id)
+
+    if only_rule is None:
+        _route_evaluation_requests(trace, out, decide, source, now)
+    return out
+
+
+def _route_evaluation_requests(trace: Trace, out: Routed, decide, source: JobSource, now: int) -> None:
+    for span in trace.spans:
+        for request in span.evaluations:
+            rule = f"{SDK_RULE_PREFIX}{request.scorer}"
+            if not is_sampled(trace.trace_id, rule, request.sampling_rate):
+                decide(rule, DecisionOutcome.SAMPLED_OUT, f"sampling_rate={request.sampling_rate:g}")
+                continue
+            job_id = ScoreJob.make_id(rule, trace.trace_id, trace.version, span.span_id)
+            out.jobs.append(ScoreJob(
+                job_id=job_id, rule=rule, scorer=request.scorer, threshold=request.threshold,
+                trace_id=trace.trace_id, trace_version=trace.version, span_id=span.span_id,
+                example=Example.model_validate(request.example), source=source, created_ns=now,
+            ))
+            decide(rule, DecisionOutcome.QUEUED, job_id=job_id)

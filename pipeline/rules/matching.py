@@ -1,0 +1,41 @@
+"""Does a trace pass a rule's filter? Pure; returns the reason when it does not."""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+
+from pipeline.contracts import Span, Trace
+from pipeline.rules.model import RuleFilter
+
+
+def filter_mismatch(flt: RuleFilter, trace: Trace) -> str | None:
+    """None when the trace matches; otherwise a short reason for the decision row."""
+    if flt.project is not None and trace.project not in flt.project:
+        return f"project {trace.project!r} not in {flt.project}"
+    if flt.status is not None and trace.status not in flt.status:
+        return f"trace status {trace.status} not in {flt.status}"
+    if flt.has_error is not None and trace.has_error != flt.has_error:
+        return "trace has no error span" if flt.has_error else "trace has an error span"
+    if flt.min_duration_ms is not None and trace.duration_ms < flt.min_duration_ms:
+        return f"duration {trace.duration_ms:.0f} ms < {flt.min_duration_ms:g} ms"
+    if flt.min_cost_usd is not None and trace.cost_usd < flt.min_cost_usd:
+        return f"cost ${trace.cost_usd:.4f} < ${flt.min_cost_usd:g}"
+    if _has_span_conditions(flt) and not any(_span_matches(flt, s) for s in trace.spans):
+        return "no span matches span_name/span_type/attributes"
+    return None
+
+
+def _has_span_conditions(flt: RuleFilter) -> bool:
+    return flt.span_name is not None or flt.span_type is not None or bool(flt.attributes)
+
+
+def _span_matches(flt: RuleFilter, span: Span) -> bool:
+    if flt.span_name is not None and not fnmatchcase(span.name, flt.span_name):
+        return False
+    if flt.span_type is not None and span.span_type not in flt.span_type:
+        return False
+    if flt.attributes:
+        for key, want in flt.attributes.items():
+            if key not in span.attributes or span.attributes[key] != want:
+                return False
+    return True

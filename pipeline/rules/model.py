@@ -1,0 +1,106 @@
+"""The rules file's schema (YAML or TOML). Unknown keys are errors: a typo must not pass silently."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RuleFilter(_Strict):
+    """All given conditions must hold. Span-level conditions hold when any one span matches them all."""
+
+    project: list[str] | None = None
+    span_name: str | None = None  # glob, e.g. "search_*"
+    span_type: list[str] | None = None
+    attributes: dict[str, Any] | None = None
+    has_error: bool | None = None
+    min_duration_ms: float | None = Field(default=None, ge=0)
+    min_cost_usd: float | None = Field(default=None, ge=0)
+    status: list[str] | None = None  # trace status: complete / incomplete
+
+    @field_validator("project", "span_type", "status", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class EvalRule(_Strict):
+    name: str
+    scorer: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    filter: RuleFilter = Field(default_factory=RuleFilter)
+    sampling_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    threshold: float | None = None
+    enabled: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("use letters, digits, '.', '_' or '-' (at most 100 characters)")
+        return value
+
+
+class AlertCondition(StrEnum):
+    FAILED = "failed"  # the score did not pass
+    ERROR = "error"  # the scorer raised / timed out
+    FAILED_OR_ERROR = "failed_or_error"
+
+
+class AlertRule(_Strict):
+    """`min_count` = 1 alerts on every matching result; more alerts once N match within `window_s`."""
+
+    name: str
+    rule: str | None = None  # an eval rule's name; None = every rule
+    condition: AlertCondition = AlertCondition.FAILED
+    min_count: int = Field(default=1, ge=1)
+    window_s: float = Field(default=60.0, gt=0)
+    channel: str = "default"
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("use letters, digits, '.', '_' or '-' (at most 100 characters)")
+        return value
+
+    @property
+    def kind(self) -> str:
+        return "each" if self.min_count == 1 else "count"
+
+
+class RuleSet(_Strict):
+    rules: list[EvalRule] = Field(default_factory=list)
+    alerts: list[AlertRule] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _names_unique_and_linked(self) -> RuleSet:
+        seen: set[str] = set()
+        for rule in self.rules:
+            if rule.name in seen:
+                raise ValueError(f"rule name {rule.name!r} is used twice")
+            seen.add(rule.name)
+        alert_names: set[str] = set()
+        for alert in self.alerts:
+            if alert.name in alert_names:
+                raise ValueError(f"alert name {alert.name!r} is used twice")
+            alert_names.add(alert.name)
+            if alert.rule is not None and alert.rule not in seen:
+                raise ValueError(f"alert {alert.name!r} refers to unknown rule {alert.rule!r}")
+        return self
+
+    @property
+    def active(self) -> list[EvalRule]:
+        return [r for r in self.rules if r.enabled]
+
+    def rule(self, name: str) -> EvalRule | None:
+        return next((r for r in self.rules if r.name == name), None)

@@ -1,0 +1,3 @@
+from pipeline.scoring.runner import JobOutcome, RetryPolicy, ScorerCache, run_job
+
+__all__ = ["JobOutcome", "RetryPolicy", "ScorerCache", "run_job"]

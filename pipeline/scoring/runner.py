@@ -1,0 +1,125 @@
+"""Run one score job: always a result, never an exception.
+
+Transient failures (RetryableScorerError, timeouts, connection errors) are retried with
+exponential backoff and jitter. When retries run out the result is an error row and the job
+is marked for the dead-letter topic. Deterministic failures (a bug, a wrong return type) give
+an error row at once: retrying them would only repeat the bug.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from pipeline.contracts import ScoreJob, ScoreResult, ScoreStatus, Trace
+from pipeline.errors import RetryableScorerError, ScorerTimeoutError
+from scorers.base import Scorer
+from scorers.registry import build_scorer
+
+log = logging.getLogger(__name__)
+
+TRANSIENT = (RetryableScorerError, ScorerTimeoutError, ConnectionError, TimeoutError)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 3
+    backoff_s: float = 0.5
+    max_backoff_s: float = 10.0
+    timeout_s: float = 30.0
+
+    def delay(self, attempt: int) -> float:
+        base = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
+        return base * (0.5 + random.random() / 2)
+
+
+@dataclass
+class JobOutcome:
+    result: ScoreResult
+    dead_letter: bool  # retries exhausted on a transient error
+
+
+class ScorerCache:
+    """One scorer instance per (scorer, params): judges keep clients and caches between jobs."""
+
+    def __init__(self) -> None:
+        self._items: dict[bytes, Scorer] = {}
+
+    def get(self, ref: str, params: dict[str, Any]) -> Scorer:
+        key = orjson.dumps([ref, params], option=orjson.OPT_SORT_KEYS)
+        scorer = self._items.get(key)
+        if scorer is None:
+            scorer = self._items[key] = build_scorer(ref, params)
+        return scorer
+
+
+async def run_job(job: ScoreJob, trace: Trace, cache: ScorerCache, policy: RetryPolicy) -> JobOutcome:
+    started = time.perf_counter()
+    attempt = 0
+    scorer: Scorer | None = None
+    while True:
+        attempt += 1
+        try:
+            scorer = scorer or cache.get(job.scorer, job.params)
+            target = job.example if job.example is not None else trace
+            try:
+                score = await asyncio.wait_for(scorer.run(target), timeout=policy.timeout_s)
+            except TimeoutError:
+                raise ScorerTimeoutError(f"no result within {policy.timeout_s:g} s") from None
+            passed, threshold = scorer.decide(score, job.threshold)
+            return JobOutcome(
+                _result(job, trace, started, attempt, scorer, status=ScoreStatus.SCORED, value=score.value,
+                        passed=passed, threshold=threshold, reason=score.reason, criteria=score.criteria,
+                        metadata=score.metadata),
+                dead_letter=False,
+            )
+        except TRANSIENT as exc:
+            if attempt < policy.max_attempts:
+                delay = policy.delay(attempt)
+                log.warning("scorer %s on trace %s attempt %d failed (%s: %s); retrying in %.2fs",
+                            job.scorer, job.trace_id, attempt, type(exc).__name__, exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            log.error("scorer %s on trace %s gave up after %d attempts: %s: %s",
+                      job.scorer, job.trace_id, attempt, type(exc).__name__, exc)
+            return JobOutcome(_error(job, trace, started, attempt, scorer, exc), dead_letter=True)
+        except Exception as exc:  # a scorer bug must become a row, never a lost job
+            log.error("scorer %s on trace %s raised %s: %s", job.scorer, job.trace_id, type(exc).__name__, exc)
+            return JobOutcome(_error(job, trace, started, attempt, scorer, exc), dead_letter=False)
+
+
+def _error(job: ScoreJob, trace: Trace, started: float, attempt: int, scorer: Scorer | None,
+           exc: BaseException) -> ScoreResult:
+    return _result(job, trace, started, attempt, scorer, status=ScoreStatus.ERROR,
+                   error_type=type(exc).__name__, error_message=str(exc)[:4000], reason=f"scorer error: {exc}"[:500])
+
+
+def _result(job: ScoreJob, trace: Trace, started: float, attempt: int, scorer: Scorer | None,
+            **fields: Any) -> ScoreResult:
+    agent, model = _attribution(job, trace)
+    return ScoreResult(
+        job_id=job.job_id, rule=job.rule, scorer=job.scorer,
+        scorer_version=scorer.version if scorer else "?",
+        trace_id=job.trace_id, trace_version=job.trace_version, span_id=job.span_id,
+        project=trace.project, agent_name=agent, model=model, attempts=attempt,
+        latency_ms=(time.perf_counter() - started) * 1000, source=job.source, scored_at_ns=time.time_ns(),
+        **fields,
+    )
+
+
+def _attribution(job: ScoreJob, trace: Trace) -> tuple[str | None, str | None]:
+    """The agent and model a result is about: the asking span's, else the root's, else the first seen."""
+    spans = trace.spans
+    if job.span_id:
+        spans = [s for s in spans if s.span_id == job.span_id] or spans
+    elif trace.root is not None:
+        spans = [trace.root, *spans]
+    agent = next((s.agent_name for s in spans if s.agent_name), None)
+    model = next((s.model for s in spans if s.model), None)
+    return agent, model

@@ -1,0 +1,81 @@
+"""All pipeline settings in one object; every env var is `EVALSTREAM_<FIELD>` (listed in the README)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipeline.assembly import AssemblyConfig
+from pipeline.scoring import RetryPolicy
+from pipeline.storage.client import embedded_dsn
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EVALSTREAM_", frozen=True, extra="ignore")
+
+    # Where things live. Unset bootstrap / DSN = the embedded default under data_dir.
+    data_dir: Path = Path(".evalstream")
+    kafka_bootstrap: str | None = None
+    clickhouse_dsn: str | None = None
+    clickhouse_database: str = "evalstream"
+    rules_file: Path | None = None
+
+    # Kafka
+    app_id: str = "evalstream"
+    topic_partitions: int = Field(default=8, ge=1)
+    session_timeout_s: float = Field(default=10.0, gt=0)
+    fetch_max_wait_ms: int = Field(default=10, ge=0)
+    max_message_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+
+    # Assembly
+    quiet_period_s: float = Field(default=2.0, ge=0)
+    idle_timeout_s: float = Field(default=300.0, gt=0)
+    reopen_window_s: float = Field(default=900.0, ge=0)
+    tick_interval_s: float = Field(default=0.5, gt=0)
+
+    # Scoring
+    scorer_timeout_s: float = Field(default=30.0, gt=0)
+    scorer_concurrency: int = Field(default=16, ge=1)
+    scorer_max_attempts: int = Field(default=3, ge=1)
+    scorer_backoff_s: float = Field(default=0.5, ge=0)
+
+    # Sink
+    sink_enabled: bool = True
+    sink_batch_rows: int = Field(default=5000, ge=1)
+    sink_flush_interval_s: float = Field(default=0.5, gt=0)
+    retention_days: int = Field(default=30, ge=1)
+    query_port: int = Field(default=0, ge=0)  # 0 = a free port, written to data_dir/run.json
+
+    # Alerts: Slack by incoming webhook, or bot token + channel; neither = console.
+    slack_webhook_url: SecretStr | None = None
+    slack_bot_token: SecretStr | None = None
+    slack_channel: str | None = None
+    slack_base_url: str | None = None  # Slack API base URL (tests point it at a local server)
+    trace_url_template: str | None = None  # e.g. "https://grafana.example/d/trace?var-trace={trace_id}"
+
+    log_level: str = "info"
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.slack_bot_token and not self.slack_channel:
+            raise ValueError("EVALSTREAM_SLACK_BOT_TOKEN needs EVALSTREAM_SLACK_CHANNEL")
+        return self
+
+    @property
+    def resolved_dsn(self) -> str:
+        return self.clickhouse_dsn or embedded_dsn(self.data_dir / "clickhouse")
+
+    @property
+    def run_file(self) -> Path:
+        return self.data_dir / "run.json"
+
+    @property
+    def assembly(self) -> AssemblyConfig:
+        return AssemblyConfig(self.quiet_period_s, self.idle_timeout_s, self.reopen_window_s)
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(max_attempts=self.scorer_max_attempts, backoff_s=self.scorer_backoff_s,
+                           timeout_s=self.scorer_timeout_s)

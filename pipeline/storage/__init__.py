@@ -1,0 +1,1 @@
+"""ClickHouse storage: schema migrations, row mapping, the batching sink and read queries."""

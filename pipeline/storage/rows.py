@@ -1,0 +1,109 @@
+"""Contract models -> ClickHouse rows. Pure: the sink only batches and inserts what these return.
+
+Times are integer ticks (microseconds for DateTime64(6)); JSON columns are compact strings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from pipeline.contracts import Alert, DeadLetter, Decision, ScoreResult, Span, Trace
+
+TRACE_COLUMNS = [
+    "trace_id", "version", "project", "status", "close_reason", "root_span_id", "name", "start_time",
+    "end_time", "duration_ms", "span_count", "error_count", "agents", "total_tokens", "cost_usd", "closed_at",
+]
+SPAN_COLUMNS = [
+    "trace_id", "span_id", "trace_version", "parent_span_id", "project", "service", "name", "span_type",
+    "start_time", "end_time", "duration_ms", "status", "error_type", "error_message", "agent_name", "agent_id",
+    "session_id", "model", "input_tokens", "output_tokens", "total_tokens", "cost_usd", "attributes", "inputs",
+    "outputs",
+]
+SCORE_COLUMNS = [
+    "job_id", "rule", "scorer", "scorer_version", "trace_id", "trace_version", "span_id", "project", "agent_name",
+    "model", "status", "value", "label", "passed", "threshold", "reason", "criteria", "metadata", "error_type",
+    "error_message", "attempts", "latency_ms", "source", "scored_at",
+]
+DECISION_COLUMNS = [
+    "rule", "trace_id", "trace_version", "outcome", "reason", "job_id", "project", "source", "decided_at",
+]
+ALERT_COLUMNS = [
+    "alert_id", "alert_rule", "kind", "rule", "scorer", "project", "title", "text", "failures", "window_s",
+    "trace_ids", "fired_at", "channel", "delivery_status", "delivery_error", "delivery_attempts",
+]
+DEAD_LETTER_COLUMNS = [
+    "stage", "source_topic", "partition", "offset", "job_id", "key", "trace_id", "error_type", "reason",
+    "payload_size", "payload_excerpt", "at",
+]
+
+
+def _us(ns: int) -> int:
+    return ns // 1000
+
+
+def _json(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return orjson.dumps(value, default=str).decode()
+
+
+def trace_row(trace: Trace) -> list[Any]:
+    agents = sorted({s.agent_name for s in trace.spans if s.agent_name})
+    tokens = sum(s.total_tokens or (s.input_tokens or 0) + (s.output_tokens or 0) for s in trace.spans)
+    return [
+        trace.trace_id, trace.version, trace.project, trace.status.value, trace.close_reason.value,
+        trace.root_span_id or "", trace.name or "", _us(trace.start_ns), _us(trace.end_ns), trace.duration_ms,
+        len(trace.spans), sum(1 for s in trace.spans if s.status == "error"), agents, tokens, trace.cost_usd,
+        _us(trace.closed_at_ns),
+    ]
+
+
+def span_row(span: Span, trace_version: int) -> list[Any]:
+    err = span.error
+    return [
+        span.trace_id, span.span_id, trace_version, span.parent_span_id or "", span.project, span.service or "",
+        span.name, span.span_type, _us(span.start_ns), _us(span.end_ns), span.duration_ms, span.status.value,
+        err.type if err else "", err.message if err else "", span.agent_name or "", span.agent_id or "",
+        span.session_id or "", span.model or "", span.input_tokens, span.output_tokens, span.total_tokens,
+        span.cost_usd, _json(span.attributes), _json(span.inputs), _json(span.outputs),
+    ]
+
+
+def score_row(result: ScoreResult) -> list[Any]:
+    value = result.value
+    numeric = float(value) if isinstance(value, bool | int | float) else None
+    label = value if isinstance(value, str) else ""
+    return [
+        result.job_id, result.rule, result.scorer, result.scorer_version, result.trace_id, result.trace_version,
+        result.span_id or "", result.project, result.agent_name or "", result.model or "", result.status.value,
+        numeric, label, result.passed, result.threshold, result.reason,
+        _json([c.model_dump(mode="json") for c in result.criteria]), _json(result.metadata),
+        result.error_type or "", result.error_message or "", result.attempts, result.latency_ms,
+        result.source.value, _us(result.scored_at_ns),
+    ]
+
+
+def decision_row(decision: Decision) -> list[Any]:
+    return [
+        decision.rule, decision.trace_id, decision.trace_version, decision.outcome.value, decision.reason,
+        decision.job_id or "", decision.project, decision.source.value, _us(decision.decided_at_ns),
+    ]
+
+
+def alert_row(alert: Alert) -> list[Any]:
+    return [
+        alert.alert_id, alert.alert_rule, alert.kind, alert.rule or "", alert.scorer or "", alert.project or "",
+        alert.title, alert.text, alert.failures, alert.window_s, alert.trace_ids, _us(alert.fired_at_ns),
+        alert.channel, alert.delivery_status.value, alert.delivery_error or "", alert.delivery_attempts,
+    ]
+
+
+def dead_letter_row(dl: DeadLetter) -> list[Any]:
+    return [
+        dl.stage, dl.source_topic, dl.partition, dl.offset, dl.job_id or "", dl.key or "", dl.trace_id or "",
+        dl.error_type, dl.reason, dl.payload_size, dl.payload_excerpt, _us(dl.at_ns),
+    ]

@@ -1,0 +1,16 @@
+"""Topic names: `evalstream.<entity>.v1`. The version changes only with an incompatible contract."""
+
+from __future__ import annotations
+
+SPANS = "evalstream.spans.v1"  # SpanBatch, keyed by trace id; also carries assembler ticks
+TRACES = "evalstream.traces.v1"  # Trace, keyed by trace id: every closed version
+JOBS = "evalstream.jobs.v1"  # ScoreJobBatch, keyed by trace id
+SCORES = "evalstream.scores.v1"  # ScoreResultBatch, keyed by trace id
+DECISIONS = "evalstream.decisions.v1"  # DecisionBatch, keyed by trace id
+ALERT_EVENTS = "evalstream.alert-events.v1"  # AlertEvent, keyed by alert rule name (repartition)
+ALERTS = "evalstream.alerts.v1"  # Alert, keyed by alert id
+DEAD_LETTERS = "evalstream.deadletters.v1"  # DeadLetter, keyed by source topic
+
+# Topics the ClickHouse sink reads, in the order it writes them.
+SINK_TOPICS = (TRACES, DECISIONS, SCORES, ALERTS, DEAD_LETTERS)
+ALL = (SPANS, TRACES, JOBS, SCORES, DECISIONS, ALERT_EVENTS, ALERTS, DEAD_LETTERS)

@@ -1,0 +1,1 @@
+"""The Faust worker: the composition root (`app.py`) and thin agents around the pure logic."""

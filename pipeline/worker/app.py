@@ -1,0 +1,103 @@
+"""The composition root: one Faust app, wired from one Settings object and one RuleSet.
+
+Every worker process runs the assembler, router, scorer and alerter agents; they share
+partitions with other workers of the same app id. The sink role (ClickHouse writer and
+query endpoint) runs only where `sink_enabled` is true, because chDB allows one opener.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+
+from pipeline import topics
+from pipeline.alerts.channels import channel_from_settings
+from pipeline.metrics import Counters
+from pipeline.rules import RuleSet
+from pipeline.settings import Settings
+from pipeline.worker.alerter import Alerter
+from pipeline.worker.assembler import Assembler
+from pipeline.worker.context import WorkerContext, make_topics
+from pipeline.worker.router import Router
+from pipeline.worker.scorer import ScorerWorker
+from pipeline.worker.sink_service import sink_service_class
+from pipeline.worker.transport import EvalstreamApp
+
+log = logging.getLogger(__name__)
+
+
+def broker_url(bootstrap: str) -> str:
+    return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip())
+
+
+def create_app(settings: Settings, ruleset: RuleSet, bootstrap: str, *, web_port: int | None = None) -> faust.App:
+    app = EvalstreamApp(
+        settings.app_id,
+        broker=broker_url(bootstrap),
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        store="memory://",
+        datadir=str(settings.data_dir / "faust"),
+        topic_partitions=settings.topic_partitions,
+        topic_allow_declare=True,
+        key_serializer="raw",
+        value_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.session_timeout_s / 3,
+        broker_request_timeout=max(30.0, settings.session_timeout_s * 3),
+        producer_max_request_size=settings.max_message_bytes,
+        consumer_max_fetch_size=settings.max_message_bytes,
+        producer_linger=0.002,
+        web_enabled=web_port is not None,
+        web_port=web_port or 6066,
+        web_bind="127.0.0.1",
+    )
+    ctx = WorkerContext(app=app, settings=settings, ruleset=ruleset, counters=Counters(),
+                        topics=make_topics(app, settings))
+
+    assembly = app.Table("assembly", partitions=settings.topic_partitions)
+    assembler = Assembler(ctx, assembly)
+    alert_windows = app.Table("alert-windows", partitions=settings.topic_partitions)
+    alerter = Alerter(ctx, alert_windows, channel_from_settings(settings))
+    router = Router(ctx)
+    scorer = ScorerWorker(ctx)
+
+    @app.agent(ctx.topics[topics.SPANS], name="assembler")
+    async def assemble(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await assembler.handle(event)
+
+    @app.timer(settings.tick_interval_s)
+    async def tick() -> None:
+        await assembler.send_ticks()
+
+    @app.agent(ctx.topics[topics.TRACES], name="router")
+    async def route(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await router.handle(event)
+
+    @app.agent(ctx.topics[topics.JOBS], name="scorer", concurrency=settings.scorer_concurrency)
+    async def score(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await scorer.handle(event)
+
+    @app.agent(ctx.topics[topics.SCORES], name="alert-matcher")
+    async def match_alerts(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await alerter.handle_scores(event)
+
+    @app.agent(ctx.topics[topics.ALERT_EVENTS], name="alerter")
+    async def fire_alerts(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await alerter.handle_event(event)
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: object, assigned: object, **kwargs: object) -> None:
+        assembler.on_rebalance()
+
+    if settings.sink_enabled:
+        app.service(sink_service_class(ctx, bootstrap))
+
+    app.evalstream = ctx  # type: ignore[attr-defined]
+    return app

@@ -1,0 +1,123 @@
+"""Assembler agent: SpanBatch messages -> trace state (Faust table) -> Trace on close.
+
+Closing is driven by tick messages that a timer sends to each partition this worker owns:
+Faust lets a table be written only while handling an event of that partition, and ticks
+keep closes ordered after every span that reached the partition before them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+from aiokafka.partitioner import murmur2
+
+from pipeline import topics
+from pipeline.assembly import DeadlineIndex, close_trace, due_action, merge_spans
+from pipeline.assembly.state import DueAction, deadline
+from pipeline.contracts import SpanBatch, decode
+from pipeline.errors import DecodeError
+from pipeline.worker.context import WorkerContext
+from pipeline.worker.deadletter import dead_letter_for
+
+log = logging.getLogger(__name__)
+
+TICK_KEY = b"__tick__"
+TICK = orjson.dumps({"v": 1, "kind": "tick"})
+
+
+def partition_for(trace_id: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner picks for this key."""
+    return (murmur2(trace_id.encode()) & 0x7FFFFFFF) % partitions
+
+
+class Assembler:
+    def __init__(self, ctx: WorkerContext, table: Any) -> None:
+        self.ctx = ctx
+        self.table = table
+        self.index = DeadlineIndex()
+        self.cfg = ctx.settings.assembly
+
+    def on_rebalance(self) -> None:
+        self.index.clear()
+
+    def _ensure_index(self, partition: int) -> None:
+        if self.index.has_partition(partition):
+            return
+        self.index.init_partition(partition)
+        restored = 0
+        for trace_id, state in list(self.table.items()):
+            if state and state.get("partition") == partition:
+                self.index.set(partition, trace_id, deadline(state, self.cfg))
+                restored += 1
+        if restored:
+            log.info("assembler: restored %d trace states for partition %d", restored, partition)
+
+    async def handle(self, event: Any) -> None:
+        message = event.message
+        try:
+            self._ensure_index(message.partition)
+            if message.key == TICK_KEY:
+                await self._close_due(message.partition)
+            else:
+                await self._add(message)
+        except Exception as exc:  # Faust would ack and forget: record it instead
+            log.exception("assembler: failed on %s[%d]@%d", message.topic, message.partition, message.offset)
+            await self.ctx.dead_letter(dead_letter_for("assembler", message, exc))
+
+    async def _add(self, message: Any) -> None:
+        settings = self.ctx.settings
+        try:
+            batch = decode(message.value, SpanBatch, max_bytes=settings.max_message_bytes)
+            stray = [s.span_id for s in batch.spans if s.trace_id != batch.trace_id]
+            if stray:
+                raise DecodeError(f"spans {stray[:5]} belong to another trace than {batch.trace_id!r}")
+        except DecodeError as exc:
+            log.warning("assembler: dead-lettering %s[%d]@%d: %s", message.topic, message.partition,
+                        message.offset, exc)
+            await self.ctx.dead_letter(dead_letter_for("assembler", message, exc))
+            return
+        home = partition_for(batch.trace_id, settings.topic_partitions)
+        if home != message.partition:
+            # Sent with another key: forward to the trace's partition so its state lives in one place.
+            self.ctx.counters.inc("spans_forwarded", len(batch.spans))
+            await self.ctx.send(topics.SPANS, batch.trace_id, message.value, partition=home)
+            return
+        spans = [s.model_dump(mode="json", exclude_none=True) for s in batch.spans]
+        state, outcome = merge_spans(self.table.get(batch.trace_id), batch.trace_id, message.partition, spans,
+                                     batch.final, time.time())
+        self.table[batch.trace_id] = state
+        self.index.set(message.partition, batch.trace_id, deadline(state, self.cfg))
+        counters = self.ctx.counters
+        counters.inc("spans_in", outcome.added)
+        if outcome.duplicates:
+            counters.inc("spans_duplicate", outcome.duplicates)
+        if outcome.reopened:
+            counters.inc("traces_reopened")
+            log.info("assembler: trace %s re-opened as version %d by a late span", batch.trace_id, state["version"])
+
+    async def _close_due(self, partition: int) -> None:
+        now = time.time()
+        for trace_id in self.index.pop_due(partition, now):
+            state = self.table.get(trace_id)
+            if state is None:
+                continue
+            action = due_action(state, now, self.cfg)
+            if action is None:
+                self.index.set(partition, trace_id, deadline(state, self.cfg))
+            elif action == DueAction.FORGET:
+                del self.table[trace_id]
+            else:
+                payload = close_trace(state, action, now)
+                self.table[trace_id] = state
+                self.index.set(partition, trace_id, deadline(state, self.cfg))
+                await self.ctx.send(topics.TRACES, trace_id, orjson.dumps(payload))
+                self.ctx.counters.inc("traces_closed", status=payload["status"])
+
+    async def send_ticks(self) -> None:
+        assigned = self.ctx.app.assignor.assigned_actives()
+        for tp in assigned:
+            if tp.topic == topics.SPANS:
+                await self.ctx.send(topics.SPANS, TICK_KEY, TICK, partition=tp.partition)

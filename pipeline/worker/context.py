@@ -1,0 +1,38 @@
+"""What every agent needs, built once by the composition root."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from pipeline import topics
+from pipeline.contracts import DeadLetter, encode
+from pipeline.metrics import Counters
+from pipeline.rules import RuleSet
+from pipeline.settings import Settings
+
+
+@dataclass
+class WorkerContext:
+    app: faust.App
+    settings: Settings
+    ruleset: RuleSet
+    counters: Counters
+    topics: dict[str, faust.TopicT]
+
+    async def send(self, topic: str, key: str | bytes, value: bytes, partition: int | None = None) -> None:
+        key_bytes = key.encode() if isinstance(key, str) else key
+        await self.topics[topic].send(key=key_bytes, value=value, partition=partition)
+
+    async def dead_letter(self, dl: DeadLetter) -> None:
+        self.counters.inc("dead_letters", stage=dl.stage)
+        await self.send(topics.DEAD_LETTERS, dl.source_topic, encode(dl))
+
+
+def make_topics(app: faust.App, settings: Settings) -> dict[str, Any]:
+    return {
+        name: app.topic(name, partitions=settings.topic_partitions, key_serializer="raw", value_serializer="raw")
+        for name in topics.ALL
+    }

@@ -1,0 +1,93 @@
+"""The sink role inside a worker process: owns the ClickHouse client, the sink loop and the query endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from mode import Service
+
+from pipeline import topics
+from pipeline.runfile import clear_run_file, update_run_file
+from pipeline.storage.database import Database
+from pipeline.storage.query_server import QueryServer
+from pipeline.storage.sink import ClickHouseSink
+from pipeline.worker.context import WorkerContext
+
+log = logging.getLogger(__name__)
+
+
+def sink_service_class(ctx: WorkerContext, bootstrap: str) -> type[Service]:
+    class SinkService(Service):
+        """Started and stopped with the Faust app (`app.service`)."""
+
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            settings = ctx.settings
+            self.db = Database(settings.resolved_dsn, settings.clickhouse_database)
+            self.consumer: AIOKafkaConsumer | None = None
+            self.sink: ClickHouseSink | None = None
+            self.task: asyncio.Future | None = None
+            self.server = QueryServer(self.db, self._health, port=settings.query_port)
+            self.started_at = time.time()
+
+        def _health(self) -> dict[str, Any]:
+            return {"status": "ok", "pid": os.getpid(), "uptime_s": round(time.time() - self.started_at, 1),
+                    "counters": ctx.counters.snapshot()}
+
+        async def on_start(self) -> None:
+            settings = ctx.settings
+            applied = await self.db.open(settings.retention_days)
+            if applied:
+                log.info("clickhouse: applied migrations %s", ", ".join(applied))
+            url = await self.server.start()
+            update_run_file(settings.run_file, query_url=url, worker_pid=os.getpid())
+            self.consumer = AIOKafkaConsumer(
+                *topics.SINK_TOPICS,
+                bootstrap_servers=bootstrap,
+                group_id=f"{settings.app_id}-sink",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                session_timeout_ms=int(settings.session_timeout_s * 1000),
+                heartbeat_interval_ms=int(settings.session_timeout_s * 1000 / 3),
+                fetch_max_wait_ms=max(settings.fetch_max_wait_ms, 1),
+                max_partition_fetch_bytes=settings.max_message_bytes,
+                fetch_max_bytes=max(settings.max_message_bytes, 52428800),
+            )
+            await self.consumer.start()
+            self.sink = ClickHouseSink(
+                self.consumer, self.db, ctx.dead_letter, ctx.counters,
+                batch_rows=settings.sink_batch_rows, flush_interval_s=settings.sink_flush_interval_s,
+                max_message_bytes=settings.max_message_bytes,
+            )
+            self.task = self.add_future(self._run())
+
+        async def _run(self) -> None:
+            assert self.sink is not None
+            try:
+                await self.sink.run()
+            except Exception:
+                log.exception("sink: stopped by an unexpected error; the worker is shutting down")
+                await self.crash_worker()
+
+        async def crash_worker(self) -> None:
+            await ctx.app.crash(RuntimeError("sink failed"))  # type: ignore[attr-defined]
+
+        async def on_stop(self) -> None:
+            if self.sink is not None and self.task is not None:
+                self.sink.stop()  # the loop ends its current fetch, flushes and commits
+                try:
+                    await asyncio.wait_for(asyncio.shield(self.task), timeout=60)
+                except Exception:
+                    log.exception("sink: final flush failed; uncommitted messages will be redelivered")
+            if self.consumer is not None:
+                await self.consumer.stop()
+            await self.server.stop()
+            clear_run_file(ctx.settings.run_file, "query_url", "worker_pid")
+            await self.db.close()
+
+    return SinkService

@@ -1,0 +1,132 @@
+"""The scorer contract."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.contracts import CriterionVerdict, Example, Trace
+from pipeline.errors import ScorerReturnTypeError
+
+ScoreTarget = Trace | Example
+
+
+class Score(BaseModel):
+    """What a scorer returns. `passed` may be left to the threshold (rule's, then scorer's)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    value: float | bool | str | None = None
+    passed: bool | None = None
+    reason: str = ""
+    criteria: list[CriterionVerdict] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class Scorer:
+    """Subclass and implement `score` (async or sync; sync scorers run in a thread).
+
+    Keyword arguments given to the constructor come from the rule's `params`.
+    `higher_is_better` says which side of `threshold` passes.
+    """
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+    threshold: float | None = None
+    higher_is_better: ClassVar[bool] = True
+
+    def __init__(self, **params: Any) -> None:
+        if params:
+            raise TypeError(f"scorer {self.name!r} takes no params, got {sorted(params)}")
+
+    def score(self, target: ScoreTarget) -> Score | Any:
+        raise NotImplementedError(f"{type(self).__name__}.score")
+
+    async def run(self, target: ScoreTarget) -> Score:
+        """Call `score`, in a thread when it is synchronous, and check what it returned."""
+        if inspect.iscoroutinefunction(self.score):
+            out = await self.score(target)
+        else:
+            out = await asyncio.to_thread(self.score, target)
+            if inspect.isawaitable(out):
+                out = await out
+        return coerce_score(out, self.name)
+
+    def decide(self, score: Score, rule_threshold: float | None) -> tuple[bool | None, float | None]:
+        """Resolve pass / fail: the rule's threshold, else the scorer's own `passed`, else its threshold."""
+        threshold = rule_threshold if rule_threshold is not None else self.threshold
+        numeric = _as_number(score.value)
+        if rule_threshold is not None and numeric is not None:
+            return self._compare(numeric, rule_threshold), rule_threshold
+        if score.passed is not None:
+            return score.passed, threshold
+        if threshold is not None and numeric is not None:
+            return self._compare(numeric, threshold), threshold
+        if isinstance(score.value, bool):
+            return score.value, threshold
+        return None, threshold
+
+    def _compare(self, value: float, threshold: float) -> bool:
+        return value >= threshold if self.higher_is_better else value <= threshold
+
+
+def _as_number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def coerce_score(out: object, scorer_name: str) -> Score:
+    if isinstance(out, Score):
+        return out
+    if isinstance(out, bool | int | float | str):
+        return Score(value=out)
+    raise ScorerReturnTypeError(
+        f"scorer {scorer_name!r} returned {type(out).__name__}; expected Score, float, bool or str"
+    )
+
+
+class FunctionScorer(Scorer):
+    """Adapts a decorated function; `params` from the rule become keyword arguments."""
+
+    def __init__(self, fn: Callable[..., Any], **params: Any) -> None:
+        self._fn = fn
+        self._params = params
+
+    def score(self, target: ScoreTarget) -> Any:  # replaced per instance in `run`
+        return self._fn(target, **self._params)
+
+    async def run(self, target: ScoreTarget) -> Score:
+        if inspect.iscoroutinefunction(self._fn):
+            out = await self._fn(target, **self._params)
+        else:
+            out = await asyncio.to_thread(self._fn, target, **self._params)
+        return coerce_score(out, self.name)
+
+
+def scorer(
+    name: str | None = None,
+    *,
+    version: str = "1",
+    threshold: float | None = None,
+    higher_is_better: bool = True,
+) -> Callable[[Callable[..., Any]], type[FunctionScorer]]:
+    """Turn `fn(target, **params) -> Score | float | bool | str` into a scorer class."""
+
+    def wrap(fn: Callable[..., Any]) -> type[FunctionScorer]:
+        attrs = {
+            "name": name or fn.__name__,
+            "version": version,
+            "threshold": threshold,
+            "higher_is_better": higher_is_better,
+            "__doc__": fn.__doc__,
+            "__init__": lambda self, **params: FunctionScorer.__init__(self, fn, **params),
+            "__module__": fn.__module__,
+        }
+        return type(fn.__name__, (FunctionScorer,), attrs)
+
+    return wrap
