@@ -68,6 +68,12 @@ class Settings(BaseSettings):
         return self.clickhouse_dsn or embedded_dsn(self.data_dir / "clickhouse")
 
     @property
+    def fetch_max_bytes(self) -> int:
+        """Consumers fetch more than the message limit, so an oversized message is read and dead-lettered
+        instead of stalling its partition."""
+        return max(2 * self.max_message_bytes, 16 * 1024 * 1024)
+
+    @property
     def run_file(self) -> Path:
         return self.data_dir / "run.json"
 

@@ -55,8 +55,8 @@ def sink_service_class(ctx: WorkerContext, bootstrap: str) -> type[Service]:
                 session_timeout_ms=int(settings.session_timeout_s * 1000),
                 heartbeat_interval_ms=int(settings.session_timeout_s * 1000 / 3),
                 fetch_max_wait_ms=max(settings.fetch_max_wait_ms, 1),
-                max_partition_fetch_bytes=settings.max_message_bytes,
-                fetch_max_bytes=max(settings.max_message_bytes, 52428800),
+                max_partition_fetch_bytes=settings.fetch_max_bytes,
+                fetch_max_bytes=max(settings.fetch_max_bytes, 52428800),
             )
             await self.consumer.start()
             self.sink = ClickHouseSink(

@@ -1,0 +1,119 @@
+"""Run real worker processes against a real Tansu broker and chDB, and query what they stored."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from pipeline import topics
+from pipeline.runfile import read_run_file
+
+FAST_ENV = {
+    "EVALSTREAM_QUIET_PERIOD_S": "1",
+    "EVALSTREAM_IDLE_TIMEOUT_S": "4",
+    "EVALSTREAM_TICK_INTERVAL_S": "0.2",
+    "EVALSTREAM_SINK_FLUSH_INTERVAL_S": "0.2",
+    "EVALSTREAM_TOPIC_PARTITIONS": "4",
+    "EVALSTREAM_LOG_LEVEL": "info",
+}
+
+
+class WorkerProcess:
+    def __init__(self, data_dir: Path, bootstrap: str, rules: Path, extra_env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.env = {**os.environ, **FAST_ENV, "EVALSTREAM_DATA_DIR": str(data_dir),
+                    "EVALSTREAM_KAFKA_BOOTSTRAP": bootstrap, **(extra_env or {})}
+        self.rules = rules
+        self.process: subprocess.Popen | None = None
+        self.log_path = data_dir / "worker.log"
+        self.query_url: str | None = None
+
+    def start(self, timeout_s: float = 60) -> WorkerProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "run.json").unlink(missing_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115
+        self.process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker", "--rules", str(self.rules)],
+                                        env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"worker exited early:\n{self.log_tail()}"
+            url = read_run_file(self.data_dir / "run.json").get("query_url")
+            if url:
+                self.query_url = url
+                return self
+            time.sleep(0.1)
+        raise AssertionError(f"worker not ready in {timeout_s}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    def query(self, sql: str) -> list[list[Any]]:
+        request = urllib.request.Request(f"{self.query_url}/query", data=json.dumps({"sql": sql}).encode())
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())["rows"]
+
+    def scalar(self, sql: str) -> Any:
+        return self.query(sql)[0][0]
+
+    def wait_for(self, predicate: Callable[[], bool], timeout_s: float = 60, what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.25)
+        raise AssertionError(f"timed out waiting for {what}\n{self.log_tail()}")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def span(trace_id: str, span_id: str, parent: str | None, name: str = "step", *, start_ms: int = 0,
+         dur_ms: int = 5, span_type: str = "function", status: str = "ok", project: str = "itest",
+         **extra: Any) -> dict[str, Any]:
+    start = 1_700_000_000_000_000_000 + start_ms * 1_000_000
+    return {"trace_id": trace_id, "span_id": span_id, "parent_span_id": parent, "name": name, "span_type": span_type,
+            "start_ns": start, "end_ns": start + dur_ms * 1_000_000, "status": status, "project": project, **extra}
+
+
+def batch(trace_id: str, spans: list[dict[str, Any]], final: bool = False) -> bytes:
+    return orjson.dumps({"v": 1, "kind": "spans", "trace_id": trace_id, "spans": spans, "final": final})
+
+
+def produce(bootstrap: str, messages: list[tuple[bytes, bytes]], topic: str = topics.SPANS) -> None:
+    async def run() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=16 * 1024 * 1024)
+        await producer.start()
+        try:
+            for key, value in messages:
+                await producer.send(topic, value, key=key)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    asyncio.run(run())
