@@ -1,0 +1,117 @@
+"""End-to-end throughput: traces/s and spans/s through the whole path, against the raw broker.
+
+    .venv/bin/python bench/e2e_throughput.py [--traces 3000] [--spans 10]
+
+Baseline (same run, same broker): aiokafka producing and consuming messages of the same size as
+one trace's SpanBatch. Pipeline: one worker process (assembler, router, scorer, alerter, sink)
+scoring every trace with two code scorers; the clock stops when the last score row is in chDB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.admin import ensure_topics  # noqa: E402
+from pipeline.embedded import EmbeddedBroker  # noqa: E402
+from tests.integration.harness import WorkerProcess, batch, span  # noqa: E402
+
+RULES = """
+rules:
+  - name: errors
+    scorer: error_spans
+  - name: latency
+    scorer: trace_latency
+    params: {max_ms: 1000}
+"""
+
+
+def trace_batches(n: int, spans: int) -> list[tuple[bytes, bytes]]:
+    out = []
+    for i in range(n):
+        trace_id = f"b{i:07d}"
+        root = span(trace_id, f"{trace_id}-r", None, "root", dur_ms=20)
+        kids = [span(trace_id, f"{trace_id}-{j}", root["span_id"], f"tool{j % 3}", start_ms=j, span_type="tool",
+                     inputs={"q": f"query {j}"}, outputs={"ok": True}) for j in range(spans - 1)]
+        out.append((trace_id.encode(), batch(trace_id, [root, *kids], final=True)))
+    return out
+
+
+async def raw_broker(bootstrap: str, messages: list[tuple[bytes, bytes]]) -> tuple[float, float]:
+    topic = "bench.raw"
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=16 * 1024 * 1024)
+    await producer.start()
+    started = time.perf_counter()
+    for key, value in messages:
+        await producer.send(topic, value, key=key)
+    await producer.flush()
+    produce_s = time.perf_counter() - started
+    await producer.stop()
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                fetch_max_wait_ms=10, max_partition_fetch_bytes=16 * 1024 * 1024)
+    await consumer.start()
+    started, seen = time.perf_counter(), 0
+    while seen < len(messages):
+        for records in (await consumer.getmany(timeout_ms=1000)).values():
+            seen += len(records)
+    consume_s = time.perf_counter() - started
+    await consumer.stop()
+    return len(messages) / produce_s, len(messages) / consume_s
+
+
+async def produce(bootstrap: str, messages: list[tuple[bytes, bytes]]) -> float:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=16 * 1024 * 1024)
+    await producer.start()
+    started = time.perf_counter()
+    for key, value in messages:
+        await producer.send("evalstream.spans.v1", value, key=key)
+    await producer.flush()
+    await producer.stop()
+    return started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--traces", type=int, default=3000)
+    parser.add_argument("--spans", type=int, default=10)
+    args = parser.parse_args()
+    messages = trace_batches(args.traces, args.spans)
+    size = sum(len(v) for _, v in messages) / len(messages)
+
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker(log_file=Path(tmp) / "broker.log") as broker:
+        asyncio.run(ensure_topics(broker.bootstrap, partitions=8))
+        produce_rate, consume_rate = asyncio.run(raw_broker(broker.bootstrap, messages))
+        rules = Path(tmp) / "rules.yaml"
+        rules.write_text(RULES)
+        worker = WorkerProcess(Path(tmp) / "data", broker.bootstrap, rules,
+                               {"EVALSTREAM_TOPIC_PARTITIONS": "8", "EVALSTREAM_LOG_LEVEL": "warn"}).start()
+        try:
+            time.sleep(12)  # let both consumer groups join (Tansu: half the session timeout each)
+            started = asyncio.run(produce(broker.bootstrap, messages))
+            target = 2 * args.traces
+            worker.wait_for(lambda: worker.scalar("SELECT count() FROM evalstream.scores") >= target,
+                            timeout_s=1800, what="all scores stored")
+            elapsed = time.perf_counter() - started
+        finally:
+            worker.stop()
+
+    traces_s = args.traces / elapsed
+    print(f"traces: {args.traces} of {args.spans} spans, {size:.0f} B per SpanBatch message")
+    print(f"raw broker   produce: {produce_rate:10.0f} msg/s  ({produce_rate * args.spans:10.0f} spans/s)")
+    print(f"raw broker   consume: {consume_rate:10.0f} msg/s  ({consume_rate * args.spans:10.0f} spans/s)")
+    print(f"pipeline end to end : {traces_s:10.1f} traces/s ({traces_s * args.spans:10.0f} spans/s), "
+          f"{elapsed:.1f} s for all scores stored")
+    print(f"ratio pipeline / raw produce: {traces_s / produce_rate:.3f}; target 2000 traces/s: "
+          f"{traces_s / 2000:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
