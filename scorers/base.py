@@ -94,6 +94,7 @@ class FunctionScorer(Scorer):
     """Adapts a decorated function; `params` from the rule become keyword arguments."""
 
     def __init__(self, fn: Callable[..., Any], **params: Any) -> None:
+        inspect.signature(fn).bind(None, **params)  # an unknown param fails when the rules load
         self._fn = fn
         self._params = params
 

@@ -69,7 +69,7 @@ def merge_spans(
     if state is None:
         state = new_state(trace_id, partition, now)
     known: dict[str, Any] = state["spans"]
-    fresh = [s for s in spans if s["span_id"] not in known]
+    fresh = list({s["span_id"]: s for s in spans if s["span_id"] not in known}.values())
     duplicates = len(spans) - len(fresh)
     reopened = False
     if fresh and not state["open"]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from pydantic import ValidationError
+
 from pipeline.contracts import (
     Decision,
     DecisionOutcome,
@@ -71,9 +73,14 @@ def _route_evaluation_requests(trace: Trace, out: Routed, decide, source: JobSou
                 decide(rule, DecisionOutcome.SAMPLED_OUT, f"sampling_rate={request.sampling_rate:g}")
                 continue
             job_id = ScoreJob.make_id(rule, trace.trace_id, trace.version, span.span_id)
+            try:
+                example = Example.model_validate(request.example)
+            except ValidationError as exc:
+                decide(rule, DecisionOutcome.FAILED, f"invalid example: {exc.errors()[0]['msg']}", job_id)
+                continue
             out.jobs.append(ScoreJob(
                 job_id=job_id, rule=rule, scorer=request.scorer, threshold=request.threshold,
                 trace_id=trace.trace_id, trace_version=trace.version, span_id=span.span_id,
-                example=Example.model_validate(request.example), source=source, created_ns=now,
+                example=example, source=source, created_ns=now,
             ))
             decide(rule, DecisionOutcome.QUEUED, job_id=job_id)

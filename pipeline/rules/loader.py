@@ -40,7 +40,10 @@ def parse_rules(data: Any, *, source: str = "<rules>", overrides: list[str] | No
 
 def apply_overrides(data: dict[str, Any], overrides: list[str], *, source: str) -> dict[str, Any]:
     """`RULE.FIELD=VALUE` (VALUE parsed as YAML), e.g. `slow.sampling_rate=0.1` or `slow.enabled=false`."""
-    data = {**data, "rules": [dict(r) for r in data.get("rules") or []]}
+    rules = data.get("rules") or []
+    if not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules):
+        raise RulesError(f"{source}: 'rules' must be a list of mappings")
+    data = {**data, "rules": [dict(r) for r in rules]}
     by_name = {r.get("name"): r for r in data["rules"]}
     for item in overrides:
         target, sep, raw = item.partition("=")

@@ -70,8 +70,8 @@ async def run_job(job: ScoreJob, trace: Trace, cache: ScorerCache, policy: Retry
             target = job.example if job.example is not None else trace
             try:
                 score = await asyncio.wait_for(scorer.run(target), timeout=policy.timeout_s)
-            except TimeoutError:
-                raise ScorerTimeoutError(f"no result within {policy.timeout_s:g} s") from None
+            except TimeoutError as exc:
+                raise ScorerTimeoutError(str(exc) or f"no result within {policy.timeout_s:g} s") from None
             passed, threshold = scorer.decide(score, job.threshold)
             return JobOutcome(
                 _result(job, trace, started, attempt, scorer, status=ScoreStatus.SCORED, value=score.value,

@@ -141,10 +141,10 @@ class Tracer:
             handle.end()
 
     @contextmanager
-    def agent_context(self, name: str, instance_id: str | None = None) -> Iterator[SpanHandle]:
+    def agent_context(self, name: str, instance_id: str | None = None, inputs: Any = None) -> Iterator[SpanHandle]:
         token = _agent.set((name, instance_id or _hex_id(32)))
         try:
-            with self.span(name, "agent") as handle:
+            with self.span(name, "agent", inputs) as handle:
                 yield handle
         finally:
             _agent.reset(token)
@@ -166,7 +166,7 @@ class Tracer:
                 inputs = {k: v for k, v in bound.arguments.items() if k not in ("self", "cls")}
             except TypeError:
                 inputs = {"args": args, "kwargs": kwargs}
-            return self.agent_context(name) if agent else self.span(name, span_type, inputs)
+            return self.agent_context(name, inputs=inputs) if agent else self.span(name, span_type, inputs)
 
         if inspect.iscoroutinefunction(fn):
             @functools.wraps(fn)

@@ -66,8 +66,6 @@ def test_duplicates_are_counted_once() -> None:
     assert len(payload["spans"]) == 3
 
 
-@pytest.mark.xfail(strict=True, reason="BUG merge_spans: a span id repeated inside one batch is counted as added "
-                                       "twice (MergeOutcome.added=2, duplicates=0) though stored once")
 def test_duplicate_inside_one_batch_is_counted_once() -> None:
     state, outcome = merge_spans(None, "t-1", 0, [CHILD_A, CHILD_A], False, T0)
     assert len(state["spans"]) == 1

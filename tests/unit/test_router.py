@@ -149,9 +149,6 @@ def test_sdk_request_sampled_out() -> None:
     assert decision.reason == "sampling_rate=0"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG router: an EvaluationRequest whose example does not fit Example "
-                                       "(e.g. metadata not a dict) raises ValidationError from route_trace, so "
-                                       "the whole trace is dead-lettered and no rule scores it")
 def test_malformed_sdk_example_does_not_block_the_rules() -> None:
     bad = EvaluationRequest(scorer="mod:judge", example={"metadata": "not-a-dict"})
     routed = route_trace(make_trace(evaluations=[bad]), RULES)

@@ -294,8 +294,6 @@ def test_override_with_bad_params_is_caught_at_load() -> None:
     assert info.value.rule == "slow" and info.value.field == "params"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG apply_overrides: dict(r) on a non-mapping 'rules' raises ValueError, "
-                                       "not RulesError")
 def test_override_on_malformed_rules_section_is_a_rules_error() -> None:
     # Without --set this is a clean RulesError; with --set it escapes as a raw ValueError.
     with pytest.raises(RulesError):
@@ -437,8 +435,6 @@ def test_unknown_param_of_a_class_scorer_fails_at_load() -> None:
     assert info.value.rule == "b" and info.value.field == "params" and "limt" in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: @scorer functions accept any params at build time; an unknown param "
-                                       "is only detected per trace (TypeError at scoring), not when rules load")
 def test_unknown_param_of_a_function_scorer_fails_at_load() -> None:
     with pytest.raises(RulesError) as info:
         parse_rules({"rules": [{"name": "a", "scorer": f"{__name__}:scaled", "params": {"factr": 2}}]})

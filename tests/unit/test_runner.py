@@ -218,9 +218,6 @@ async def test_timeout_is_a_scorer_timeout_error_row() -> None:
     assert r.latency_ms < 2000
 
 
-@pytest.mark.xfail(strict=True, reason="BUG runner: a TimeoutError raised by the scorer itself is caught by the "
-                                       "wait_for handler and reported as 'no result within <timeout_s> s', losing "
-                                       "the scorer's own message")
 async def test_scorer_own_timeout_error_keeps_its_message() -> None:
     out = await run_job(make_job(f"{HERE}:SocketTimeout"), make_trace(), ScorerCache(), FAST)
     assert out.dead_letter and out.result.attempts == 3  # transient: retried (holds today)
