@@ -9,6 +9,12 @@ from __future__ import annotations
 import hashlib
 
 _SCALE = float(1 << 64)
+SDK_RULE_PREFIX = "sdk:"
+
+
+def sdk_rule(scorer: str) -> str:
+    """The rule name an `async_evaluate` request is sampled and recorded under."""
+    return f"{SDK_RULE_PREFIX}{scorer}"
 
 
 def sample_point(trace_id: str, rule: str) -> float:

@@ -6,7 +6,7 @@ import hashlib
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from pipeline.contracts.spans import _Wire
 from pipeline.contracts.traces import Trace
@@ -18,7 +18,10 @@ class JobSource(StrEnum):
 
 
 class Example(_Wire):
-    """The payload of an `async_evaluate` call."""
+    """The payload of an `async_evaluate` call. Fields beyond these are kept (a user's own example
+    class, e.g. `request`/`response`), so their scorers can read them."""
+
+    model_config = ConfigDict(extra="allow")
 
     inputs: Any = None
     outputs: Any = None

@@ -47,9 +47,10 @@ class EvaluationRequest(_Wire):
     """An `async_evaluate` call attached to a span: score this example with that scorer."""
 
     scorer: str
-    example: dict[str, Any] = Field(default_factory=dict)
+    example: dict[str, Any] | None = None  # left out by the SDK when the request was not sampled
     sampling_rate: float = Field(default=1.0, ge=0.0, le=1.0)
     threshold: float | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
 
 
 class Span(_Wire):

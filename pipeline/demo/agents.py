@@ -71,9 +71,6 @@ def run(tracer: Tracer, traces: int, seed: int = 7) -> dict[str, int]:
         kinds[kind] += 1
         planner(f"customer question {i}", slow=kind == "slow", fail=kind == "tool_error", loop=kind == "loop")
     # One trace whose root never ends (the process "crashed" mid-request): closed as incomplete.
-    root = tracer.start_span("planner", "agent")
-    child = tracer.start_span("web_search", "tool")
-    child.data["parent_span_id"] = root.span_id
-    child.data["trace_id"] = root.trace_id
-    child.end()
+    root = tracer.start_span("planner", "agent", parent=None)
+    tracer.start_span("web_search", "tool", parent=root).end()
     return kinds

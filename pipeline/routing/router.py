@@ -21,9 +21,7 @@ from pipeline.contracts import (
 )
 from pipeline.rules.matching import filter_mismatch
 from pipeline.rules.model import RuleSet
-from pipeline.sampling import is_sampled
-
-SDK_RULE_PREFIX = "sdk:"
+from pipeline.sampling import is_sampled, sdk_rule
 
 
 @dataclass
@@ -68,18 +66,18 @@ def route_trace(trace: Trace, ruleset: RuleSet, *, source: JobSource = JobSource
 def _route_evaluation_requests(trace: Trace, out: Routed, decide, source: JobSource, now: int) -> None:
     for span in trace.spans:
         for request in span.evaluations:
-            rule = f"{SDK_RULE_PREFIX}{request.scorer}"
+            rule = sdk_rule(request.scorer)
             if not is_sampled(trace.trace_id, rule, request.sampling_rate):
                 decide(rule, DecisionOutcome.SAMPLED_OUT, f"sampling_rate={request.sampling_rate:g}")
                 continue
             job_id = ScoreJob.make_id(rule, trace.trace_id, trace.version, span.span_id)
             try:
-                example = Example.model_validate(request.example)
+                example = Example.model_validate(request.example or {})
             except ValidationError as exc:
                 decide(rule, DecisionOutcome.FAILED, f"invalid example: {exc.errors()[0]['msg']}", job_id)
                 continue
             out.jobs.append(ScoreJob(
-                job_id=job_id, rule=rule, scorer=request.scorer, threshold=request.threshold,
+                job_id=job_id, rule=rule, scorer=request.scorer, params=request.params, threshold=request.threshold,
                 trace_id=trace.trace_id, trace_version=trace.version, span_id=span.span_id,
                 example=example, source=source, created_ns=now,
             ))

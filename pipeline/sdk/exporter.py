@@ -1,132 +1,240 @@
-"""Background publishing: a bounded deque drained by a thread running its own asyncio loop."""
+"""Getting spans off the caller's thread: a bounded deque drained by one background thread that
+serializes, groups spans per trace and publishes them to Kafka with aiokafka.
+
+The caller's side (`emit`) is a length check and an append: it never blocks, never raises, and when
+the queue is full the span is dropped and counted. While the broker is unreachable the thread keeps
+retrying with backoff and the queue stays bounded.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
-from collections import defaultdict, deque
-from typing import Any
+import weakref
+from collections import deque
+from typing import Any, Protocol
 
 import orjson
 
+from pipeline.sdk.internal import warn_once
 from pipeline.topics import SPANS
 
 log = logging.getLogger("evalstream.sdk")
 
+MAX_MESSAGE_BYTES = 1024 * 1024  # well under the broker's limit; a bigger trace goes in several messages
+_DRAIN_CHUNK = 20_000
+
+
+class Exportable(Protocol):
+    def to_wire(self) -> tuple[dict[str, Any], bool]:
+        """The wire span and whether it ends its trace."""
+
+
+class SpanExporter(Protocol):
+    def emit(self, item: Exportable) -> None: ...
+    def flush(self, timeout_s: float = 10.0) -> bool: ...
+    def shutdown(self, timeout_s: float = 10.0) -> None: ...
+    def stats(self) -> dict[str, int]: ...
+
+
+class PreparedSpan:
+    """A span already in wire form (from the OpenTelemetry exporter)."""
+
+    __slots__ = ("ends_trace", "span")
+
+    def __init__(self, span: dict[str, Any], ends_trace: bool) -> None:
+        self.span = span
+        self.ends_trace = ends_trace
+
+    def to_wire(self) -> tuple[dict[str, Any], bool]:
+        return self.span, self.ends_trace
+
+
+def encode_batches(trace_id: str, spans: list[bytes], final: bool,
+                   max_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[bytes, int]]:
+    """SpanBatch payloads for one trace, each under `max_bytes`, with their span counts; only the
+    last carries `final`, so the pipeline closes the trace after it has everything."""
+    head = b'{"v":1,"kind":"spans","trace_id":' + orjson.dumps(trace_id) + b',"final":'
+    budget = max_bytes - len(head) - 32
+    chunks: list[list[bytes]] = [[]]
+    size = 0
+    for span in spans:
+        if chunks[-1] and size + len(span) + 1 > budget:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(span)
+        size += len(span) + 1
+    last = len(chunks) - 1
+    return [(head + (b"true" if final and i == last else b"false") + b',"spans":[' + b",".join(chunk) + b"]}",
+             len(chunk)) for i, chunk in enumerate(chunks)]
+
 
 class KafkaSpanExporter:
     def __init__(self, bootstrap_servers: str, *, max_queue_size: int = 100_000, flush_interval_s: float = 0.1,
-                 topic: str = SPANS) -> None:
+                 topic: str = SPANS, max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
         self._bootstrap = bootstrap_servers
-        self._queue: deque[tuple[dict[str, Any], bool]] = deque()
         self._max = max_queue_size
         self._interval = flush_interval_s
         self._topic = topic
-        self.dropped = 0
+        self._max_message_bytes = max_message_bytes
         self.sent = 0
-        self.failed = 0
+        self.dropped = 0  # queue full
+        self.failed = 0  # could not be serialized or published
+        self._reset_thread_state()
+        _live_exporters.add(self)
+
+    def _reset_thread_state(self) -> None:
+        self._queue: deque[Exportable] = deque()
         self._wake = threading.Event()
         self._flushed = threading.Condition()
         self._generation = 0
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._warned = False
+        self._pid = os.getpid()
 
-    def emit(self, span: dict[str, Any], root_ended: bool) -> None:
-        """Called on the caller's thread: never blocks, never raises."""
+    # -- caller's thread --------------------------------------------------------------------------
+    def emit(self, item: Exportable) -> None:
         if len(self._queue) >= self._max:
             self.dropped += 1
             return
-        self._queue.append((span, root_ended))
+        self._queue.append(item)
         if self._thread is None:
             self._start()
 
+    def emit_wire(self, span: dict[str, Any], ends_trace: bool) -> None:
+        """Queue an already-mapped wire span (a `pipeline.contracts.Span` as a dict)."""
+        self.emit(PreparedSpan(span, ends_trace))
+
+    def stats(self) -> dict[str, int]:
+        return {"queued": len(self._queue), "sent": self.sent, "dropped": self.dropped, "failed": self.failed}
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Publish everything queued before this call; True if that finished within the timeout."""
+        if self._thread is None:
+            return not self._queue
+        with self._flushed:
+            target = self._generation + 2  # a whole pass that began after this call
+            self._wake.set()
+            passed = self._flushed.wait_for(lambda: self._generation >= target, timeout=timeout_s)
+        return passed and not self._queue and self._thread is not None and self._thread.is_alive()
+
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        if self._thread is None or self._stopping:
+            return
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout_s)
+        if self._queue:
+            lost = len(self._queue)
+            self.failed += lost
+            self._queue.clear()
+            log.warning("evalstream: %d spans were not published before shutdown (broker %s)", lost, self._bootstrap)
+
     def _start(self) -> None:
         with self._lock:
-            if self._thread is None:
+            if self._thread is None and not self._stopping:
                 self._thread = threading.Thread(target=self._run, name="evalstream-exporter", daemon=True)
                 self._thread.start()
 
+    # -- background thread ------------------------------------------------------------------------
     def _run(self) -> None:
-        asyncio.run(self._loop())
+        try:
+            asyncio.run(self._loop())
+        except Exception:
+            log.exception("evalstream exporter thread stopped")
+        finally:
+            with self._flushed:
+                self._generation += 10**9  # wake every flush() waiter: nothing more will be published
+                self._flushed.notify_all()
 
     async def _loop(self) -> None:
         from aiokafka import AIOKafkaProducer
 
-        producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, linger_ms=5, max_request_size=8 * 1024 * 1024,
-                                    request_timeout_ms=10000)
-        started = False
+        producer: Any = None
+        backoff = 0.5
+        next_attempt = 0.0
+        loop = asyncio.get_running_loop()
         while True:
-            if not started:
+            if producer is None and loop.time() >= next_attempt:
+                candidate = AIOKafkaProducer(bootstrap_servers=self._bootstrap, linger_ms=5,
+                                             max_request_size=self._max_message_bytes + 4096,
+                                             request_timeout_ms=10_000, acks=1)
                 try:
-                    await producer.start()
-                    started = True
-                except Exception as exc:
-                    self._warn(f"cannot reach Kafka at {self._bootstrap}: {exc}")
-            if started:
+                    await candidate.start()
+                    producer, backoff = candidate, 0.5
+                except Exception as exc:  # noqa: BLE001 - unreachable broker: keep spans, retry later
+                    await _quiet_stop(candidate)
+                    warn_once(f"connect:{self._bootstrap}", "evalstream: cannot reach Kafka at %s (%s); spans wait "
+                              "in a bounded queue and are dropped and counted when it is full",
+                              self._bootstrap, exc)
+                    next_attempt = loop.time() + backoff
+                    backoff = min(backoff * 2, 10.0)
+            if producer is not None:
                 await self._drain(producer)
-            else:
-                self._drop_all()
             with self._flushed:
                 self._generation += 1
                 self._flushed.notify_all()
             if self._stopping:
                 break
-            await asyncio.get_running_loop().run_in_executor(None, self._wake.wait, self._interval)
+            await loop.run_in_executor(None, self._wake.wait, self._interval)
             self._wake.clear()
-        if started:
-            await producer.stop()
+        if producer is not None:
+            await _quiet_stop(producer)
 
     async def _drain(self, producer: Any) -> None:
         while self._queue:
-            by_trace: dict[str, list[dict[str, Any]]] = defaultdict(list)
-            final: set[str] = set()
-            for _ in range(min(len(self._queue), 50_000)):
-                span, root_ended = self._queue.popleft()
-                by_trace[span["trace_id"]].append(span)
-                if root_ended:
-                    final.add(span["trace_id"])
-            futures = []
-            for trace_id, spans in by_trace.items():
-                payload = orjson.dumps({"v": 1, "kind": "spans", "trace_id": trace_id, "spans": spans,
-                                        "final": trace_id in final}, default=str)
+            by_trace: dict[str, tuple[list[bytes], list[bool]]] = {}
+            for _ in range(min(len(self._queue), _DRAIN_CHUNK)):
+                item = self._queue.popleft()
                 try:
-                    futures.append((len(spans), await producer.send(self._topic, payload, key=trace_id.encode())))
+                    span, ends_trace = item.to_wire()
+                    encoded = orjson.dumps(span, default=str)
                 except Exception as exc:
-                    self.failed += len(spans)
-                    self._warn(f"publishing spans failed: {exc}")
-            for count, future in futures:
-                try:
-                    await future
-                    self.sent += count
-                except Exception as exc:
+                    self.failed += 1
+                    log.error("evalstream: could not serialize a span (%r); it is dropped", exc, exc_info=exc)
+                    continue
+                entry = by_trace.setdefault(span["trace_id"], ([], [False]))
+                entry[0].append(encoded)
+                entry[1][0] = entry[1][0] or ends_trace
+            messages = [(count, producer.send(self._topic, payload, key=trace_id.encode()))
+                        for trace_id, (spans, final) in by_trace.items()
+                        for payload, count in encode_batches(trace_id, spans, final[0], self._max_message_bytes)]
+            # send() queues into aiokafka's accumulator and returns a delivery future.
+            queued = await asyncio.gather(*(send for _, send in messages), return_exceptions=True)
+            delivered = await asyncio.gather(*(q for q in queued if not isinstance(q, BaseException)),
+                                             return_exceptions=True)
+            outcomes = iter(delivered)
+            for (count, _), queued_result in zip(messages, queued, strict=True):
+                result = queued_result if isinstance(queued_result, BaseException) else next(outcomes)
+                if isinstance(result, BaseException):
                     self.failed += count
-                    self._warn(f"publishing spans failed: {exc}")
+                    warn_once(f"publish:{self._bootstrap}", "evalstream: publishing spans to %s at %s failed "
+                              "(%r); they are counted as failed", self._topic, self._bootstrap, result)
+                else:
+                    self.sent += count
 
-    def _drop_all(self) -> None:
-        while self._queue:
-            self._queue.popleft()
-            self.failed += 1
+    def _after_fork_in_child(self) -> None:
+        # The parent's thread and queue do not exist in the child; start over lazily.
+        self._reset_thread_state()
 
-    def _warn(self, message: str) -> None:
-        if not self._warned:
-            log.warning("evalstream: %s (spans are dropped and counted; further errors are not logged)", message)
-            self._warned = True
 
-    def flush(self, timeout_s: float = 10.0) -> bool:
-        """Publish everything queued so far; True if it finished within the timeout."""
-        if self._thread is None:
-            return True
-        with self._flushed:
-            target = self._generation + 2  # a full pass that started after this call
-            self._wake.set()
-            return self._flushed.wait_for(lambda: self._generation >= target, timeout=timeout_s)
+async def _quiet_stop(producer: Any) -> None:
+    try:
+        await producer.stop()
+    except Exception:  # noqa: BLE001, S110 - closing a connection that never worked is not news
+        pass
 
-    def shutdown(self, timeout_s: float = 10.0) -> None:
-        if self._thread is None:
-            return
-        self._stopping = True
-        self._wake.set()
-        self._thread.join(timeout_s)
+
+_live_exporters: weakref.WeakSet[KafkaSpanExporter] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for exporter in list(_live_exporters):
+        exporter._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)

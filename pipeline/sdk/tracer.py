@@ -1,202 +1,244 @@
-"""Tracer: decorators and spans, nested through contextvars (so threads and asyncio tasks that copy
-the context keep their parent)."""
+"""Tracer: the SDK's entry point.
+
+    tracer = Tracer(project="support-bot")          # EVALSTREAM_KAFKA_BOOTSTRAP says where to send
+
+    @tracer.agent()
+    @tracer.observe(span_type="tool")
+    def handle(self, request: str) -> str: ...
+
+Without a bootstrap server (or with EVALSTREAM_MONITORING=false) every call is a no-op; `configure`
+can turn it on later. Nothing here raises into user code once the Tracer is built.
+"""
 
 from __future__ import annotations
 
 import atexit
-import contextvars
-import functools
-import inspect
-import os
-import random
 import time
-import traceback
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
-import orjson
-
-from pipeline.sdk.exporter import KafkaSpanExporter
+from pipeline.sdk.capture import Capture
+from pipeline.sdk.config import Redactor, SDKConfig
+from pipeline.sdk.context import AgentRef, RemoteParent, current_agent, current_span, get_current_span
+from pipeline.sdk.decorators import AgentSpec, Instrumented, instrument
+from pipeline.sdk.evaluations import build_request
+from pipeline.sdk.exporter import KafkaSpanExporter, SpanExporter
+from pipeline.sdk.ids import IdGenerator, RandomIds, random_hex
+from pipeline.sdk.internal import report, warn_once
+from pipeline.sdk.span import NOOP_SPAN, NoopSpan, SpanHandle
+from pipeline.sdk.wire import span_to_wire
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-MAX_FIELD_BYTES = 32 * 1024
-
-_current: contextvars.ContextVar[SpanHandle | None] = contextvars.ContextVar("evalstream_span", default=None)
-_agent: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("evalstream_agent", default=None)
+_UNSET: Any = object()
+_latest: weakref.ref[Tracer] | None = None
 
 
-def _hex_id(bits: int) -> str:
-    return f"{random.getrandbits(bits):0{bits // 4}x}"
-
-
-def _capped(value: Any) -> Any:
-    """Keep a value JSON-able and bounded; oversized values become a truncated string."""
-    try:
-        raw = orjson.dumps(value, default=repr)
-    except (TypeError, orjson.JSONEncodeError):
-        raw = orjson.dumps(repr(value))
-    if len(raw) <= MAX_FIELD_BYTES:
-        return orjson.loads(raw)
-    return raw[:MAX_FIELD_BYTES].decode(errors="ignore") + "…[truncated]"
-
-
-class SpanHandle:
-    __slots__ = ("tracer", "data", "_token")
-
-    def __init__(self, tracer: Tracer, data: dict[str, Any]) -> None:
-        self.tracer = tracer
-        self.data = data
-        self._token: contextvars.Token | None = None
-
-    @property
-    def trace_id(self) -> str:
-        return self.data["trace_id"]
-
-    @property
-    def span_id(self) -> str:
-        return self.data["span_id"]
-
-    def set_input(self, value: Any) -> None:
-        self.data["inputs"] = _capped(value)
-
-    def set_output(self, value: Any) -> None:
-        self.data["outputs"] = _capped(value)
-
-    def set_attribute(self, key: str, value: Any) -> None:
-        self.data.setdefault("attributes", {})[key] = _capped(value)
-
-    def record_llm(self, model: str, input_tokens: int | None = None, output_tokens: int | None = None,
-                   cost_usd: float | None = None) -> None:
-        self.data.update(model=model, input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost_usd)
-        if input_tokens is not None and output_tokens is not None:
-            self.data["total_tokens"] = input_tokens + output_tokens
-
-    def record_error(self, exc: BaseException) -> None:
-        self.data["status"] = "error"
-        self.data["error"] = {"type": type(exc).__name__, "message": str(exc)[:4000],
-                              "stack": "".join(traceback.format_exception(exc))[-8000:]}
-
-    def end(self) -> None:
-        self.data["end_ns"] = time.time_ns()
-        if self.data.get("status") == "unset":
-            self.data["status"] = "ok"
-        self.tracer._finish(self)
+def active_tracer() -> Tracer | None:
+    """The most recently built Tracer: what `wrap(client)` records into when given no tracer."""
+    return _latest() if _latest is not None else None
 
 
 class Tracer:
-    """`Tracer(project=...)`: arguments win over `EVALSTREAM_*` env vars, which win over defaults."""
+    def __init__(self, project: str | None = None, *, service: str | None = None,
+                 bootstrap_servers: str | None = None, enabled: bool | None = None, evaluations: bool | None = None,
+                 max_queue_size: int | None = None, flush_interval_s: float | None = None,
+                 max_field_bytes: int | None = None, capture_io: bool | None = None, redact: Redactor | None = None,
+                 exporter: SpanExporter | None = None, id_generator: IdGenerator | None = None,
+                 clock: Callable[[], int] | None = None) -> None:
+        self._exporter: SpanExporter | None = None
+        self._atexit_registered = False
+        self.evaluations_dropped = 0
+        global _latest
+        _latest = weakref.ref(self)
+        self.configure(project=project, service=service, bootstrap_servers=bootstrap_servers, enabled=enabled,
+                       evaluations=evaluations, max_queue_size=max_queue_size, flush_interval_s=flush_interval_s,
+                       max_field_bytes=max_field_bytes, capture_io=capture_io, redact=redact, exporter=exporter,
+                       id_generator=id_generator, clock=clock)
 
-    def __init__(self, project: str = "default", *, bootstrap_servers: str | None = None, service: str | None = None,
-                 enabled: bool | None = None, max_queue_size: int = 100_000, flush_interval_s: float = 0.1) -> None:
-        self.project = project
-        self.service = service
-        if enabled is None:
-            enabled = os.environ.get("EVALSTREAM_MONITORING", "true").lower() not in ("0", "false", "no", "off")
-        bootstrap = bootstrap_servers or os.environ.get("EVALSTREAM_KAFKA_BOOTSTRAP")
-        self.enabled = enabled and bool(bootstrap)
-        self.exporter = KafkaSpanExporter(bootstrap, max_queue_size=max_queue_size,
-                                          flush_interval_s=flush_interval_s) if self.enabled and bootstrap else None
-        if self.exporter is not None:
+    def configure(self, **options: Any) -> Tracer:
+        """(Re)resolve configuration: argument > env var > default. Spans already queued are flushed first."""
+        exporter = options.pop("exporter", None)
+        ids: IdGenerator = options.pop("id_generator", None) or RandomIds()
+        clock = options.pop("clock", None) or time.time_ns
+        options["monitoring"] = options.pop("enabled", None)
+        self.config = SDKConfig.resolve(**options)
+        self._new_trace_id = ids.trace_id
+        self._new_span_id = ids.span_id
+        self._clock = clock
+        self._capture = Capture(self.config.max_field_bytes, self.config.redact)
+        self._capture_io = self.config.capture_io
+        previous = self._exporter
+        if not self.config.monitoring:
+            self._exporter = None
+        elif exporter is not None:
+            self._exporter = exporter
+        elif self.config.bootstrap_servers:
+            self._exporter = KafkaSpanExporter(self.config.bootstrap_servers,
+                                               max_queue_size=self.config.max_queue_size,
+                                               flush_interval_s=self.config.flush_interval_s)
+        else:
+            self._exporter = None
+        if previous is not None and previous is not self._exporter:
+            previous.shutdown()
+        if isinstance(self._exporter, KafkaSpanExporter) and not self._atexit_registered:
             atexit.register(self.shutdown)
+            self._atexit_registered = True
+        return self
 
-    # -- spans ----------------------------------------------------------------------------------
-    def start_span(self, name: str, span_type: str = "function", inputs: Any = None) -> SpanHandle:
-        parent = _current.get()
-        agent = _agent.get()
-        data: dict[str, Any] = {
-            "trace_id": parent.trace_id if parent else _hex_id(128),
-            "span_id": _hex_id(64),
-            "parent_span_id": parent.span_id if parent else None,
-            "name": name,
-            "span_type": span_type,
-            "start_ns": time.time_ns(),
-            "status": "unset",
-            "project": self.project,
-        }
-        if self.service:
-            data["service"] = self.service
-        if agent:
-            data["agent_name"], data["agent_id"] = agent
-        if inputs is not None:
-            data["inputs"] = _capped(inputs)
-        return SpanHandle(self, data)
+    # -- state ------------------------------------------------------------------------------------
+    @property
+    def enabled(self) -> bool:
+        return self._exporter is not None
 
-    def _finish(self, handle: SpanHandle) -> None:
-        if self.exporter is not None:
-            self.exporter.emit(handle.data, root_ended=handle.data["parent_span_id"] is None)
+    @property
+    def project(self) -> str:
+        return self.config.project
 
-    @contextmanager
-    def span(self, name: str, span_type: str = "function", inputs: Any = None) -> Iterator[SpanHandle]:
-        handle = self.start_span(name, span_type, inputs)
-        token = _current.set(handle)
-        try:
-            yield handle
-        except BaseException as exc:
-            handle.record_error(exc)
-            raise
-        finally:
-            _current.reset(token)
-            handle.end()
+    @property
+    def exporter(self) -> SpanExporter | None:
+        return self._exporter
 
-    @contextmanager
-    def agent_context(self, name: str, instance_id: str | None = None, inputs: Any = None) -> Iterator[SpanHandle]:
-        token = _agent.set((name, instance_id or _hex_id(32)))
-        try:
-            with self.span(name, "agent", inputs) as handle:
-                yield handle
-        finally:
-            _agent.reset(token)
+    def stats(self) -> dict[str, int]:
+        """Counters: queued, sent, dropped (queue full), failed (publish errors), evaluations_dropped."""
+        base = self._exporter.stats() if self._exporter is not None else {"queued": 0, "sent": 0, "dropped": 0,
+                                                                           "failed": 0}
+        return {**base, "evaluations_dropped": self.evaluations_dropped}
 
-    # -- decorators -----------------------------------------------------------------------------
-    def observe(self, span_type: str = "function", name: str | None = None) -> Callable[[F], F]:
-        return lambda fn: self._wrap(fn, span_type, name or fn.__name__, agent=False)
-
-    def agent(self, name: str | None = None) -> Callable[[F], F]:
-        """Every span under this function is attributed to the agent (the innermost agent wins)."""
-        return lambda fn: self._wrap(fn, "agent", name or fn.__name__, agent=True)
-
-    def _wrap(self, fn: F, span_type: str, name: str, agent: bool) -> F:
-        signature = inspect.signature(fn)
-
-        def open_span(args: tuple, kwargs: dict) -> Any:
-            try:
-                bound = signature.bind_partial(*args, **kwargs)
-                inputs = {k: v for k, v in bound.arguments.items() if k not in ("self", "cls")}
-            except TypeError:
-                inputs = {"args": args, "kwargs": kwargs}
-            return self.agent_context(name, inputs=inputs) if agent else self.span(name, span_type, inputs)
-
-        if inspect.iscoroutinefunction(fn):
-            @functools.wraps(fn)
-            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                if not self.enabled:
-                    return await fn(*args, **kwargs)
-                with open_span(args, kwargs) as handle:
-                    result = await fn(*args, **kwargs)
-                    handle.set_output(result)
-                    return result
-            return async_wrapper  # type: ignore[return-value]
-
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if not self.enabled:
-                return fn(*args, **kwargs)
-            with open_span(args, kwargs) as handle:
-                result = fn(*args, **kwargs)
-                handle.set_output(result)
-                return result
-        return wrapper  # type: ignore[return-value]
-
-    # -- lifecycle ------------------------------------------------------------------------------
     @property
     def dropped(self) -> int:
-        return self.exporter.dropped + self.exporter.failed if self.exporter else 0
+        """Spans lost so far: dropped because the queue was full, or failed to publish."""
+        stats = self.stats()
+        return stats["dropped"] + stats["failed"]
 
+    # -- spans ------------------------------------------------------------------------------------
+    def _start(self, name: str, span_type: str, agent: AgentRef | None = None,
+               parent: SpanHandle | RemoteParent | None = _UNSET) -> SpanHandle:
+        return SpanHandle(self, name, span_type, current_span.get() if parent is _UNSET else parent,
+                          agent if agent is not None else current_agent.get())
+
+    def _finish(self, span: SpanHandle) -> None:
+        exporter = self._exporter
+        if exporter is not None:
+            exporter.emit(span)
+
+    def _to_wire(self, span: SpanHandle) -> tuple[dict[str, Any], bool]:
+        return span_to_wire(span, self._capture, self.config.project, self.config.service), span.ends_trace
+
+    def start_span(self, name: str, span_type: str = "function", inputs: Any = None, *,
+                   parent: SpanHandle | RemoteParent | None = _UNSET,
+                   session_id: str | None = None) -> SpanHandle | NoopSpan:
+        """A span that is not made current; end it with `end()`. `parent=None` starts a new trace."""
+        if self._exporter is None:
+            return NOOP_SPAN
+        span = self._start(name, span_type, parent=parent)
+        if inputs is not None:
+            span.inputs = inputs
+        if session_id:
+            span.session_id = session_id
+        return span
+
+    def span(self, name: str, span_type: str = "function", inputs: Any = None, *,
+             session_id: str | None = None) -> SpanHandle | NoopSpan:
+        """`with tracer.span("retrieve", "retriever") as span:` — current inside the block; errors recorded."""
+        return self.start_span(name, span_type, inputs, session_id=session_id)
+
+    @contextmanager
+    def agent_context(self, name: str, instance_id: str | None = None, inputs: Any = None) -> Iterator[Any]:
+        """An agent's span as a block: everything inside is attributed to `name`."""
+        token = current_agent.set(AgentRef(name, instance_id or random_hex(8)))
+        try:
+            with self.span(name, "agent", inputs) as span:
+                yield span
+        finally:
+            current_agent.reset(token)
+
+    def current_span(self) -> SpanHandle | NoopSpan:
+        return get_current_span() or NOOP_SPAN
+
+    # -- decorators -------------------------------------------------------------------------------
+    @overload
+    def observe(self, fn: F) -> F: ...
+    @overload
+    def observe(self, fn: None = None, *, span_type: str | None = None, name: str | None = None,
+                capture_io: bool = True) -> Callable[[F], F]: ...
+
+    def observe(self, fn: Any = None, *, span_type: str | None = None, name: str | None = None,
+                capture_io: bool = True) -> Any:
+        """Record each call as a span: inputs, output, errors (re-raised untouched), duration."""
+        def decorate(target: F) -> F:
+            inner: Instrumented | None = getattr(target, "__evalstream__", None)
+            if inner is not None:  # @observe over @agent: one span with both settings
+                spec = inner._replace(span_type=span_type or inner.span_type, name=name or inner.name,
+                                      capture_io=capture_io)
+            else:
+                spec = Instrumented(target, span_type, name, None, capture_io)
+            return instrument(self, spec)  # type: ignore[return-value]
+        return decorate(fn) if fn is not None else decorate
+
+    def agent(self, fn: Any = None, *, name: str | None = None, identifier: str | None = None) -> Any:
+        """Attribute every span under this entry point to an agent (nested agents: the innermost wins).
+
+        The agent's name defaults to the class of `self` for methods, else the function's name; its
+        instance id is `getattr(self, identifier)` when given, else one per object (or per call).
+        """
+        if isinstance(fn, str):  # @tracer.agent("planner")
+            fn, name = None, fn
+
+        def decorate(target: F) -> F:
+            inner: Instrumented | None = getattr(target, "__evalstream__", None)
+            spec = AgentSpec(name, identifier)
+            if inner is not None:  # @agent over @observe: the observed span becomes the agent's span
+                return instrument(self, inner._replace(agent=spec,
+                                                       span_type=inner.span_type or "agent"))  # type: ignore
+            return instrument(self, Instrumented(target, "agent", name, spec, True))  # type: ignore
+        return decorate(fn) if fn is not None else decorate
+
+    def wrap(self, client: Any) -> Any:
+        """Auto-track LLM calls of an OpenAI client (sync or async) or the litellm module."""
+        from pipeline.sdk.llm import wrap
+
+        return wrap(client, tracer=self)
+
+    # -- online evaluation ------------------------------------------------------------------------
+    def async_evaluate(self, scorer: Any, example: Any = None, *, sampling_rate: float = 1.0,
+                       threshold: float | None = None, params: dict[str, Any] | None = None,
+                       span: SpanHandle | None = None) -> bool:
+        """Ask the pipeline to score `example` with `scorer` (a name, 'module:Class', or a Scorer).
+
+        Attached to the current span (or `span`); returns whether this trace was sampled. Costs the
+        caller only a hash; the scorer runs on the pipeline's workers.
+        """
+        if self._exporter is None:
+            return False
+        if not self.config.evaluations:
+            self.evaluations_dropped += 1
+            return False
+        try:
+            target = span if span is not None else get_current_span()
+            standalone = target is None
+            if standalone:
+                warn_once("async_evaluate:no-span", "evalstream: async_evaluate called outside any span; it is "
+                          "sent in a span of its own")
+                target = self._start("async_evaluate", "evaluator", parent=None)
+            request, sampled = build_request(target.trace_id, scorer, example, sampling_rate, threshold, params)
+            if target.evaluations is None:
+                target.evaluations = []
+            target.evaluations.append(request)
+            if standalone:
+                target.end()
+            return sampled
+        except Exception as exc:  # noqa: BLE001
+            report("async_evaluate", exc)
+            return False
+
+    # -- lifecycle --------------------------------------------------------------------------------
     def flush(self, timeout_s: float = 10.0) -> bool:
-        return self.exporter.flush(timeout_s) if self.exporter else True
+        """Publish everything recorded so far; True if done within `timeout_s`."""
+        return self._exporter.flush(timeout_s) if self._exporter is not None else True
 
-    def shutdown(self) -> None:
-        if self.exporter is not None:
-            self.exporter.shutdown()
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        if self._exporter is not None:
+            self._exporter.shutdown(timeout_s)

@@ -45,7 +45,7 @@ class ScorerWorker:
         message = event.message
         try:
             batch = decode(message.value, ScoreJobBatch, max_bytes=self.ctx.settings.max_message_bytes)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any undecodable job becomes a dead letter
             log.error("scorer: dead-lettering %s[%d]@%d: %s", message.topic, message.partition, message.offset, exc)
             await self.ctx.dead_letter(dead_letter_for("scorer", message, exc))
             return

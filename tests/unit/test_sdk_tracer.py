@@ -1,4 +1,4 @@
-"""pipeline/sdk: the Tracer's decorators, with no broker (no-op) and with a recording exporter."""
+"""pipeline/sdk: the Tracer's decorators, with no broker (no-op) and with the in-memory test kit."""
 
 from __future__ import annotations
 
@@ -9,21 +9,9 @@ import pytest
 
 from pipeline.contracts import Span, SpanBatch
 from pipeline.sdk import Tracer
-from pipeline.sdk.tracer import MAX_FIELD_BYTES
+from pipeline.sdk.testing import InMemoryExporter, recording_tracer
 
-
-class RecordingExporter:
-    def __init__(self) -> None:
-        self.emitted: list[tuple[dict[str, Any], bool]] = []
-
-    def emit(self, span: dict[str, Any], root_ended: bool) -> None:
-        self.emitted.append((dict(span), root_ended))
-
-    def by_name(self) -> dict[str, dict[str, Any]]:
-        return {s["name"]: s for s, _ in self.emitted}
-
-    def root_flags(self) -> dict[str, bool]:
-        return {s["name"]: flag for s, flag in self.emitted}
+MAX_FIELD_BYTES = 32 * 1024
 
 
 @pytest.fixture(autouse=True)
@@ -33,12 +21,28 @@ def _no_broker(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def tracer() -> Tracer:
-    t = Tracer(project="support-bot", service="api")
-    assert t.exporter is None and not t.enabled
-    t.exporter = RecordingExporter()  # type: ignore[assignment]
-    t.enabled = True
-    return t
+def recorded() -> tuple[Tracer, InMemoryExporter]:
+    return recording_tracer("support-bot", service="api")
+
+
+@pytest.fixture
+def tracer(recorded: tuple[Tracer, InMemoryExporter]) -> Tracer:
+    return recorded[0]
+
+
+@pytest.fixture
+def exp(recorded: tuple[Tracer, InMemoryExporter]) -> InMemoryExporter:
+    return recorded[1]
+
+
+def ended(exp: InMemoryExporter) -> list[tuple[dict[str, Any], bool]]:
+    """(span, ends_trace) in the order spans ended."""
+    finals = list(exp.final_traces)
+    out = []
+    for span in exp.spans:
+        is_root = span["parent_span_id"] is None
+        out.append((span, is_root and span["trace_id"] in finals))
+    return out
 
 
 # -- no broker: a no-op -----------------------------------------------------------------------------
@@ -98,7 +102,7 @@ def test_disabled_by_argument_or_env_even_with_bootstrap(monkeypatch: pytest.Mon
 
 # -- with a recording exporter ----------------------------------------------------------------------
 
-def test_nested_spans_share_a_trace_and_link_to_their_parent(tracer: Tracer) -> None:
+def test_nested_spans_share_a_trace_and_link_to_their_parent(tracer: Tracer, exp: InMemoryExporter) -> None:
     @tracer.observe(span_type="llm")
     def llm(prompt: str) -> str:
         return prompt.upper()
@@ -112,10 +116,9 @@ def test_nested_spans_share_a_trace_and_link_to_their_parent(tracer: Tracer) -> 
         return search(question)[0] + llm("done")
 
     assert plan("refund?") == "REFUND?DONE"
-    exp: RecordingExporter = tracer.exporter  # type: ignore[assignment]
-    names = [s["name"] for s, _ in exp.emitted]
+    names = [s["name"] for s, _ in ended(exp)]
     assert names == ["llm", "web_search", "llm", "planner"]  # a span is emitted when it ends
-    spans = [s for s, _ in exp.emitted]
+    spans = [s for s, _ in ended(exp)]
     root = spans[-1]
     assert len({s["trace_id"] for s in spans}) == 1 and len(root["trace_id"]) == 32
     assert len({s["span_id"] for s in spans}) == 4
@@ -124,7 +127,7 @@ def test_nested_spans_share_a_trace_and_link_to_their_parent(tracer: Tracer) -> 
     assert search_span["parent_span_id"] == root["span_id"] and search_span["span_type"] == "tool"
     assert spans[0]["parent_span_id"] == search_span["span_id"]
     assert spans[2]["parent_span_id"] == root["span_id"]
-    assert [flag for _, flag in exp.emitted] == [False, False, False, True]  # root_ended only for the root
+    assert [flag for _, flag in ended(exp)] == [False, False, False, True]  # root_ended only for the root
     for s in spans:
         assert s["project"] == "support-bot" and s["service"] == "api" and s["status"] == "ok"
         assert s["agent_name"] == "planner" and s["agent_id"] == root["agent_id"]
@@ -136,20 +139,19 @@ def test_nested_spans_share_a_trace_and_link_to_their_parent(tracer: Tracer) -> 
     SpanBatch.model_validate({"trace_id": root["trace_id"], "spans": spans, "final": True})
 
 
-def test_separate_calls_are_separate_traces(tracer: Tracer) -> None:
+def test_separate_calls_are_separate_traces(tracer: Tracer, exp: InMemoryExporter) -> None:
     @tracer.observe()
     def step() -> None:
         return None
 
     step()
     step()
-    exp: RecordingExporter = tracer.exporter  # type: ignore[assignment]
-    (a, ra), (b, rb) = exp.emitted
+    (a, ra), (b, rb) = ended(exp)
     assert a["trace_id"] != b["trace_id"] and ra and rb
     assert a["outputs"] is None
 
 
-def test_innermost_agent_wins(tracer: Tracer) -> None:
+def test_innermost_agent_wins(tracer: Tracer, exp: InMemoryExporter) -> None:
     @tracer.observe(span_type="tool")
     def tool(tag: str) -> str:
         return tag
@@ -165,8 +167,7 @@ def test_innermost_agent_wins(tracer: Tracer) -> None:
         tool("after")
 
     supervise()
-    exp: RecordingExporter = tracer.exporter  # type: ignore[assignment]
-    spans = [s for s, _ in exp.emitted]
+    spans = [s for s, _ in ended(exp)]
     tool_agent = {s["inputs"]["tag"]: s["agent_name"] for s in spans if s["name"] == "tool"}
     assert tool_agent == {"before": "supervisor", "inside-researcher": "researcher",
                           "after": "supervisor"}  # attribution is restored when the inner agent returns
@@ -176,7 +177,7 @@ def test_innermost_agent_wins(tracer: Tracer) -> None:
     assert by_name["researcher"]["agent_id"] != by_name["supervisor"]["agent_id"]
 
 
-def test_exceptions_mark_spans_as_errors_and_propagate_unchanged(tracer: Tracer) -> None:
+def test_exceptions_mark_spans_as_errors_and_propagate_unchanged(tracer: Tracer, exp: InMemoryExporter) -> None:
     err = Boom("tool exploded")
 
     @tracer.observe(span_type="tool")
@@ -190,7 +191,6 @@ def test_exceptions_mark_spans_as_errors_and_propagate_unchanged(tracer: Tracer)
     with pytest.raises(Boom) as info:
         plan()
     assert info.value is err
-    exp: RecordingExporter = tracer.exporter  # type: ignore[assignment]
     spans = exp.by_name()
     for name in ("tool", "planner"):
         s = spans[name]
@@ -198,10 +198,10 @@ def test_exceptions_mark_spans_as_errors_and_propagate_unchanged(tracer: Tracer)
         assert s["error"]["type"] == "Boom" and s["error"]["message"] == "tool exploded"
         assert "Boom: tool exploded" in s["error"]["stack"]
         assert "outputs" not in s
-    assert exp.root_flags() == {"tool": False, "planner": True}
+    assert {s['name']: f for s, f in ended(exp)} == {"tool": False, "planner": True}
 
 
-def test_a_caught_exception_only_fails_the_inner_span(tracer: Tracer) -> None:
+def test_a_caught_exception_only_fails_the_inner_span(tracer: Tracer, exp: InMemoryExporter) -> None:
     @tracer.observe()
     def flaky() -> None:
         raise KeyError("missing")
@@ -215,12 +215,12 @@ def test_a_caught_exception_only_fails_the_inner_span(tracer: Tracer) -> None:
         return "no"
 
     assert handler() == "recovered"
-    spans = tracer.exporter.by_name()  # type: ignore[union-attr]
+    spans = exp.by_name()
     assert spans["flaky"]["status"] == "error" and spans["flaky"]["error"]["type"] == "KeyError"
     assert spans["handler"]["status"] == "ok" and "error" not in spans["handler"]
 
 
-async def test_async_functions_nest_and_keep_parents_across_tasks(tracer: Tracer) -> None:
+async def test_async_functions_nest_and_keep_parents_across_tasks(tracer: Tracer, exp: InMemoryExporter) -> None:
     @tracer.observe(span_type="tool")
     async def fetch(url: str) -> str:
         await asyncio.sleep(0.001)
@@ -231,19 +231,18 @@ async def test_async_functions_nest_and_keep_parents_across_tasks(tracer: Tracer
         return list(await asyncio.gather(*(fetch(u) for u in urls)))
 
     assert await crawl(["a", "b", "c"]) == ["<a>", "<b>", "<c>"]
-    exp: RecordingExporter = tracer.exporter  # type: ignore[assignment]
-    spans = [s for s, _ in exp.emitted]
+    spans = [s for s, _ in ended(exp)]
     root = next(s for s in spans if s["name"] == "crawler")
     fetches = [s for s in spans if s["name"] == "fetch"]
     assert len(fetches) == 3
     assert {s["trace_id"] for s in spans} == {root["trace_id"]}
     assert all(s["parent_span_id"] == root["span_id"] and s["agent_name"] == "crawler" for s in fetches)
     assert sorted(s["inputs"]["url"] for s in fetches) == ["a", "b", "c"]
-    assert [flag for s, flag in exp.emitted if s["name"] == "fetch"] == [False, False, False]
-    assert exp.root_flags()["crawler"] is True
+    assert [flag for s, flag in ended(exp) if s["name"] == "fetch"] == [False, False, False]
+    assert {s['name']: f for s, f in ended(exp)}["crawler"] is True
 
 
-async def test_async_exception_marks_error_and_propagates(tracer: Tracer) -> None:
+async def test_async_exception_marks_error_and_propagates(tracer: Tracer, exp: InMemoryExporter) -> None:
     @tracer.observe()
     async def fails() -> None:
         await asyncio.sleep(0)
@@ -251,27 +250,27 @@ async def test_async_exception_marks_error_and_propagates(tracer: Tracer) -> Non
 
     with pytest.raises(Boom, match="async boom"):
         await fails()
-    ((span, root_ended),) = tracer.exporter.emitted  # type: ignore[union-attr]
+    ((span, root_ended),) = ended(exp)
     assert span["status"] == "error" and span["error"]["type"] == "Boom" and root_ended
 
 
-def test_method_inputs_skip_self_and_values_stay_json(tracer: Tracer) -> None:
+def test_method_inputs_skip_self_and_values_stay_json(tracer: Tracer, exp: InMemoryExporter) -> None:
     class Bot:
         @tracer.observe()
         def answer(self, question: str, context: object = None) -> dict:
             return {"q": question}
 
     Bot().answer("hi", context=object())
-    (span, _), = tracer.exporter.emitted  # type: ignore[union-attr]
+    (span, _), = ended(exp)
     assert set(span["inputs"]) == {"question", "context"}
     assert span["inputs"]["question"] == "hi" and "object" in span["inputs"]["context"]
 
 
-def test_oversized_output_is_truncated(tracer: Tracer) -> None:
+def test_oversized_output_is_truncated(tracer: Tracer, exp: InMemoryExporter) -> None:
     @tracer.observe()
     def big() -> str:
         return "x" * (MAX_FIELD_BYTES * 2)
 
     assert len(big()) == MAX_FIELD_BYTES * 2  # the caller still gets everything
-    (span, _), = tracer.exporter.emitted  # type: ignore[union-attr]
+    (span, _), = ended(exp)
     assert span["outputs"].endswith("…[truncated]") and len(span["outputs"]) <= MAX_FIELD_BYTES + 20

@@ -1,0 +1,53 @@
+"""The current span and agent, in contextvars: threads started with a copied context and asyncio
+tasks (which copy it themselves) keep their parent."""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple, ParamSpec, TypeVar
+
+if TYPE_CHECKING:
+    from pipeline.sdk.span import SpanHandle
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class RemoteParent(NamedTuple):
+    """A span in another service, known from a W3C `traceparent` header."""
+
+    trace_id: int
+    span_id: int
+    sampled: bool = True
+
+
+class AgentRef(NamedTuple):
+    name: str
+    instance_id: str
+
+
+current_span: contextvars.ContextVar[SpanHandle | RemoteParent | None] = contextvars.ContextVar(
+    "evalstream_span", default=None)
+current_agent: contextvars.ContextVar[AgentRef | None] = contextvars.ContextVar("evalstream_agent", default=None)
+
+
+def get_current_span() -> SpanHandle | None:
+    """The innermost open span of this context, or None (a remote parent is not a local span)."""
+    span = current_span.get()
+    return None if span is None or isinstance(span, RemoteParent) else span
+
+
+def bind_context(fn: Callable[P, R]) -> Callable[P, R]:
+    """`fn` bound to the current context, for threads that would otherwise start without it:
+    `executor.submit(bind_context(work), item)` keeps the caller's span as the parent.
+    (`asyncio.to_thread` and asyncio tasks already copy the context.)"""
+    context = contextvars.copy_context()
+
+    @functools.wraps(fn)
+    def bound(*args: P.args, **kwargs: P.kwargs) -> R:
+        return context.copy().run(fn, *args, **kwargs)
+
+    return bound

@@ -1,0 +1,72 @@
+"""SpanHandle → the wire span (`pipeline.contracts.Span` as a dict). Runs on the exporter's thread."""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+from pipeline.sdk.capture import Capture
+from pipeline.sdk.span import SpanHandle
+
+MAX_ERROR_MESSAGE = 4000
+MAX_STACK = 8000
+
+
+def bound_inputs(call: tuple) -> dict[str, Any]:
+    signature, args, kwargs = call
+    try:
+        arguments = signature.bind_partial(*args, **kwargs).arguments
+    except TypeError:
+        return {"args": list(args), "kwargs": kwargs}
+    return {k: v for k, v in arguments.items() if k not in ("self", "cls")}
+
+
+def error_info(exc: BaseException) -> dict[str, str]:
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc)[:MAX_ERROR_MESSAGE],
+        "stack": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-MAX_STACK:],
+    }
+
+
+def span_to_wire(span: SpanHandle, capture: Capture, project: str, service: str | None) -> dict[str, Any]:
+    wire: dict[str, Any] = {
+        "trace_id": f"{span.trace_id_int:032x}",
+        "span_id": f"{span.span_id_int:016x}",
+        "parent_span_id": None if span.parent_id_int is None else f"{span.parent_id_int:016x}",
+        "name": span.name,
+        "span_type": span.span_type,
+        "start_ns": span.start_ns,
+        "end_ns": span.end_ns,
+        "status": span.status,
+        "project": project,
+    }
+    if service:
+        wire["service"] = service
+    if span.agent is not None:
+        wire["agent_name"], wire["agent_id"] = span.agent
+    if span.session_id:
+        wire["session_id"] = span.session_id
+    inputs = bound_inputs(span.call) if span.call is not None else span.inputs
+    if inputs is not None:
+        wire["inputs"] = capture(inputs)
+    if span.error is not None:
+        wire["error"] = error_info(span.error)
+    elif span.outputs is not None or span.call is not None:
+        wire["outputs"] = capture(span.outputs)
+    if span.attributes:
+        wire["attributes"] = {str(k): capture(v) for k, v in span.attributes.items()}
+    if span.llm:
+        llm = span.llm
+        wire["model"] = llm.get("model")
+        wire["input_tokens"] = llm.get("input_tokens")
+        wire["output_tokens"] = llm.get("output_tokens")
+        if wire["input_tokens"] is not None and wire["output_tokens"] is not None:
+            wire["total_tokens"] = wire["input_tokens"] + wire["output_tokens"]
+        wire["cost_usd"] = llm.get("cost_usd")
+        if "extra" in llm:
+            wire.setdefault("attributes", {})["llm"] = capture(llm["extra"])
+    if span.evaluations:
+        wire["evaluations"] = [{**request, "example": capture(request["example"])} if "example" in request
+                               else request for request in span.evaluations]
+    return wire
