@@ -7,6 +7,7 @@ query endpoint) runs only where `sink_enabled` is true, because chDB allows one 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import faust
@@ -14,6 +15,7 @@ import faust
 from pipeline import topics
 from pipeline.alerts.channels import channel_from_settings
 from pipeline.metrics import Counters
+from pipeline.pricing import LiteLLMPrices
 from pipeline.rules import RuleSet
 from pipeline.settings import Settings
 from pipeline.worker.alerter import Alerter
@@ -57,7 +59,8 @@ def create_app(settings: Settings, ruleset: RuleSet, bootstrap: str, *, web_port
                         topics=make_topics(app, settings))
 
     assembly = app.Table("assembly", partitions=settings.topic_partitions)
-    assembler = Assembler(ctx, assembly)
+    prices = LiteLLMPrices()
+    assembler = Assembler(ctx, assembly, prices)
     alert_windows = app.Table("alert-windows", partitions=settings.topic_partitions)
     alerter = Alerter(ctx, alert_windows, channel_from_settings(settings))
     router = Router(ctx)
@@ -67,6 +70,10 @@ def create_app(settings: Settings, ruleset: RuleSet, bootstrap: str, *, web_port
     async def assemble(stream: faust.StreamT) -> None:
         async for event in stream.events():
             await assembler.handle(event)
+
+    @app.task
+    async def warm_prices() -> None:
+        await asyncio.to_thread(prices.warm)
 
     @app.timer(settings.tick_interval_s)
     async def tick() -> None:

@@ -16,6 +16,7 @@ from aiokafka.partitioner import murmur2
 
 from pipeline import topics
 from pipeline.assembly import DeadlineIndex, close_trace, due_action, merge_spans
+from pipeline.assembly.enrich import Prices, enrich_trace
 from pipeline.assembly.state import DueAction, deadline
 from pipeline.contracts import SpanBatch, decode
 from pipeline.errors import DecodeError
@@ -34,9 +35,10 @@ def partition_for(trace_id: str, partitions: int) -> int:
 
 
 class Assembler:
-    def __init__(self, ctx: WorkerContext, table: Any) -> None:
+    def __init__(self, ctx: WorkerContext, table: Any, prices: Prices | None = None) -> None:
         self.ctx = ctx
         self.table = table
+        self.prices = prices
         self.index = DeadlineIndex()
         self.cfg = ctx.settings.assembly
 
@@ -110,7 +112,7 @@ class Assembler:
             elif action == DueAction.FORGET:
                 del self.table[trace_id]
             else:
-                payload = close_trace(state, action, now)
+                payload = enrich_trace(close_trace(state, action, now), self.prices)
                 self.table[trace_id] = state
                 self.index.set(partition, trace_id, deadline(state, self.cfg))
                 await self.ctx.send(topics.TRACES, trace_id, orjson.dumps(payload))
