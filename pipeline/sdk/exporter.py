@@ -9,6 +9,7 @@ retrying with backoff and the queue stays bounded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -88,6 +89,8 @@ class KafkaSpanExporter:
     def _reset_thread_state(self) -> None:
         self._queue: deque[Exportable] = deque()
         self._wake = threading.Event()
+        self._async_wake: asyncio.Event | None = None
+        self._wake_loop: asyncio.AbstractEventLoop | None = None
         self._flushed = threading.Condition()
         self._generation = 0
         self._stopping = False
@@ -117,7 +120,7 @@ class KafkaSpanExporter:
             return not self._queue
         with self._flushed:
             target = self._generation + 2  # a whole pass that began after this call
-            self._wake.set()
+            self._wake_up()
             passed = self._flushed.wait_for(lambda: self._generation >= target, timeout=timeout_s)
         return passed and not self._queue and self._thread is not None and self._thread.is_alive()
 
@@ -125,13 +128,20 @@ class KafkaSpanExporter:
         if self._thread is None or self._stopping:
             return
         self._stopping = True
-        self._wake.set()
+        self._wake_up()
         self._thread.join(timeout_s)
         if self._queue:
             lost = len(self._queue)
             self.failed += lost
             self._queue.clear()
             log.warning("evalstream: %d spans were not published before shutdown (broker %s)", lost, self._bootstrap)
+
+    def _wake_up(self) -> None:
+        self._wake.set()
+        loop, event = self._wake_loop, self._async_wake
+        if loop is not None and event is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already closed
+                loop.call_soon_threadsafe(event.set)
 
     def _start(self) -> None:
         with self._lock:
@@ -179,7 +189,12 @@ class KafkaSpanExporter:
                 self._flushed.notify_all()
             if self._stopping:
                 break
-            await loop.run_in_executor(None, self._wake.wait, self._interval)
+            # Polled, not woken per span: waking costs the caller; flush() and shutdown() do wake it.
+            self._async_wake = asyncio.Event()
+            self._wake_loop = loop
+            if not self._wake.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._async_wake.wait(), self._interval)
             self._wake.clear()
         if producer is not None:
             await _quiet_stop(producer)

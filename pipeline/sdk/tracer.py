@@ -13,6 +13,7 @@ can turn it on later. Nothing here raises into user code once the Tracer is buil
 from __future__ import annotations
 
 import atexit
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
@@ -34,6 +35,17 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _UNSET: Any = object()
 _latest: weakref.ref[Tracer] | None = None
+
+
+def _at_exit(callback: Callable[[], None]) -> None:
+    """Flush before interpreter shutdown stops thread pools (plain atexit runs after that)."""
+    register = getattr(threading, "_register_atexit", None)
+    try:
+        if register is None:
+            raise RuntimeError("no threading._register_atexit")
+        register(callback)
+    except RuntimeError:  # already shutting down, or an interpreter without it
+        atexit.register(callback)
 
 
 def active_tracer() -> Tracer | None:
@@ -84,7 +96,7 @@ class Tracer:
         if previous is not None and previous is not self._exporter:
             previous.shutdown()
         if isinstance(self._exporter, KafkaSpanExporter) and not self._atexit_registered:
-            atexit.register(self.shutdown)
+            _at_exit(self.shutdown)
             self._atexit_registered = True
         return self
 

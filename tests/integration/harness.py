@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -64,8 +65,11 @@ class WorkerProcess:
 
     def query(self, sql: str) -> list[list[Any]]:
         request = urllib.request.Request(f"{self.query_url}/query", data=json.dumps({"sql": sql}).encode())
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read())["rows"]
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.loads(response.read())["rows"]
+        except urllib.error.HTTPError as exc:
+            raise AssertionError(f"query failed ({exc.code}): {exc.read().decode(errors='replace')}\n{sql}") from None
 
     def scalar(self, sql: str) -> Any:
         return self.query(sql)[0][0]
