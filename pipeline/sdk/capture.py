@@ -48,6 +48,37 @@ def to_json_value(value: Any) -> Any:
         return repr(value)
 
 
+_key_is_secret: dict[str, bool] = {}
+
+
+def _secret(key: object) -> bool:
+    if not isinstance(key, str):
+        return False
+    verdict = _key_is_secret.get(key)
+    if verdict is None:
+        verdict = bool(_SECRET_KEY.match(key))
+        if len(_key_is_secret) < 10_000:
+            _key_is_secret[key] = verdict
+    return verdict
+
+
+def has_secret_key(value: Any, depth: int = 0) -> bool:
+    """Whether any dict key inside `value` looks like a secret (key verdicts are memoized)."""
+    if depth > 32:
+        return True  # too deep to check cheaply: take the masking path
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if _secret(key) or (isinstance(item, dict | list | tuple) and has_secret_key(item, depth + 1)):
+                return True
+    elif isinstance(value, list | tuple):
+        for item in value:
+            if isinstance(item, dict | list | tuple) and has_secret_key(item, depth + 1):
+                return True
+    elif not isinstance(value, str | int | float | bool) and value is not None:
+        return True  # a model or object: its fields are only visible once encoded
+    return False
+
+
 def mask_secrets(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: REDACTED if isinstance(k, str) and _SECRET_KEY.match(k) else mask_secrets(v)
@@ -72,20 +103,40 @@ def cap(value: Any, max_bytes: int) -> Any:
 
 
 class Capture:
+    """Called once per captured field on the exporter's thread.
+
+    Without a `redact` hook the common case is one orjson pass: the encoded bytes are checked for
+    secret-looking keys and embedded as an `orjson.Fragment`, never decoded and re-encoded.
+    """
+
     def __init__(self, max_field_bytes: int, redact: Callable[[Any], Any] | None = None) -> None:
         self.max_field_bytes = max_field_bytes
         self.redact = redact
 
     def __call__(self, value: Any) -> Any:
-        if value is None:
-            return None
-        clean = mask_secrets(to_json_value(value))
+        if value is None or isinstance(value, bool | int | float):
+            return value
         if self.redact is not None:
-            try:
-                clean = to_json_value(self.redact(clean))
-            except Exception as exc:  # noqa: BLE001 - fail closed: never send what could not be redacted
-                report("redact hook", exc)
-                return "[withheld: redact hook failed]"
+            return self._redacted(value)
+        if isinstance(value, str):
+            return cap(value, self.max_field_bytes)
+        try:
+            raw = orjson.dumps(value, default=_fallback, option=_OPTIONS)
+        except (TypeError, orjson.JSONEncodeError):
+            return cap(repr(value), self.max_field_bytes)
+        if has_secret_key(value):
+            raw = orjson.dumps(mask_secrets(orjson.loads(raw)))
+        if len(raw) > self.max_field_bytes:
+            return raw[:self.max_field_bytes].decode(errors="ignore") + TRUNCATED
+        return orjson.Fragment(raw)
+
+    def _redacted(self, value: Any) -> Any:
+        clean = mask_secrets(to_json_value(value))
+        try:
+            clean = to_json_value(self.redact(clean))  # type: ignore[misc]
+        except Exception as exc:  # noqa: BLE001 - fail closed: never send what could not be redacted
+            report("redact hook", exc)
+            return "[withheld: redact hook failed]"
         return cap(clean, self.max_field_bytes)
 
 

@@ -12,6 +12,7 @@ import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from pipeline.sdk.arguments import ArgBinder
 from pipeline.sdk.context import AgentRef, current_agent, current_span
 from pipeline.sdk.internal import report
 from pipeline.sdk.span import SpanHandle
@@ -65,7 +66,7 @@ class _Hooks:
         self.tracer = tracer
         self.name = spec.name or spec.fn.__name__
         self.span_type = spec.span_type or ("agent" if spec.agent else "function")
-        self.signature = inspect.signature(spec.fn)
+        self.signature = ArgBinder(spec.fn)
         self.method = _is_method(spec.fn)
         self.agent = spec.agent
         self.capture_io = spec.capture_io

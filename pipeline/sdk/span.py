@@ -3,13 +3,13 @@ format (binding arguments, redaction, capping, formatting errors) happens on the
 
 from __future__ import annotations
 
-import inspect
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from pipeline.sdk.context import AgentRef, RemoteParent, current_span
 
 if TYPE_CHECKING:
+    from pipeline.sdk.arguments import ArgBinder
     from pipeline.sdk.tracer import Tracer
 
 _UNSET = "unset"
@@ -32,7 +32,7 @@ class SpanHandle:
     attributes: dict[str, Any] | None = None
     llm: dict[str, Any] | None = None
     evaluations: list[dict[str, Any]] | None = None
-    call: tuple[inspect.Signature, tuple, dict] | None = None  # bound into `inputs` on the exporter's thread
+    call: tuple[ArgBinder, tuple, dict] | None = None  # bound into `inputs` on the exporter's thread
     _token: Any = None
 
     def __init__(self, tracer: Tracer, name: str, span_type: str,

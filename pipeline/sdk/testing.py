@@ -17,6 +17,8 @@ import itertools
 from collections import defaultdict
 from typing import Any
 
+import orjson
+
 from pipeline.sdk.exporter import Exportable
 from pipeline.sdk.tracer import Tracer
 
@@ -28,6 +30,7 @@ class InMemoryExporter:
 
     def emit(self, item: Exportable) -> None:
         span, ends_trace = item.to_wire()
+        span = orjson.loads(orjson.dumps(span, default=str))  # exactly what would go over the wire
         self.spans.append(span)
         if ends_trace:
             self.final_traces.append(span["trace_id"])

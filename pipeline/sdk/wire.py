@@ -13,12 +13,8 @@ MAX_STACK = 8000
 
 
 def bound_inputs(call: tuple) -> dict[str, Any]:
-    signature, args, kwargs = call
-    try:
-        arguments = signature.bind_partial(*args, **kwargs).arguments
-    except TypeError:
-        return {"args": list(args), "kwargs": kwargs}
-    return {k: v for k, v in arguments.items() if k not in ("self", "cls")}
+    binder, args, kwargs = call
+    return binder.bind(args, kwargs)
 
 
 def error_info(exc: BaseException) -> dict[str, str]:
