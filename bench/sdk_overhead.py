@@ -7,6 +7,7 @@ whose inputs and output are captured.
 - bare: the undecorated function (the floor of calling it at all).
 - floor: what the issue calls the floor of the approach: build a dict, orjson it, append to a deque.
 - evalstream: `@tracer.observe` with the real Kafka exporter publishing to an embedded broker.
+- evalstream, broker unreachable: the same, pointed at a closed port (the queue fills, then drops).
 - opentelemetry: `start_as_current_span` + input/output attributes, BatchSpanProcessor, and an
   exporter that drops everything (so only the SDK's own cost is measured).
 Per-span cost = median over batches of 100 calls. Then publish throughput: spans/s from the first
@@ -29,7 +30,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.admin import ensure_topics
-from pipeline.embedded import EmbeddedBroker
+from pipeline.embedded import EmbeddedBroker, free_port
 from pipeline.sdk import Tracer
 
 BATCH = 100
@@ -143,6 +144,12 @@ def main() -> None:
         tracer.flush(60)
         stats = tracer.stats()
         tracer.shutdown()
+        unreachable = Tracer("bench", bootstrap_servers=f"127.0.0.1:{free_port()}", max_queue_size=100_000)
+        down = evalstream_fn(unreachable)
+        per_call_ns(down, 5_000)
+        results["evalstream, broker unreachable"] = per_call_ns(down, args.calls)
+        down_stats = unreachable.stats()
+        unreachable.shutdown(timeout_s=1)
         otel, otel_shutdown = otel_fn()
         per_call_ns(otel, 5_000)
         results["opentelemetry"] = per_call_ns(otel, args.calls)
@@ -155,6 +162,8 @@ def main() -> None:
         print(f"  evalstream / opentelemetry  {ours / theirs:6.3f}x   (target <= 0.15x)")
         print(f"  evalstream net of the bare call {(ours - bare) / 1000:.2f} us (target <= 3 us)")
         print(f"  evalstream exporter during the run: {stats}")
+        print(f"  broker unreachable / reachable {results['evalstream, broker unreachable'] / ours:6.3f}x; "
+              f"queue stayed bounded: {down_stats}")
 
         rate, pub_stats = publish_throughput(bootstrap, args.publish_spans)
         print(f"publish throughput: {rate:,.0f} spans/s from one process (target >= 50,000); {pub_stats}")

@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {k: v for k, v in os.environ.items() if k != "EVALSTREAM_KAFKA_BOOTSTRAP"}
 
-BLOCKED = ("faust", "clickhouse_connect", "chdb", "slack_sdk", "litellm")
+BLOCKED = ("faust", "clickhouse_connect", "chdb", "slack_sdk", "litellm", "openai", "opentelemetry")
 
 SCRIPT = textwrap.dedent(
     """
@@ -34,7 +34,8 @@ SCRIPT = textwrap.dedent(
             del sys.modules[name]
 
     import pipeline.sdk, pipeline.contracts, pipeline.sampling, scorers, scorers.builtin
-    from pipeline.sdk import Tracer
+    import pipeline.sdk.llm, pipeline.sdk.testing
+    from pipeline.sdk import Tracer, wrap
     from scorers import scorer, Scorer, Score
     from scorers.builtin import BUILTINS
 
@@ -45,6 +46,8 @@ SCRIPT = textwrap.dedent(
         return x + 1
 
     assert f(1) == 2
+    client = object()
+    assert wrap(client, tracer=tracer) is client  # nothing to wrap, and no LLM library imported
     loaded = sorted({{m.split(".")[0] for m in sys.modules}} & set(BLOCKED))
     print(json.dumps({{"attempted": attempted, "loaded": loaded, "builtins": sorted(BUILTINS)}}))
     """
