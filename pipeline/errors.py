@@ -4,7 +4,8 @@
     ├── ConfigError           bad settings or CLI arguments
     │   └── RulesError        an invalid rules file (names the rule and field)
     ├── DecodeError           a message that is not valid JSON or not the contract
-    │   └── OversizedError    a message over the size limit
+    │   ├── OversizedError    a message over the size limit
+    │   └── OtlpDecodeError   an OTLP request that cannot be accepted (names the field)
     ├── ScorerError           a scorer failed (wraps the user's exception)
     │   ├── ScorerNotFoundError
     │   ├── ScorerReturnTypeError
@@ -38,6 +39,21 @@ class DecodeError(EvalstreamError):
 
 class OversizedError(DecodeError):
     pass
+
+
+class OtlpDecodeError(DecodeError):
+    """`location` is where in the request (e.g. `resourceSpans[0].scopeSpans[0].spans[3]`), `problem`
+    what is wrong there, and `field` the offending field's name when there is one."""
+
+    def __init__(self, location: str, problem: str, field: str | None = None) -> None:
+        super().__init__(f"{location}: {problem}" if location else problem)
+        self.location = location
+        self.problem = problem
+        self.field = field
+
+    @property
+    def field_path(self) -> str:
+        return ".".join(part for part in (self.location, self.field) if part)
 
 
 class ScorerError(EvalstreamError):
