@@ -12,7 +12,8 @@
     │   ├── ScorerTimeoutError
     │   └── RetryableScorerError   raise it from a scorer to ask for a retry
     ├── StorageError          ClickHouse unreachable or a failed insert
-    └── BrokerError           the embedded broker could not start
+    ├── BrokerError           the embedded broker could not start
+    └── PublishError          the broker did not acknowledge messages we had to deliver
 """
 
 from __future__ import annotations
@@ -81,4 +82,8 @@ class StorageError(EvalstreamError):
 
 
 class BrokerError(EvalstreamError):
+    pass
+
+
+class PublishError(EvalstreamError):
     pass

@@ -2,9 +2,13 @@
 
     mapping    an OpenTelemetry span -> our wire span (pure: stdlib and orjson)
     exporter   EvalstreamSpanExporter, a SpanExporter for the OpenTelemetry SDK (extra `otel`)
+    otlp       OTLP/HTTP trace requests (protobuf, JSON) -> spans, and the response bodies
+    batches    wire spans -> SpanBatch messages per trace, under the message size limit
+    publisher  publishing those messages and waiting for the broker's acks
+    receiver   the `evalstream otlp` HTTP app
 
-`pipeline.otel.EvalstreamSpanExporter` is imported on first use, so importing this package does not
-need the OpenTelemetry SDK.
+`pipeline.otel.EvalstreamSpanExporter` is imported on first use, so importing this package needs
+neither the OpenTelemetry SDK nor the receiver's dependencies.
 """
 
 from __future__ import annotations
