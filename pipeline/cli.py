@@ -159,6 +159,58 @@ def status() -> None:
 
 
 @app.command()
+def otlp(
+    host: Annotated[str | None, typer.Option(
+        help="Address to listen on (else EVALSTREAM_OTLP_HOST, or 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(
+        min=0, max=65535, help="Port to listen on (else EVALSTREAM_OTLP_PORT, or 4318)")] = None,
+    token: Annotated[str | None, typer.Option(
+        help="Require `Authorization: Bearer <token>` (else EVALSTREAM_OTLP_TOKEN, which is safer: "
+             "arguments show in ps)")] = None,
+    max_request_bytes: Annotated[int | None, typer.Option(
+        min=1024, help="Largest request body, before and after gzip (else EVALSTREAM_OTLP_MAX_REQUEST_BYTES, "
+                       "or 20 MiB)")] = None,
+    project: Annotated[str | None, typer.Option(
+        help="Project of spans without evalstream.project (else EVALSTREAM_OTLP_DEFAULT_PROJECT, "
+             "or default)")] = None,
+) -> None:
+    """Receive OpenTelemetry traces over OTLP/HTTP (POST /v1/traces) and feed them to the pipeline."""
+    from pydantic import SecretStr
+
+    from pipeline.admin import ensure_topics
+    from pipeline.otel.publisher import KafkaPublisher
+    from pipeline.otel.receiver import ReceiverConfig, create_app, serve
+    from pipeline.runfile import read_run_file
+
+    settings = _settings(otlp_host=host, otlp_port=port, otlp_max_request_bytes=max_request_bytes,
+                         otlp_default_project=project, otlp_token=SecretStr(token) if token else None)
+    bootstrap = settings.kafka_bootstrap or read_run_file(settings.run_file).get("kafka_bootstrap")
+    if not bootstrap:
+        raise EvalstreamError("no broker: set EVALSTREAM_KAFKA_BOOTSTRAP or start `evalstream up` first")
+    secret = settings.otlp_token.get_secret_value() if settings.otlp_token else None
+    config = ReceiverConfig(project=settings.otlp_default_project, token=secret or None,
+                            max_request_bytes=settings.otlp_max_request_bytes,
+                            max_message_bytes=settings.max_message_bytes)
+    publisher = KafkaPublisher(bootstrap, max_message_bytes=settings.max_message_bytes)
+
+    def ready(url: str) -> None:
+        auth = ("a bearer token is required" if config.token
+                else "[yellow]no token: anyone who can connect may send spans[/]")
+        err.print(f"OTLP/HTTP receiver on {url} -> Kafka {bootstrap} ({publisher.topic}); {auth}")
+
+    async def run() -> None:
+        await ensure_topics(bootstrap, settings.topic_partitions)
+        await publisher.start()
+        await serve(create_app(publisher, config), settings.otlp_host, settings.otlp_port, ready)
+
+    # While the broker is down aiokafka logs every reconnect attempt; the publisher logs each failed
+    # request once, with the topic and trace id.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+    asyncio.run(run())
+
+
+@app.command()
 def demo(traces: int = 60, keep_running: bool = False) -> None:
     """Start the embedded stack, run an instrumented multi-agent demo, and print what the pipeline found."""
     from pipeline.demo.runner import run_demo

@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     slack_base_url: str | None = None  # Slack API base URL (tests point it at a local server)
     trace_url_template: str | None = None  # e.g. "https://grafana.example/d/trace?var-trace={trace_id}"
 
+    # OTLP/HTTP receiver (`evalstream otlp`)
+    otlp_host: str = "127.0.0.1"
+    otlp_port: int = Field(default=4318, ge=0, le=65535)
+    otlp_token: SecretStr | None = None  # clients must send `Authorization: Bearer <token>` when set
+    otlp_max_request_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)  # before and after gzip
+    otlp_default_project: str = Field(default="default", min_length=1)  # for spans without evalstream.project
+
     log_level: str = "info"
 
     @model_validator(mode="after")
