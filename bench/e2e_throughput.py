@@ -20,9 +20,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.admin import ensure_topics  # noqa: E402
-from pipeline.embedded import EmbeddedBroker  # noqa: E402
-from tests.integration.harness import WorkerProcess, batch, span  # noqa: E402
+from pipeline.admin import ensure_topics
+from pipeline.embedded import EmbeddedBroker
+from tests.integration.harness import WorkerProcess, batch, span
 
 RULES = """
 rules:

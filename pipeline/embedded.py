@@ -11,6 +11,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Self
 
 from pipeline.errors import BrokerError
 
@@ -74,7 +75,7 @@ class EmbeddedBroker:
             process.kill()
             process.wait()
 
-    def __enter__(self) -> EmbeddedBroker:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

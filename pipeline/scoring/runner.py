@@ -89,7 +89,7 @@ async def run_job(job: ScoreJob, trace: Trace, cache: ScorerCache, policy: Retry
             log.error("scorer %s on trace %s gave up after %d attempts: %s: %s",
                       job.scorer, job.trace_id, attempt, type(exc).__name__, exc)
             return JobOutcome(_error(job, trace, started, attempt, scorer, exc), dead_letter=True)
-        except Exception as exc:  # a scorer bug must become a row, never a lost job
+        except Exception as exc:  # noqa: BLE001 - a scorer bug must become a row, never a lost job
             log.error("scorer %s on trace %s raised %s: %s", job.scorer, job.trace_id, type(exc).__name__, exc)
             return JobOutcome(_error(job, trace, started, attempt, scorer, exc), dead_letter=False)
 

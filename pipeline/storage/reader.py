@@ -63,7 +63,7 @@ class Reader:
             return self._remote(sql)
         try:
             result = self._client.query(sql, settings=READ_ONLY)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure of the query endpoint falls back to a direct read
             raise StorageError(str(exc).strip().splitlines()[0]) from None
         return QueryResult(list(result.column_names), [t.name for t in result.column_types],
                            [list(r) for r in result.result_rows])

@@ -136,7 +136,7 @@ class ClickHouseSink:
                 try:
                     await self._db.insert_many(batch, _TABLES)
                     break
-                except Exception as exc:  # ClickHouse down: keep the batch, stop consuming, retry
+                except Exception as exc:  # noqa: BLE001 - ClickHouse down: keep the batch, stop consuming, retry
                     self._counters.inc("sink_insert_errors")
                     log.error("sink: insert of %d rows failed (%s: %s); retrying in %.1fs",
                               self._pending_rows, type(exc).__name__, exc, delay)

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from scorers.base import Score, Scorer, ScoreTarget
 from pipeline.contracts import Trace
+from scorers.base import Score, Scorer, ScoreTarget
 
 
 class TraceLatency(Scorer):

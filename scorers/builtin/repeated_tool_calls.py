@@ -4,8 +4,8 @@ from collections import Counter
 
 import orjson
 
-from scorers.base import Score, Scorer, ScoreTarget
 from pipeline.contracts import Trace
+from scorers.base import Score, Scorer, ScoreTarget
 
 
 class RepeatedToolCalls(Scorer):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 
 class SlackServer:
@@ -14,7 +14,7 @@ class SlackServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 server.messages.append(json.loads(body))
                 self.send_response(200)
@@ -28,7 +28,7 @@ class SlackServer:
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/services/T000/B000/XXXX"
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
-    def __enter__(self) -> SlackServer:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

@@ -141,13 +141,13 @@ def test_traces_are_assembled_sampled_scored_stored_and_alerted(broker: str, tmp
 
             # The CLI reads through the running worker (chDB has one opener).
             env = {**os.environ, "EVALSTREAM_DATA_DIR": str(worker.data_dir)}
-            out = subprocess.run([sys.executable, "-m", "pipeline.cli", "sql", "SELECT count() AS n FROM "
-                                  "evalstream.traces_current", "--format", "csv"], env=env, capture_output=True,
-                                 text=True, timeout=60)
+            out = subprocess.run([sys.executable, "-m", "pipeline.cli", "sql",
+                                  "SELECT count() AS n FROM evalstream.traces_current", "--format", "csv"], env=env,
+                                 capture_output=True, text=True, timeout=60, check=False)
             assert out.returncode == 0, out.stderr
             assert out.stdout.split() == ["n", str(len(expected_spans))]
             why = subprocess.run([sys.executable, "-m", "pipeline.cli", "why", "t00003"], env=env,
-                                 capture_output=True, text=True, timeout=60)
+                                 capture_output=True, text=True, timeout=60, check=False)
             assert why.returncode == 0, why.stderr
             assert "other-project" in why.stdout and "filtered_out" in why.stdout
         finally:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-import pytest
 
 from pipeline.assembly import AssemblyConfig, DeadlineIndex, close_trace, due_action, merge_spans
 from pipeline.assembly.state import DueAction, deadline
