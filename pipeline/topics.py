@@ -5,6 +5,7 @@ from __future__ import annotations
 SPANS = "evalstream.spans.v1"  # SpanBatch, keyed by trace id; also carries assembler ticks
 TRACES = "evalstream.traces.v1"  # Trace, keyed by trace id: every closed version
 JOBS = "evalstream.jobs.v1"  # ScoreJobBatch, keyed by trace id
+JOBS_DEFERRED = "evalstream.jobs-deferred.v1"  # ScoreJobBatch waiting for a rule's budget (not_before_ns)
 SCORES = "evalstream.scores.v1"  # ScoreResultBatch, keyed by trace id
 DECISIONS = "evalstream.decisions.v1"  # DecisionBatch, keyed by trace id
 ALERT_EVENTS = "evalstream.alert-events.v1"  # AlertEvent, keyed by alert rule name (repartition)
@@ -13,4 +14,4 @@ DEAD_LETTERS = "evalstream.deadletters.v1"  # DeadLetter, keyed by source topic
 
 # Topics the ClickHouse sink reads, in the order it writes them.
 SINK_TOPICS = (TRACES, DECISIONS, SCORES, ALERTS, DEAD_LETTERS)
-ALL = (SPANS, TRACES, JOBS, SCORES, DECISIONS, ALERT_EVENTS, ALERTS, DEAD_LETTERS)
+ALL = (SPANS, TRACES, JOBS, JOBS_DEFERRED, SCORES, DECISIONS, ALERT_EVENTS, ALERTS, DEAD_LETTERS)

@@ -56,6 +56,8 @@ class ScoreJobBatch(_Wire):
     v: Literal[1] = 1
     trace: Trace
     jobs: list[ScoreJob]
+    not_before_ns: int = 0  # deferred jobs: do not run before this time
+    deferrals: int = 0  # how many times these jobs were deferred so far
 
 
 class Verdict(StrEnum):
@@ -110,6 +112,7 @@ class DecisionOutcome(StrEnum):
     FILTERED_OUT = "filtered_out"
     SAMPLED_OUT = "sampled_out"
     QUEUED = "queued"
+    DEFERRED = "deferred"  # the rule's budget is spent; the job runs when it refills
     SCORED = "scored"
     FAILED = "failed"
 

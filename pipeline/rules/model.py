@@ -33,6 +33,19 @@ class RuleFilter(_Strict):
         return [value] if isinstance(value, str) else value
 
 
+class Budget(_Strict):
+    """Spend allowed per rolling hour. When it is spent, jobs wait (deferred), they are not dropped."""
+
+    tokens_per_hour: int | None = Field(default=None, gt=0)
+    cost_usd_per_hour: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _something(self) -> Budget:
+        if self.tokens_per_hour is None and self.cost_usd_per_hour is None:
+            raise ValueError("set tokens_per_hour, cost_usd_per_hour or both")
+        return self
+
+
 class EvalRule(_Strict):
     name: str
     scorer: str
@@ -41,6 +54,7 @@ class EvalRule(_Strict):
     sampling_rate: float = Field(default=1.0, ge=0.0, le=1.0)
     threshold: float | None = None
     enabled: bool = True
+    budget: Budget | None = None
 
     @field_validator("name")
     @classmethod

@@ -21,6 +21,7 @@ from pipeline.settings import Settings
 from pipeline.worker.alerter import Alerter
 from pipeline.worker.assembler import Assembler
 from pipeline.worker.context import WorkerContext, make_topics
+from pipeline.worker.deferred import DeferredJobs
 from pipeline.worker.router import Router
 from pipeline.worker.scorer import ScorerWorker
 from pipeline.worker.sink_service import sink_service_class
@@ -65,6 +66,7 @@ def create_app(settings: Settings, ruleset: RuleSet, bootstrap: str, *, web_port
     alerter = Alerter(ctx, alert_windows, channel_from_settings(settings))
     router = Router(ctx)
     scorer = ScorerWorker(ctx)
+    deferred = DeferredJobs(ctx)
 
     @app.agent(ctx.topics[topics.SPANS], name="assembler")
     async def assemble(stream: faust.StreamT) -> None:
@@ -88,6 +90,11 @@ def create_app(settings: Settings, ruleset: RuleSet, bootstrap: str, *, web_port
     async def score(stream: faust.StreamT) -> None:
         async for event in stream.events():
             await scorer.handle(event)
+
+    @app.agent(ctx.topics[topics.JOBS_DEFERRED], name="deferred-jobs", concurrency=settings.defer_concurrency)
+    async def resume_deferred(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await deferred.handle(event)
 
     @app.agent(ctx.topics[topics.SCORES], name="alert-matcher")
     async def match_alerts(stream: faust.StreamT) -> None:

@@ -1,4 +1,8 @@
-"""Scorer agent: runs a trace's jobs concurrently (bounded per process) and always emits a result per job."""
+"""Scorer agent: runs a trace's jobs concurrently (bounded per process) and always emits a result per job.
+
+A job whose rule has spent its hourly budget is not run: it goes to the deferred topic with the
+time its budget frees up, and its decision row says so. `worker/deferred.py` sends it back then.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from pipeline.contracts import (
     encode,
 )
 from pipeline.scoring import JobOutcome, ScorerCache, run_job
+from pipeline.scoring.budget import Spend, SpendLedger
 from pipeline.worker.context import WorkerContext
 from pipeline.worker.deadletter import dead_letter_for
 
@@ -32,6 +37,7 @@ class ScorerWorker:
         self.cache = ScorerCache()
         self.slots = asyncio.Semaphore(ctx.settings.scorer_concurrency)
         self.running = 0
+        self.ledger = SpendLedger(ctx.settings.budget_window_s)
 
     async def _run(self, job: ScoreJob, batch: ScoreJobBatch) -> JobOutcome:
         async with self.slots:
@@ -49,7 +55,13 @@ class ScorerWorker:
             log.error("scorer: dead-lettering %s[%d]@%d: %s", message.topic, message.partition, message.offset, exc)
             await self.ctx.dead_letter(dead_letter_for("scorer", message, exc))
             return
-        outcomes = await asyncio.gather(*(self._run(job, batch) for job in batch.jobs))
+        runnable = await self._defer_over_budget(batch)
+        outcomes = await asyncio.gather(*(self._run(job, batch) for job in runnable))
+        done = time.time()
+        for outcome in outcomes:
+            self.ledger.charge(outcome.result.rule, Spend.from_metadata(outcome.result.metadata), done)
+        if not outcomes:
+            return
         results = [o.result for o in outcomes]
         now = time.time_ns()
         decisions = [
@@ -70,6 +82,41 @@ class ScorerWorker:
             if outcome.dead_letter:
                 await self.ctx.dead_letter(dead_letter_for("scorer", message, _GaveUp(outcome), trace_id=trace_id,
                                                            job_id=outcome.result.job_id))
+
+
+    async def _defer_over_budget(self, batch: ScoreJobBatch) -> list[ScoreJob]:
+        """Send jobs of rules over budget to the deferred topic; return the ones to run now."""
+        now = time.time()
+        runnable: list[ScoreJob] = []
+        deferred: list[ScoreJob] = []
+        decisions: list[Decision] = []
+        not_before = 0.0
+        for job in batch.jobs:
+            rule = self.ctx.ruleset.rule(job.rule)
+            budget = rule.budget if rule is not None else None
+            until = self.ledger.blocked_until(job.rule, budget, now)
+            if until is None or budget is None:
+                runnable.append(job)
+                continue
+            deferred.append(job)
+            not_before = max(not_before, until)
+            decisions.append(Decision(
+                rule=job.rule, trace_id=job.trace_id, trace_version=job.trace_version,
+                outcome=DecisionOutcome.DEFERRED, job_id=job.job_id, source=job.source,
+                project=batch.trace.project, decided_at_ns=time.time_ns(),
+                reason=f"{self.ledger.describe(job.rule, budget, now)}; runs after "
+                       f"{time.strftime('%H:%M:%S', time.gmtime(until))} UTC (deferral {batch.deferrals + 1})",
+            ))
+        if deferred:
+            trace_id = batch.trace.trace_id
+            later = ScoreJobBatch(trace=batch.trace, jobs=deferred, not_before_ns=int(not_before * 1e9),
+                                  deferrals=batch.deferrals + 1)
+            await self.ctx.send(topics.JOBS_DEFERRED, trace_id, encode(later))
+            await self.ctx.send(topics.DECISIONS, trace_id, encode(DecisionBatch(decisions=decisions)))
+            for job in deferred:
+                self.ctx.counters.inc("jobs_deferred", rule=job.rule)
+            log.info("scorer: deferred %d job(s) of trace %s until the budget refills", len(deferred), trace_id)
+        return runnable
 
 
 class _GaveUp(Exception):

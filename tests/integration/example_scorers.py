@@ -18,3 +18,14 @@ class MentionsPackage(Scorer):
         hit = "package" in response.lower()
         return Score(value=1.0 if hit else 0.0, passed=hit,
                      reason="response addresses the package" if hit else "response ignores the package")
+
+
+class ReportsSpend(Scorer):
+    """Passes every trace and reports judge spend, like an LLM judge would (500 tokens per call)."""
+
+    name = "reports_spend"
+
+    async def score(self, target: ScoreTarget) -> Score:
+        return Score(value=1.0, passed=True, reason="ok",
+                     metadata={"judge": {"model": "fake", "input_tokens": 400, "output_tokens": 100,
+                                         "cost_usd": 0.0}})

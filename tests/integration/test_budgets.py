@@ -1,0 +1,53 @@
+"""A rule with a spend budget: jobs over budget are deferred with a reason, then scored when the
+budget refills, and none is dropped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.integration.example_scorers import ReportsSpend
+from tests.integration.harness import WorkerProcess, batch, produce, span
+
+pytestmark = pytest.mark.integration
+
+N_TRACES = 10
+RULES = f"""
+rules:
+  - name: judged
+    scorer: {ReportsSpend.__module__}:{ReportsSpend.__qualname__}
+    budget: {{tokens_per_hour: 1000}}
+  - name: errors
+    scorer: error_spans
+"""
+
+
+def test_jobs_over_budget_are_deferred_then_scored(broker: str, tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    worker = WorkerProcess(tmp_path / "data", broker, rules, {"EVALSTREAM_BUDGET_WINDOW_S": "3",
+                                                              "EVALSTREAM_SCORER_CONCURRENCY": "1"}).start()
+    try:
+        messages = []
+        for i in range(N_TRACES):
+            trace_id = f"b{i:03d}"
+            root = span(trace_id, f"{trace_id}-r", None, "handle")
+            messages.append((trace_id.encode(), batch(trace_id, [root], final=True)))
+        produce(broker, messages)
+        worker.wait_for(lambda: worker.scalar("SELECT count() FROM evalstream.scores_current "
+                                              "WHERE rule = 'judged'") == N_TRACES,
+                        timeout_s=90, what="every judged trace scored once the budget refilled")
+        deferred = worker.query("SELECT trace_id, reason FROM evalstream.decisions FINAL "
+                                "WHERE rule = 'judged' AND outcome = 'deferred'")
+        assert len(deferred) >= N_TRACES // 2  # 2 jobs per 3 s window: most had to wait
+        assert all("budget spent in the last 3 s" in reason and "1000/1000 tokens" in reason
+                   for _, reason in deferred), deferred[:3]
+        assert worker.query("SELECT DISTINCT outcome FROM evalstream.decisions_current "
+                            "WHERE rule = 'judged'") == [["scored"]]
+        # The rule without a budget was never held back.
+        assert worker.scalar("SELECT count() FROM evalstream.decisions FINAL "
+                             "WHERE rule = 'errors' AND outcome = 'deferred'") == 0
+        assert worker.scalar("SELECT count() FROM evalstream.scores_current WHERE rule = 'errors'") == N_TRACES
+    finally:
+        worker.stop()
