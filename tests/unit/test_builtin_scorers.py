@@ -256,7 +256,8 @@ async def test_function_scorer_label_and_bad_return() -> None:
 # -- registry ---------------------------------------------------------------------------------------
 
 def test_builtins_are_registered_by_name() -> None:
-    assert builtin_names() == ["error_spans", "repeated_tool_calls", "trace_latency"]
+    assert builtin_names() == ["error_spans", "json_output", "pii_leak", "repeated_tool_calls", "tool_errors",
+                             "trace_cost", "trace_latency"]
     assert resolve_scorer("trace_latency") is TraceLatency
     assert isinstance(build_scorer("error_spans", {"max_errors": 1}), ErrorSpans)
 

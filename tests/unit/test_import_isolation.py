@@ -68,4 +68,5 @@ def test_sdk_contracts_and_scorers_import_without_pipeline_extras() -> None:
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["attempted"] == []  # not even tried (and swallowed)
     assert report["loaded"] == []
-    assert report["builtins"] == ["error_spans", "repeated_tool_calls", "trace_latency"]
+    assert report["builtins"] == ["error_spans", "json_output", "pii_leak", "repeated_tool_calls", "tool_errors",
+                                  "trace_cost", "trace_latency"]
