@@ -9,7 +9,19 @@
 Serves `POST /v1/chat/completions` and `POST /v1/responses`, plain JSON or SSE (`stream: true`; for chat,
 `stream_options.include_usage` adds the final usage chunk), with bodies shaped like OpenAI's. Without a
 scripted reply it echoes the last user message, or calls the first tool when the request has `tools`
-(unless `tool_choice` is "none" or the last message is a tool result). Magic model names:
+(unless `tool_choice` is "none" or the last message is a tool result). A `tool_choice` naming a function
+calls that function, and "required" calls the first tool even after a tool result. Default tool arguments
+follow the tool's JSON schema: strings are "test", enums take their first value, integers their minimum.
+
+More scripting, for judges and retry logic:
+
+    server.respond_with(fn)            fn(body) -> Reply | None, asked per request before the FIFO queue
+    server.fail_next(6, status=429, retry_after=0.2)   the next 6 requests fail (with a Retry-After header)
+    server.latency_s = 0.5             every request waits this long before it is answered
+    server.max_in_flight               the most requests it was answering at once since the last reset()
+
+`python -m tests.support.openai_server --port 8089 --latency 0.5` serves in its own process (for benches).
+Magic model names:
 
     error-<status>   an OpenAI-style error body with that HTTP status (e.g. error-400, error-500)
     stream-error     streams one delta, then fails: for chat an error payload (the openai client raises
@@ -18,11 +30,12 @@ scripted reply it echoes the last user message, or calls the first tool when the
 
 from __future__ import annotations
 
+import argparse
 import json
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
@@ -52,12 +65,27 @@ class Reply:
     tool_calls: list[dict[str, str]] = field(default_factory=list)
 
 
+Responder = Callable[[dict[str, Any]], "Reply | None"]
+
+
+@dataclass
+class _Failure:
+    status: int
+    retry_after: float | None
+
+
 class OpenAIServer:
     def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
         self.host = host
         self.port = port or free_port()
         self.requests: list[RecordedRequest] = []
+        self.latency_s = 0.0
+        self.max_in_flight = 0
+        self._in_flight = 0
+        self._generation = 0  # requests still running from before a reset() do not count after it
         self._replies: deque[Reply] = deque()
+        self._failures: deque[_Failure] = deque()
+        self._responder: Responder | None = None
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -69,7 +97,7 @@ class OpenAIServer:
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> OpenAIServer:
         handler = type("Handler", (_Handler,), {"server_state": self})
-        self._httpd = ThreadingHTTPServer((self.host, self.port), handler)
+        self._httpd = _HTTPServer((self.host, self.port), handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="openai-test-server", daemon=True)
@@ -94,23 +122,63 @@ class OpenAIServer:
         with self._lock:
             self._replies.append(Reply(content, list(tool_calls or [])))
 
+    def respond_with(self, responder: Responder | None) -> None:
+        """Answer each request with `responder(body)`; when it returns None the queue / default applies."""
+        with self._lock:
+            self._responder = responder
+
+    def fail_next(self, count: int, status: int = 429, retry_after: float | None = None) -> None:
+        """The next `count` requests get an OpenAI-style error with `status` (and a Retry-After header)."""
+        with self._lock:
+            self._failures.extend(_Failure(status, retry_after) for _ in range(count))
+
     def reset(self) -> None:
         with self._lock:
             self.requests.clear()
             self._replies.clear()
+            self._failures.clear()
+            self._responder = None
+            self.latency_s = 0.0
+            self.max_in_flight = 0
+            self._in_flight = 0
+            self._generation += 1
 
     def _record(self, request: RecordedRequest) -> None:
         with self._lock:
             self.requests.append(request)
 
+    def _enter(self) -> tuple[int, _Failure | None]:
+        with self._lock:
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+            return self._generation, self._failures.popleft() if self._failures else None
+
+    def _leave(self, generation: int) -> None:
+        with self._lock:
+            if generation == self._generation:
+                self._in_flight -= 1
+
     def _next_reply(self, body: dict[str, Any], tools: list[dict[str, Any]], last_user: str,
                     tool_result_last: bool) -> Reply:
         with self._lock:
+            responder = self._responder
+        scripted = responder(body) if responder is not None else None
+        if scripted is not None:
+            return scripted
+        with self._lock:
             if self._replies:
                 return self._replies.popleft()
-        if tools and body.get("tool_choice") != "none" and not tool_result_last:
+        choice = body.get("tool_choice")
+        forced = _forced_tool(choice, tools)
+        if forced is not None:
+            return Reply(None, [_default_tool_call(forced)])
+        if tools and choice != "none" and (not tool_result_last or choice == "required"):
             return Reply(None, [_default_tool_call(tools[0])])
         return Reply(f"Echo: {last_user}" if last_user else "Hello from the test server.")
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    request_queue_size = 256  # the default 5 refuses connections when a bench opens dozens at once
 
 
 # -- request parsing --------------------------------------------------------------------------------
@@ -129,10 +197,34 @@ def _tool_name_and_params(tool: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return str(fn.get("name", "tool")), fn.get("parameters") or {}
 
 
+def _forced_tool(choice: Any, tools: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The tool a `tool_choice` names: chat's {"type": "function", "function": {"name"}} or responses' {"name"}."""
+    if not isinstance(choice, dict):
+        return None
+    fn = choice.get("function")
+    name = fn.get("name") if isinstance(fn, dict) else choice.get("name")
+    return next((t for t in tools if _tool_name_and_params(t)[0] == name), None)
+
+
+def _example_value(schema: dict[str, Any]) -> Any:
+    """A value that satisfies a (simple) JSON schema: enough for default tool-call arguments."""
+    if schema.get("enum"):
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "object":
+        return {key: _example_value(sub) for key, sub in (schema.get("properties") or {}).items()}
+    if kind == "array":
+        return []
+    if kind in ("integer", "number"):
+        return schema.get("minimum", 1)
+    if kind == "boolean":
+        return True
+    return "test"
+
+
 def _default_tool_call(tool: dict[str, Any]) -> dict[str, str]:
     name, params = _tool_name_and_params(tool)
-    args = {key: "test" for key in (params.get("properties") or {})}
-    return {"name": name, "arguments": json.dumps(args)}
+    return {"name": name, "arguments": json.dumps(_example_value({**params, "type": "object"}))}
 
 
 def _count_tokens(text: str) -> int:
@@ -167,6 +259,20 @@ class _Handler(BaseHTTPRequestHandler):
             body = None
         state = self.server_state
         state._record(RecordedRequest("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+        generation, failure = state._enter()
+        try:
+            if state.latency_s > 0:
+                time.sleep(state.latency_s)
+            if failure is not None:
+                return self._error(failure.status, f"Simulated error {failure.status}.",
+                                   retry_after=failure.retry_after)
+            self._answer(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up first (a timeout test): nothing to answer
+        finally:
+            state._leave(generation)
+
+    def _answer(self, body: Any) -> None:
         if not isinstance(body, dict):
             return self._error(400, "We could not parse the JSON body of your request.")
         model = str(body.get("model", ""))
@@ -181,19 +287,22 @@ class _Handler(BaseHTTPRequestHandler):
         return self._error(404, f"Invalid URL (POST {self.path})")
 
     # -- plumbing ---------------------------------------------------------------------------------
-    def _json(self, status: int, payload: Any) -> None:
+    def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.send_header("x-request-id", f"req_{time.monotonic_ns():x}")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
 
-    def _error(self, status: int, message: str) -> None:
+    def _error(self, status: int, message: str, retry_after: float | None = None) -> None:
         kind = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+        headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else None
         self._json(status, {"error": {"message": message, "type": kind, "param": None,
-                                      "code": "simulated_error"}})
+                                      "code": "simulated_error"}}, headers)
 
     def _sse(self, events: Iterator[tuple[str | None, Any]]) -> None:
         self.send_response(200)
@@ -352,3 +461,23 @@ class _Handler(BaseHTTPRequestHandler):
                             name=item["name"], arguments=item["arguments"])
             yield event("response.output_item.done", output_index=index, item=item)
         yield event("response.completed", response=response)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Serve the test OpenAI-compatible API in this process.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
+    args = parser.parse_args()
+    server = OpenAIServer(args.host, args.port)
+    server.latency_s = args.latency
+    server.start()
+    print(f"serving {server.base_url}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
