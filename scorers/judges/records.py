@@ -1,0 +1,114 @@
+"""What every judge call leaves behind, and the `metadata["judge"]` summary of one judgment."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+# Each call's messages are kept whole in memory, but capped in the score's metadata: an agent judge resends
+# its whole conversation on every step, so uncapped copies would grow with the square of the steps.
+MESSAGE_CHARS_IN_METADATA = 2000
+
+
+@dataclass(frozen=True)
+class ToolCallRequest:
+    """A tool call the judge model asked for: `arguments` is the raw JSON text it produced."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass
+class RetryRecord:
+    attempt: int
+    error: str
+    status: int | None
+    wait_s: float
+    retry_after_s: float | None
+
+
+@dataclass
+class JudgeCall:
+    """One logical call to the judge model: all of its attempts, or a cache hit (then tokens and cost are 0)."""
+
+    model: str
+    messages: list[dict[str, Any]]
+    tool_names: list[str]
+    tool_choice: Any
+    response_text: str | None = None
+    tool_calls: list[ToolCallRequest] = field(default_factory=list)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = None
+    latency_ms: float = 0.0
+    attempts: int = 0
+    cached: bool = False
+    retries: list[RetryRecord] = field(default_factory=list)
+    error: str | None = None
+    started_at: float = field(default_factory=time.time)
+
+    def as_dict(self, max_message_chars: int = MESSAGE_CHARS_IN_METADATA) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "messages": [_capped_message(m, max_message_chars) for m in self.messages],
+            "tools": self.tool_names,
+            "tool_choice": self.tool_choice,
+            "response_text": self.response_text,
+            "tool_calls": [{"name": c.name, "arguments": c.arguments} for c in self.tool_calls],
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": self.cost_usd,
+            "latency_ms": round(self.latency_ms, 3),
+            "attempts": self.attempts,
+            "cached": self.cached,
+            "retries": [vars(r) for r in self.retries],
+            "error": self.error,
+        }
+
+
+def _capped_message(message: dict[str, Any], limit: int) -> dict[str, Any]:
+    content = message.get("content")
+    if isinstance(content, str) and len(content) > limit:
+        return {**message, "content": f"{content[:limit]}… [{len(content) - limit} more chars]"}
+    return message
+
+
+@dataclass
+class TraceToolCall:
+    """A trace tool the agent judge ran for the model."""
+
+    step: int
+    name: str
+    arguments: dict[str, Any]
+    result_chars: int
+    ms: float
+    error: str | None = None
+
+
+@dataclass
+class JudgmentLog:
+    """The calls and tool runs of one judgment; `metadata()` is what lands in `Score.metadata["judge"]`."""
+
+    model: str
+    calls: list[JudgeCall] = field(default_factory=list)
+    tool_calls: list[TraceToolCall] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def steps(self) -> int:
+        return len(self.calls)
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "input_tokens": sum(c.input_tokens for c in self.calls),
+            "output_tokens": sum(c.output_tokens for c in self.calls),
+            # an unknown price counts as 0 here; the call itself says None
+            "cost_usd": sum(c.cost_usd or 0.0 for c in self.calls),
+            "latency_ms": round((time.perf_counter() - self.started) * 1000, 3),
+            "calls": [c.as_dict() for c in self.calls],
+            "tool_calls": [vars(t) for t in self.tool_calls],
+            "steps": self.steps,
+        }
