@@ -1,0 +1,410 @@
+"""The judge call layer: one `JudgeClient` per process, shared by every judge.
+
+It calls `litellm.acompletion` with any model string and adds what a stream of judgments needs:
+retries with backoff and jitter on 429, 5xx, timeouts and connection errors (honouring Retry-After),
+a per-model concurrency cap and request / token rate limits, a per-call timeout, an LRU cache of
+identical calls, and a record of every call. litellm is imported on the first call only, so the
+`scorers` package imports without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import importlib.util
+import logging
+import os
+import random
+import time
+import weakref
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from scorers.judges.errors import JudgeOutputError, JudgeRequestError, JudgeRetriesExhausted
+from scorers.judges.limits import ModelLimits, RateGate
+from scorers.judges.records import JudgeCall, RetryRecord, ToolCallRequest
+from scorers.judges.tokens import estimate_request_tokens
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_STATUS = frozenset({408, 409, 429})
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    max_attempts: int = 5
+    backoff_s: float = 0.5
+    max_backoff_s: float = 20.0
+    max_retry_after_s: float = 60.0  # a provider asking for longer: give the job back to the runner now
+    timeout_s: float = 60.0
+
+    def backoff(self, attempt: int) -> float:
+        base = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
+        return base * (0.5 + random.random() / 2)
+
+
+@dataclass(frozen=True)
+class JudgeRequest:
+    model: str
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+    api_base: str | None = None
+    api_key: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)  # temperature, max_tokens, and any litellm kwarg
+    timeout_s: float | None = None
+    trace_id: str | None = None  # for the logs only
+
+    def cache_key(self) -> bytes:
+        # the key leaves the api key out: the same question to the same endpoint has the same answer
+        raw = orjson.dumps([self.model, self.api_base, self.messages, self.tools, self.tool_choice, self.params],
+                           option=orjson.OPT_SORT_KEYS)
+        return hashlib.blake2b(raw, digest_size=16).digest()
+
+    @property
+    def tool_names(self) -> list[str]:
+        return [str((t.get("function") or t).get("name", "?")) for t in self.tools or []]
+
+
+@dataclass
+class JudgeResponse:
+    text: str | None
+    tool_calls: list[ToolCallRequest]
+    call: JudgeCall
+    cache_key: bytes
+
+
+@dataclass(frozen=True)
+class _Answer:
+    text: str | None
+    tool_calls: tuple[ToolCallRequest, ...]
+
+
+@dataclass(frozen=True)
+class _Failure:
+    retryable: bool
+    status: int | None
+    retry_after_s: float | None
+    description: str
+
+
+@dataclass
+class ClientStats:
+    calls: int = 0
+    cached: int = 0
+    attempts: int = 0
+    retries: int = 0
+    failures: int = 0
+
+
+class JudgeClient:
+    def __init__(
+        self,
+        *,
+        default_limits: ModelLimits | None = None,
+        retry: RetrySettings | None = None,
+        cache_size: int = 1024,
+        history_size: int = 1000,
+    ) -> None:
+        self.default_limits = default_limits or ModelLimits()
+        self.retry = retry or RetrySettings()
+        self.cache_size = cache_size
+        self.stats = ClientStats()
+        self.history: deque[JudgeCall] = deque(maxlen=history_size)
+        self._limits: dict[str, ModelLimits] = {}
+        self._gates: dict[str, RateGate] = {}
+        # asyncio semaphores belong to one event loop; tests (and some hosts) run several loops in turn
+        self._semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Semaphore]] = (
+            weakref.WeakKeyDictionary())
+        self._cache: OrderedDict[bytes, _Answer] = OrderedDict()
+
+    # -- configuration ------------------------------------------------------------------------------
+    def limits_for(self, model: str) -> ModelLimits:
+        return self._limits.get(model, self.default_limits)
+
+    def set_limits(self, model: str, limits: ModelLimits) -> None:
+        self._limits[model] = limits
+        self._gates.pop(model, None)
+        for per_loop in self._semaphores.values():
+            per_loop.pop(model, None)
+
+    def tighten_limits(self, model: str, limits: ModelLimits) -> None:
+        """Apply `limits` to `model` unless stricter ones are set already (idempotent)."""
+        current = self.limits_for(model)
+        tightened = current.tightened(limits)
+        if tightened != current:
+            self.set_limits(model, tightened)
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    def forget(self, response: JudgeResponse) -> None:
+        """Drop a cached answer, e.g. one the judge could not parse, so that a retry asks the model again."""
+        self._cache.pop(response.cache_key, None)
+
+    # -- calling ------------------------------------------------------------------------------------
+    async def complete(self, request: JudgeRequest) -> JudgeResponse:
+        key = request.cache_key()
+        self.stats.calls += 1
+        hit = self._cached(key)
+        if hit is not None:
+            self.stats.cached += 1
+            call = JudgeCall(request.model, request.messages, request.tool_names, request.tool_choice,
+                             response_text=hit.text, tool_calls=list(hit.tool_calls), cached=True)
+            self.history.append(call)
+            return JudgeResponse(hit.text, list(hit.tool_calls), call, key)
+
+        call = JudgeCall(request.model, request.messages, request.tool_names, request.tool_choice)
+        self.history.append(call)
+        started = time.perf_counter()
+        try:
+            answer = await self._call_with_retries(request, call)
+        finally:
+            call.latency_ms = (time.perf_counter() - started) * 1000
+        self._store(key, answer)
+        return JudgeResponse(answer.text, list(answer.tool_calls), call, key)
+
+    async def _call_with_retries(self, request: JudgeRequest, call: JudgeCall) -> _Answer:
+        gate = self._gate(request.model)
+        estimate = estimate_request_tokens(request.messages, request.tools) + int(
+            request.params.get("max_tokens") or 0)
+        timeout = request.timeout_s or self.retry.timeout_s
+        for attempt in range(1, self.retry.max_attempts + 1):
+            await _sleep_until(gate.paused_until)
+            wait = gate.reserve(estimate)
+            if wait > 0:
+                await asyncio.sleep(wait)
+            call.attempts = attempt
+            self.stats.attempts += 1
+            try:
+                async with self._semaphore(request.model):
+                    response = await asyncio.wait_for(_acompletion(request, timeout), timeout + 1.0)
+            except Exception as exc:  # classified below: retried, or raised as a judge error
+                failure = _classify(exc, timeout)
+                call.error = failure.description
+                if not failure.retryable:
+                    self.stats.failures += 1
+                    log.error("judge model %s on trace %s refused the request: %s", request.model,
+                              request.trace_id, failure.description)
+                    raise JudgeRequestError(
+                        f"judge model {request.model!r} refused the request: {failure.description}", call) from exc
+                self._give_up_or_wait_after(request, call, failure, attempt, gate)
+                await asyncio.sleep(call.retries[-1].wait_s)
+                continue
+            call.error = None
+            answer = _read_answer(response, call)
+            gate.settle(estimate, call.input_tokens + call.output_tokens)
+            return answer
+        raise AssertionError("unreachable: the last failed attempt raises")
+
+    def _give_up_or_wait_after(self, request: JudgeRequest, call: JudgeCall, failure: _Failure, attempt: int,
+                               gate: RateGate) -> None:
+        """Record a retry and its wait, or raise when the attempts (or the provider's patience) ran out."""
+        too_long = failure.retry_after_s is not None and failure.retry_after_s > self.retry.max_retry_after_s
+        if attempt >= self.retry.max_attempts or too_long:
+            self.stats.failures += 1
+            log.error("judge model %s on trace %s: giving up after attempt %d (%s)", request.model,
+                      request.trace_id, attempt, failure.description)
+            why = (f"Retry-After {failure.retry_after_s:g} s is over {self.retry.max_retry_after_s:g} s"
+                   if too_long else f"{attempt} attempts")
+            raise JudgeRetriesExhausted(
+                f"judge model {request.model!r} gave up after {why}: {failure.description}", call)
+        if failure.retry_after_s is not None:
+            wait = failure.retry_after_s * (1 + random.random() / 10)  # jitter above, never below, the ask
+        else:
+            wait = self.retry.backoff(attempt)
+        if failure.status == 429:
+            gate.paused_until = max(gate.paused_until, time.monotonic() + wait)
+        self.stats.retries += 1
+        call.retries.append(RetryRecord(attempt, failure.description, failure.status, round(wait, 4),
+                                        failure.retry_after_s))
+        log.warning("judge model %s on trace %s: attempt %d failed (%s); retrying in %.2fs",
+                    request.model, request.trace_id, attempt, failure.description, wait)
+
+    # -- state --------------------------------------------------------------------------------------
+    def _gate(self, model: str) -> RateGate:
+        gate = self._gates.get(model)
+        if gate is None:
+            gate = self._gates[model] = RateGate(self.limits_for(model))
+        return gate
+
+    def _semaphore(self, model: str) -> asyncio.Semaphore:
+        per_loop = self._semaphores.setdefault(asyncio.get_running_loop(), {})
+        semaphore = per_loop.get(model)
+        if semaphore is None:
+            semaphore = per_loop[model] = asyncio.Semaphore(self.limits_for(model).max_concurrency)
+        return semaphore
+
+    def _cached(self, key: bytes) -> _Answer | None:
+        answer = self._cache.get(key)
+        if answer is not None:
+            self._cache.move_to_end(key)
+        return answer
+
+    def _store(self, key: bytes, answer: _Answer) -> None:
+        if self.cache_size <= 0:
+            return
+        self._cache[key] = answer
+        self._cache.move_to_end(key)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+
+# -- litellm ----------------------------------------------------------------------------------------
+
+def _litellm() -> Any:
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # else litellm fetches its price map
+    import litellm
+
+    return litellm
+
+
+# litellm 1.106 imports its MCP gateway (and so the optional `mcp` package) for any call with `tools`.
+# Judges never use MCP tools, so without that package we tell litellm to skip the gateway.
+_SKIP_MCP = importlib.util.find_spec("mcp") is None
+
+
+async def _acompletion(request: JudgeRequest, timeout: float) -> Any:
+    kwargs: dict[str, Any] = {**request.params, "model": request.model, "messages": request.messages,
+                              "timeout": timeout, "max_retries": 0}  # retries are ours, with Retry-After
+    if request.api_base:
+        kwargs["api_base"] = request.api_base
+    if request.api_key:
+        kwargs["api_key"] = request.api_key
+    if request.tools:
+        kwargs["tools"] = request.tools
+        if request.tool_choice is not None:
+            kwargs["tool_choice"] = request.tool_choice
+        if _SKIP_MCP:
+            kwargs["_skip_mcp_handler"] = True
+    return await _litellm().acompletion(**kwargs)
+
+
+def _read_answer(response: Any, call: JudgeCall) -> _Answer:
+    choices = getattr(response, "choices", None) or []
+    if not choices:
+        raise JudgeOutputError("the response has no choices", raw=str(response))
+    message = choices[0].message
+    text = message.content if isinstance(message.content, str) else None
+    tool_calls = tuple(
+        ToolCallRequest(str(tc.id or f"call_{i}"), str(tc.function.name), tc.function.arguments or "")
+        for i, tc in enumerate(getattr(message, "tool_calls", None) or []))
+    usage = getattr(response, "usage", None)
+    call.input_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+    call.output_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+    call.cost_usd = _cost_of(response)
+    call.response_text = text
+    call.tool_calls = list(tool_calls)
+    return _Answer(text, tool_calls)
+
+
+def _cost_of(response: Any) -> float | None:
+    hidden = getattr(response, "_hidden_params", None) or {}
+    cost = hidden.get("response_cost")
+    if cost is None:
+        try:
+            cost = _litellm().completion_cost(completion_response=response)
+        except Exception:  # noqa: BLE001 - a model missing from the price map has no known cost
+            return None
+    return float(cost)
+
+
+def _classify(exc: BaseException, timeout: float) -> _Failure:
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return _Failure(True, None, None, f"no answer within {timeout:g} s")
+    status = getattr(exc, "status_code", None)
+    status = status if isinstance(status, int) else None
+    name = type(exc).__name__
+    description = f"{name}{f' {status}' if status else ''}: {str(exc)[:300]}"
+    transport = _is_transport_error(exc)
+    retryable = transport or (status is not None and (status in RETRYABLE_STATUS or status >= 500))
+    return _Failure(retryable, status, retry_after_seconds(exc) if retryable else None, description)
+
+
+def _is_transport_error(exc: BaseException) -> bool:
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    # litellm.Timeout and APIConnectionError derive from openai's; match by name so no import is needed here
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return bool(names & {"APITimeoutError", "APIConnectionError", "Timeout", "ServiceUnavailableError"})
+
+
+def retry_after_seconds(exc: BaseException) -> float | None:
+    """The wait a provider asked for: `retry-after-ms`, or `retry-after` in seconds or as an HTTP date.
+
+    litellm keeps the provider's response headers in `litellm_response_headers` (its RateLimitError
+    rebuilds `response` without them), so that is read first.
+    """
+    for source in (getattr(exc, "litellm_response_headers", None),
+                   getattr(getattr(exc, "response", None), "headers", None), getattr(exc, "headers", None)):
+        if not source:
+            continue
+        headers = {str(k).lower().removeprefix("llm_provider-"): str(v) for k, v in source.items()}
+        if "retry-after-ms" in headers:
+            try:
+                return max(0.0, float(headers["retry-after-ms"]) / 1000)
+            except ValueError:
+                pass
+        if "retry-after" in headers:
+            return parse_retry_after(headers["retry-after"])
+    return None
+
+
+def parse_retry_after(value: str) -> float | None:
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+async def _sleep_until(deadline: float) -> None:
+    delay = deadline - time.monotonic()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+# -- the process-wide client ------------------------------------------------------------------------
+
+_default_client: JudgeClient | None = None
+
+
+def client_from_env(env: dict[str, str] | None = None) -> JudgeClient:
+    """A client configured by `EVALSTREAM_JUDGE_*` variables (see docs/judges.md)."""
+    env = dict(os.environ if env is None else env)
+
+    def number(name: str) -> float | None:
+        raw = env.get(f"EVALSTREAM_JUDGE_{name}")
+        return float(raw) if raw not in (None, "") else None
+
+    limits = ModelLimits(
+        max_concurrency=int(number("MAX_CONCURRENCY") or 16),
+        requests_per_minute=number("REQUESTS_PER_MINUTE"),
+        tokens_per_minute=number("TOKENS_PER_MINUTE"),
+    )
+    retry = RetrySettings(max_attempts=int(number("MAX_ATTEMPTS") or 5), timeout_s=number("TIMEOUT_S") or 60.0)
+    cache_size = number("CACHE_SIZE")
+    return JudgeClient(default_limits=limits, retry=retry, cache_size=1024 if cache_size is None else int(cache_size))
+
+
+def default_judge_client() -> JudgeClient:
+    global _default_client
+    if _default_client is None:
+        _default_client = client_from_env()
+    return _default_client
+
+
+def set_default_judge_client(client: JudgeClient | None) -> JudgeClient | None:
+    """Replace the process-wide client (None: build a new one from the environment on next use)."""
+    global _default_client
+    previous, _default_client = _default_client, client
+    return previous
