@@ -2,3 +2,22 @@
 
 Importing this package does not import litellm: the client imports it on its first call.
 """
+
+from scorers.base import Scorer
+from scorers.judges.agent_judge import AgentJudge
+from scorers.judges.client import JudgeClient, default_judge_client, set_default_judge_client
+from scorers.judges.limits import ModelLimits
+from scorers.judges.llm_judge import CriteriaJudge, JudgeScorer, LabelJudge, ScaleJudge
+from scorers.judges.presets import PRESETS, Groundedness, Helpfulness, TaskCompletion
+
+# Every judge by scorer name: the general ones and the presets.
+JUDGES: dict[str, type[Scorer]] = {
+    **{cls.name: cls for cls in (CriteriaJudge, ScaleJudge, LabelJudge, AgentJudge)},
+    **PRESETS,
+}
+
+__all__ = [
+    "JUDGES", "PRESETS", "AgentJudge", "CriteriaJudge", "Groundedness", "Helpfulness", "JudgeClient",
+    "JudgeScorer", "LabelJudge", "ModelLimits", "ScaleJudge", "TaskCompletion", "default_judge_client",
+    "set_default_judge_client",
+]

@@ -1,0 +1,88 @@
+"""The preset judges (helpfulness, groundedness, task_completion) through litellm's real client."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from pipeline.contracts import Example
+from scorers.judges import JUDGES, PRESETS
+from scorers.judges.client import JudgeClient, RetrySettings, set_default_judge_client
+from scorers.judges.presets import Groundedness, Helpfulness, TaskCompletion
+from tests.support.judge_traces import agent_trace
+from tests.support.openai_server import OpenAIServer
+
+MODEL = "openai/gpt-4o-mini"
+EXAMPLE = Example(inputs="How long do refunds take?", outputs="Refunds take 5 business days.")
+
+
+@pytest.fixture(autouse=True)
+def client() -> Iterator[JudgeClient]:
+    fresh = JudgeClient(retry=RetrySettings(max_attempts=2, backoff_s=0.01))
+    previous = set_default_judge_client(fresh)
+    yield fresh
+    set_default_judge_client(previous)
+
+
+@pytest.fixture
+def endpoint(openai_server: OpenAIServer) -> dict[str, Any]:
+    return {"model": MODEL, "api_base": openai_server.base_url, "api_key": "test"}
+
+
+def verdicts(**by_key: str) -> dict[str, str]:
+    args = {"criteria": {k: {"reason": f"because {k}", "verdict": v} for k, v in by_key.items()},
+            "summary": "overall"}
+    return {"name": "submit_verdicts", "arguments": json.dumps(args)}
+
+
+def request_body(server: OpenAIServer, index: int = -1) -> dict[str, Any]:
+    return server.requests[index].body
+
+
+# -- presets ----------------------------------------------------------------------------------------
+
+def test_presets_are_named_scorers() -> None:
+    assert sorted(PRESETS) == ["groundedness", "helpfulness", "task_completion"]
+    assert {"llm_criteria", "llm_scale", "llm_label", "agent_judge"} < set(JUDGES)
+    assert all(name == cls.name for name, cls in JUDGES.items())
+
+
+async def test_helpfulness_is_a_scale_with_its_guidelines(openai_server: OpenAIServer,
+                                                          endpoint: dict[str, Any]) -> None:
+    judge = Helpfulness(guidelines=["Answers must be in English."], **endpoint)
+    openai_server.reply_with(tool_calls=[{"name": "submit_score", "arguments": '{"reason": "ok", "score": 9}'}])
+    score = await judge.run(EXAMPLE)
+    assert judge.decide(score, None) == (True, 7.0)
+    system = request_body(openai_server)["messages"][0]["content"]
+    assert "helpful" in system and "- Answers must be in English." in system
+    with pytest.raises(TypeError):
+        Helpfulness(question="other", **endpoint)  # type: ignore[call-arg]
+
+
+async def test_groundedness_checks_against_context_and_skips_without_it(
+        openai_server: OpenAIServer, endpoint: dict[str, Any]) -> None:
+    judge = Groundedness(**endpoint)
+    skipped = await judge.run(Example(inputs="q", outputs="a"))
+    assert skipped.passed is None and "no retrieved context" in skipped.reason and openai_server.requests == []
+    assert skipped.metadata["judge"]["steps"] == 0
+    openai_server.reply_with(tool_calls=[verdicts(c1="true", c2="true", c3="false")])
+    score = await judge.run(agent_trace(12))
+    assert score.passed is False and len(score.criteria) == 3
+    user = request_body(openai_server)["messages"][1]["content"]
+    assert "<retrieved_context>" in user and "Orders may be refunded within 30 days" in user
+
+
+async def test_task_completion_on_an_example_has_no_trace_to_explore(
+        openai_server: OpenAIServer, endpoint: dict[str, Any]) -> None:
+    judge = TaskCompletion(**endpoint)
+    openai_server.reply_with(tool_calls=[{"name": "submit_label",
+                                          "arguments": '{"reason": "done", "label": "completed"}'}])
+    score = await judge.run(Example(inputs="Cancel order 17", outputs="Order 17 is cancelled."))
+    assert (score.value, score.passed) == ("completed", True)
+    assert score.metadata["trace_view"]["mode"] == "example"
+    (request,) = openai_server.requests
+    user = request.body["messages"][1]["content"]
+    assert "The request: Cancel order 17" in user and "no trace" in user
