@@ -31,7 +31,8 @@ async def ensure_topics(bootstrap: str, partitions: int, timeout_s: float = 30.0
         missing = [t for t in topics.ALL if t not in existing]
         for name in missing:
             try:
-                await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+                await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1,
+                                                      topic_configs=topics.CONFIGS.get(name, {}))])
             except TopicAlreadyExistsError:
                 pass
         if missing:

@@ -11,7 +11,11 @@ DECISIONS = "evalstream.decisions.v1"  # DecisionBatch, keyed by trace id
 ALERT_EVENTS = "evalstream.alert-events.v1"  # AlertEvent, keyed by alert rule name (repartition)
 ALERTS = "evalstream.alerts.v1"  # Alert, keyed by alert id
 DEAD_LETTERS = "evalstream.deadletters.v1"  # DeadLetter, keyed by source topic
+SCORERS = "evalstream.scorers.v1"  # UploadedScorer, keyed by scorer name; compacted: the latest per name
 
 # Topics the ClickHouse sink reads, in the order it writes them.
-SINK_TOPICS = (TRACES, DECISIONS, SCORES, ALERTS, DEAD_LETTERS)
-ALL = (SPANS, TRACES, JOBS, JOBS_DEFERRED, SCORES, DECISIONS, ALERT_EVENTS, ALERTS, DEAD_LETTERS)
+SINK_TOPICS = (TRACES, DECISIONS, SCORES, ALERTS, DEAD_LETTERS, SCORERS)
+ALL = (SPANS, TRACES, JOBS, JOBS_DEFERRED, SCORES, DECISIONS, ALERT_EVENTS, ALERTS, DEAD_LETTERS, SCORERS)
+
+# Topic configs beyond the defaults, applied when a topic is created.
+CONFIGS: dict[str, dict[str, str]] = {SCORERS: {"cleanup.policy": "compact"}}

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from pipeline.contracts import Alert, DeadLetter, Decision, ScoreResult, Span, Trace
+from pipeline.contracts.uploads import UploadedScorer
 
 TRACE_COLUMNS = [
     "trace_id", "version", "project", "status", "close_reason", "root_span_id", "name", "start_time",
@@ -36,6 +37,9 @@ ALERT_COLUMNS = [
 DEAD_LETTER_COLUMNS = [
     "stage", "source_topic", "partition", "offset", "job_id", "key", "trace_id", "error_type", "reason",
     "payload_size", "payload_excerpt", "at",
+]
+SCORER_VERSION_COLUMNS = [
+    "name", "version", "entry", "kind", "filename", "requirements", "source", "uploaded_by", "uploaded_at",
 ]
 
 
@@ -106,4 +110,11 @@ def dead_letter_row(dl: DeadLetter) -> list[Any]:
     return [
         dl.stage, dl.source_topic, dl.partition, dl.offset, dl.job_id or "", dl.key or "", dl.trace_id or "",
         dl.error_type, dl.reason, dl.payload_size, dl.payload_excerpt, _us(dl.at_ns),
+    ]
+
+
+def scorer_version_row(upload: UploadedScorer) -> list[Any]:
+    return [
+        upload.name, upload.version, upload.entry, upload.kind, upload.filename, upload.requirements, upload.source,
+        upload.uploaded_by, _us(upload.uploaded_at_ns),
     ]

@@ -23,6 +23,7 @@ from pipeline.contracts import (
     Trace,
     decode,
 )
+from pipeline.contracts.uploads import UploadedScorer
 from pipeline.errors import DecodeError
 from pipeline.metrics import Counters
 from pipeline.storage import rows
@@ -37,6 +38,7 @@ _TABLES = {
     "scores": rows.SCORE_COLUMNS,
     "alerts": rows.ALERT_COLUMNS,
     "dead_letters": rows.DEAD_LETTER_COLUMNS,
+    "scorer_versions": rows.SCORER_VERSION_COLUMNS,
 }
 
 
@@ -54,6 +56,9 @@ def rows_for(topic: str, raw: bytes | None, max_bytes: int) -> dict[str, list[li
         return {"alerts": [rows.alert_row(decode(raw, Alert, max_bytes=max_bytes))]}
     if topic == topics.DEAD_LETTERS:
         return {"dead_letters": [rows.dead_letter_row(decode(raw, DeadLetter, max_bytes=max_bytes))]}
+    if topic == topics.SCORERS:  # a tombstone (no value) removes a name from the store: no row
+        return {"scorer_versions": [] if raw is None else [
+            rows.scorer_version_row(decode(raw, UploadedScorer, max_bytes=max_bytes))]}
     raise DecodeError(f"the sink does not read topic {topic}")
 
 
