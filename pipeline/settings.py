@@ -44,6 +44,15 @@ class Settings(BaseSettings):
     defer_max_sleep_s: float = Field(default=30.0, gt=0)  # a deferred job waits at most this long per pass
     defer_concurrency: int = Field(default=64, ge=1)  # deferred jobs waiting at once per worker
 
+    # Uploaded scorers (`evalstream scorers upload`) each run in a sandbox process (docs/scorers.md)
+    sandbox_timeout_s: float = Field(default=20.0, gt=0)  # wall clock per job, capped by scorer_timeout_s
+    sandbox_cpu_s: int = Field(default=300, ge=1)  # CPU-seconds per sandbox process (RLIMIT_CPU)
+    sandbox_memory_mb: int = Field(default=2048, ge=128)  # address space per sandbox process (RLIMIT_AS)
+    sandbox_concurrency: int = Field(default=4, ge=1)  # jobs running at once in one sandbox process
+    sandbox_env_allow: str = ""  # env vars the scorers may see, comma-separated names or globs (OPENAI_*)
+    sandbox_start_timeout_s: float = Field(default=60.0, gt=0)  # to import the uploaded module
+    sandbox_install_timeout_s: float = Field(default=600.0, gt=0)  # venv + pip install of its requirements
+
     # Sink
     sink_enabled: bool = True
     sink_batch_rows: int = Field(default=5000, ge=1)

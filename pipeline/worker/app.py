@@ -17,6 +17,7 @@ from pipeline.alerts.channels import channel_from_settings
 from pipeline.metrics import Counters
 from pipeline.pricing import LiteLLMPrices
 from pipeline.rules import RuleSet
+from pipeline.scoring import uploaded
 from pipeline.settings import Settings
 from pipeline.worker.alerter import Alerter
 from pipeline.worker.assembler import Assembler
@@ -24,6 +25,7 @@ from pipeline.worker.context import WorkerContext, make_topics
 from pipeline.worker.deferred import DeferredJobs
 from pipeline.worker.router import Router
 from pipeline.worker.scorer import ScorerWorker
+from pipeline.worker.scorer_store import scorer_store_service_class
 from pipeline.worker.sink_service import sink_service_class
 from pipeline.worker.transport import EvalstreamApp
 
@@ -110,6 +112,7 @@ def create_app(settings: Settings, ruleset: RuleSet, bootstrap: str, *, web_port
     async def on_assigned(sender: object, assigned: object, **kwargs: object) -> None:
         assembler.on_rebalance()
 
+    app.service(scorer_store_service_class(ctx, bootstrap, uploaded.install(settings)))  # uploaded scorers
     if settings.sink_enabled:
         app.service(sink_service_class(ctx, bootstrap))
 

@@ -1,0 +1,109 @@
+"""Uploaded scorers in a process: the catalog of current versions and the sandboxes that run them.
+
+`install(settings)` makes them resolvable through `scorers.registry` (a worker calls it before it
+loads its rules). A worker accepts a rule naming a scorer that has no uploaded version yet: its
+jobs become error rows saying so until a version arrives, then it is scored without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from pipeline import topics
+from pipeline.contracts.uploads import UploadedScorer
+from pipeline.errors import ScorerNotFoundError
+from pipeline.scoring.sandbox.limits import SandboxLimits
+from pipeline.scoring.sandbox.pool import SandboxPool
+from pipeline.scoring.sandbox.scorer import SandboxedScorer, sandboxed_scorer_class
+from pipeline.scoring.store import ScorerCatalog
+from pipeline.scoring.uploads import NAME
+from pipeline.settings import Settings
+from scorers.registry import use_uploaded_scorers
+
+log = logging.getLogger(__name__)
+
+
+class UploadedScorers:
+    """The registry's source of uploaded scorers and the resolver of their `SandboxedScorer`s.
+
+    `accept_unknown`: a name with no version yet still resolves (workers), or does not (`rules check`).
+    """
+
+    def __init__(self, catalog: ScorerCatalog, settings: Settings, *, accept_unknown: bool,
+                 ready_timeout_s: float = 15.0) -> None:
+        self.catalog = catalog
+        self.settings = settings
+        self.accept_unknown = accept_unknown
+        self.ready_timeout_s = ready_timeout_s
+        self._classes: dict[str, type[SandboxedScorer]] = {}
+        self._pool: SandboxPool | None = None
+
+    @property
+    def pool(self) -> SandboxPool:
+        if self._pool is None:
+            self._pool = SandboxPool(self.settings.data_dir / "sandbox", SandboxLimits.from_settings(self.settings))
+        return self._pool
+
+    def scorer_class(self, name: str) -> type[SandboxedScorer] | None:
+        if not NAME.match(name) or (not self.accept_unknown and name not in self.catalog):
+            return None
+        cls = self._classes.get(name)
+        if cls is None:
+            cls = self._classes[name] = sandboxed_scorer_class(name, self)
+        return cls
+
+    async def current(self, name: str) -> UploadedScorer:
+        if not self.catalog.ready.is_set():
+            try:  # a worker that just started may still be replaying the scorer topic
+                await asyncio.wait_for(self.catalog.ready.wait(), self.ready_timeout_s)
+            except TimeoutError:
+                log.warning("scorer store: not read within %g s; resolving %s with what has arrived",
+                            self.ready_timeout_s, name)
+        upload = self.catalog.get(name)
+        if upload is None:
+            raise ScorerNotFoundError(
+                f"unknown scorer {name!r}: it is not a built-in, an installed entry point or a dotted path, and no "
+                f"uploaded version has arrived on {topics.SCORERS}; upload it with "
+                f"`evalstream scorers upload FILE [REQUIREMENTS] --name {name}`")
+        return upload
+
+    def on_change(self, upload: UploadedScorer) -> None:
+        """A version became current (the store follower calls this): get its sandbox ready now."""
+        self.pool.prepare(upload)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+
+
+class FixedUpload:
+    """Resolves one record, whatever the name: `evalstream scorers test` runs a file this way,
+    through the same sandbox path as a worker."""
+
+    def __init__(self, upload: UploadedScorer, pool: SandboxPool) -> None:
+        self.upload = upload
+        self.pool = pool
+
+    async def current(self, name: str) -> UploadedScorer:
+        return self.upload
+
+
+def catalog_of(records: list[UploadedScorer]) -> ScorerCatalog:
+    catalog = ScorerCatalog()
+    for record in records:
+        catalog.put(record)
+    catalog.ready.set()
+    return catalog
+
+
+_installed: UploadedScorers | None = None
+
+
+def install(settings: Settings) -> UploadedScorers:
+    """Make uploaded scorers resolvable in this worker process (idempotent)."""
+    global _installed
+    if _installed is None:
+        _installed = UploadedScorers(ScorerCatalog(), settings, accept_unknown=True)
+        use_uploaded_scorers(_installed)
+    return _installed

@@ -1,0 +1,48 @@
+"""The scorer-store role inside every worker process: follow `evalstream.scorers.v1` so uploaded
+scorers resolve to their latest version without a restart, and stop their sandboxes on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from mode import Service
+
+from pipeline.scoring.store import StoreFollower
+from pipeline.scoring.uploaded import UploadedScorers
+from pipeline.worker.context import WorkerContext
+from scorers.registry import builtin_names, entry_point_names
+
+log = logging.getLogger(__name__)
+
+
+def scorer_store_service_class(ctx: WorkerContext, bootstrap: str, uploads: UploadedScorers) -> type[Service]:
+    class ScorerStoreService(Service):
+        """Started and stopped with the Faust app (`app.service`)."""
+
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.follower = StoreFollower(bootstrap, uploads.catalog, uploads.on_change,
+                                          max_bytes=ctx.settings.max_message_bytes)
+
+        async def on_start(self) -> None:
+            self.add_future(self.follower.run())
+            self.add_future(self._report_missing())
+
+        async def _report_missing(self) -> None:
+            """Once the store is read: say which rules name a scorer that nothing provides yet."""
+            await uploads.catalog.ready.wait()
+            known = set(builtin_names()) | set(entry_point_names())
+            for rule in ctx.ruleset.active:
+                if ":" not in rule.scorer and rule.scorer not in known and rule.scorer not in uploads.catalog:
+                    log.warning("rule %s: scorer %r has no uploaded version yet; its jobs are error rows until "
+                                "`evalstream scorers upload` stores one", rule.name, rule.scorer)
+
+        async def on_stop(self) -> None:
+            try:
+                await asyncio.wait_for(uploads.close(), timeout=15)
+            except Exception:
+                log.exception("scorer store: stopping the sandboxes failed")
+
+    return ScorerStoreService
