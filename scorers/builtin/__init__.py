@@ -1,4 +1,4 @@
-"""Built-in code scorers, registered by name."""
+"""Built-in scorers, registered by name: code scorers, LLM judges and the judge presets."""
 
 from scorers.base import Scorer
 from scorers.builtin.cost import TraceCost
@@ -7,10 +7,12 @@ from scorers.builtin.latency import TraceLatency
 from scorers.builtin.outputs import JsonOutput, PiiLeak
 from scorers.builtin.repeated_tool_calls import RepeatedToolCalls
 from scorers.builtin.tool_errors import ToolErrors
+from scorers.judges import JUDGES
 
-BUILTINS: dict[str, type[Scorer]] = {
+CODE_SCORERS: dict[str, type[Scorer]] = {
     cls.name: cls for cls in (TraceLatency, ErrorSpans, RepeatedToolCalls, ToolErrors, TraceCost, JsonOutput, PiiLeak)
 }
+BUILTINS: dict[str, type[Scorer]] = {**CODE_SCORERS, **JUDGES}
 
-__all__ = ["BUILTINS", "ErrorSpans", "JsonOutput", "PiiLeak", "RepeatedToolCalls", "ToolErrors", "TraceCost",
+__all__ = ["BUILTINS", "CODE_SCORERS", "ErrorSpans", "JsonOutput", "PiiLeak", "RepeatedToolCalls", "ToolErrors", "TraceCost",
            "TraceLatency"]

@@ -68,5 +68,6 @@ def test_sdk_contracts_and_scorers_import_without_pipeline_extras() -> None:
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["attempted"] == []  # not even tried (and swallowed)
     assert report["loaded"] == []
-    assert report["builtins"] == ["error_spans", "json_output", "pii_leak", "repeated_tool_calls", "tool_errors",
-                                  "trace_cost", "trace_latency"]
+    assert report["builtins"] == ["agent_judge", "error_spans", "groundedness", "helpfulness", "json_output",
+                                  "llm_criteria", "llm_label", "llm_scale", "pii_leak", "repeated_tool_calls",
+                                  "task_completion", "tool_errors", "trace_cost", "trace_latency"]
