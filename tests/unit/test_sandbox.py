@@ -284,6 +284,46 @@ async def test_the_workers_secrets_are_not_visible(venv_root: Path, monkeypatch:
         await allowing.close()
 
 
+PEEK = '''
+import os
+from scorers import scorer
+
+@scorer("peek")
+def peek(target):
+    try:
+        with open(f"/proc/{os.getppid()}/environ", "rb") as environ:
+            return "read: " + str(b"EVALSTREAM_SLACK_BOT_TOKEN" in environ.read())
+    except OSError as exc:
+        return f"blocked: {type(exc).__name__}"
+'''
+
+
+async def test_the_worker_becomes_non_dumpable_before_it_runs_a_sandbox(pool: SandboxPool) -> None:
+    import ctypes
+
+    assert ctypes.CDLL(None).prctl(3, 0, 0, 0, 0) == 0  # PR_GET_DUMPABLE: /proc/<worker>/* is root's now
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every /proc/<pid>/environ; run as a normal user")
+async def test_a_sandbox_cannot_read_the_workers_environment_from_proc(venv_root: Path) -> None:
+    # The secret must be in the environment the worker was started with, which /proc shows.
+    script = (f"import asyncio, sys; sys.path[:0] = {sys.path!r}\n"
+              "from pathlib import Path\nfrom pipeline.contracts import Example\n"
+              "from pipeline.scoring.sandbox.limits import SandboxLimits\n"
+              "from pipeline.scoring.sandbox.pool import SandboxPool\n"
+              "from tests.unit.test_sandbox import PEEK, upload\n"
+              "async def main():\n"
+              f"    pool = SandboxPool(Path({str(venv_root)!r}), SandboxLimits())\n"
+              "    print((await pool.score(upload('peek', PEEK, 'peek'), {}, Example())).score.value)\n"
+              "    await pool.close()\n"
+              "asyncio.run(main())\n")
+    env = {**os.environ, "EVALSTREAM_SLACK_BOT_TOKEN": "xoxb-secret"}
+    done = await asyncio.create_subprocess_exec(sys.executable, "-c", script, env=env,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await done.communicate()
+    assert out.decode().strip() == "blocked: PermissionError", err.decode()[-2000:]
+
+
 # -- requirements and set-up -----------------------------------------------------------------------------
 
 async def test_a_scorer_with_a_real_requirement_gets_its_own_venv(pool: SandboxPool) -> None:
@@ -305,6 +345,14 @@ async def test_a_module_that_fails_to_import_fails_fast_until_the_retry_delay(po
     with pytest.raises(SandboxSetupError, match="failed to import"):
         await pool.score(broken, {}, EXAMPLE)
     assert time.monotonic() - started < 0.1  # remembered, not started again for every job
+
+
+async def test_a_stopping_worker_builds_no_venv(tmp_path: Path) -> None:
+    pool = SandboxPool(tmp_path, LIMITS)
+    await pool.close()  # cancels the venv builder first
+    with pytest.raises(SandboxSetupError, match="the worker is stopping"):
+        await pool.venvs.ensure(["packaging>=20"])
+    assert not (pool.venvs.path_for(["packaging>=20"]) / ".ready").exists()
 
 
 async def test_a_new_version_retires_the_old_process(pool: SandboxPool) -> None:

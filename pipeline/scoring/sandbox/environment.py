@@ -8,7 +8,10 @@ HOME (pip reads its config and cache there).
 
 from __future__ import annotations
 
+import ctypes
+import logging
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -18,6 +21,9 @@ _INSTALL = ("HOME", "PIP_*", "UV_*", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "A
             "https_proxy", "no_proxy", "all_proxy", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
             "CURL_CA_BUNDLE")
 _DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+_PR_SET_DUMPABLE = 4
+
+log = logging.getLogger(__name__)
 
 
 def parse_allow_list(text: str) -> tuple[str, ...]:
@@ -56,3 +62,19 @@ def install_env(parent: Mapping[str, str], allow: Iterable[str], *, venv_bin: Pa
     env.update({"PATH": _path(parent, venv_bin), "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"})
     env.update(matching(parent, allow))
     return env
+
+
+def hide_process_environment() -> bool:
+    """Make this (the worker's) process non-dumpable, so processes of the same user, sandboxes
+    included, cannot read its /proc/<pid>/environ or its memory. Side effects: no core dumps of
+    the worker, and attaching a debugger to it needs root. Linux only; False elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        ok = ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        ok = False
+    if not ok:
+        log.warning("sandbox: could not make the worker non-dumpable; uploaded scorers may read its environment "
+                    "from /proc")
+    return ok

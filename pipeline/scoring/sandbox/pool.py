@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.contracts.uploads import UploadedScorer
-from pipeline.scoring.sandbox.environment import scorer_env
+from pipeline.scoring.sandbox.environment import hide_process_environment, scorer_env
 from pipeline.scoring.sandbox.errors import SandboxError, SandboxSetupError
 from pipeline.scoring.sandbox.limits import SandboxLimits
 from pipeline.scoring.sandbox.process import SandboxProcess, SandboxSpec
@@ -44,6 +44,7 @@ class SandboxPool:
         self._failed: dict[str, tuple[float, SandboxError]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._live: set[SandboxProcess] = set()  # current, and retired ones still finishing their jobs
+        hide_process_environment()  # the scrubbed env means nothing if /proc/<worker>/environ is readable
 
     def processes(self) -> list[SandboxProcess]:
         return [p for p in self._current.values() if p.alive]
@@ -130,6 +131,7 @@ class SandboxPool:
             pass  # logged by _start; the jobs will carry the error
 
     async def close(self) -> None:
+        self.venvs.cancel()  # a pip install must not hold the worker's exit for minutes
         for task in list(self._starting.values()):
             task.cancel()
         self._current.clear()

@@ -70,6 +70,8 @@ class VenvCache:
         self.env_allow = tuple(env_allow)
         self.site_dirs = parent_site_dirs()
         self._builds: dict[str, asyncio.Task[Path]] = {}
+        self._running: set[subprocess.Popen[bytes]] = set()
+        self._cancelled = False
 
     def path_for(self, requirements: Sequence[str]) -> Path:
         return self.root / venv_key(requirements, self.site_dirs)
@@ -112,9 +114,18 @@ class VenvCache:
             (venv / _READY).write_text(json.dumps(sorted(requirements)))
             return venv_python(venv)
 
+    def cancel(self) -> None:
+        """Kill the venv and pip processes running now (from any thread); builds fail, nothing is marked ready."""
+        self._cancelled = True
+        for process in list(self._running):
+            _kill_group(process.pid)
+
     def _run(self, cmd: list[str], what: str, *, timeout_s: float, env: Mapping[str, str] | None = None) -> None:
+        if self._cancelled:
+            raise SandboxSetupError(f"{what}: the worker is stopping")
         process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                                    start_new_session=True)
+        self._running.add(process)
         try:
             output, _ = process.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -122,6 +133,10 @@ class VenvCache:
             process.communicate()
             raise SandboxSetupError(f"{what}: gave up after {timeout_s:g} s "
                                     "(raise EVALSTREAM_SANDBOX_INSTALL_TIMEOUT_S)") from None
+        finally:
+            self._running.discard(process)
+        if self._cancelled:
+            raise SandboxSetupError(f"{what}: stopped, the worker is stopping")
         if process.returncode != 0:
             tail = "\n".join(output.decode(errors="replace").strip().splitlines()[-12:])
             raise SandboxSetupError(f"{what} failed (exit code {process.returncode}):\n{tail}")
