@@ -176,6 +176,13 @@ async def test_concurrency_per_model_is_capped(openai_server: OpenAIServer) -> N
     assert openai_server.max_in_flight == 2 and time.perf_counter() - started >= 0.45
 
 
+async def test_sends_are_spaced_out(openai_server: OpenAIServer) -> None:
+    client = JudgeClient(retry=FAST, send_spacing_s=0.05)
+    started = time.perf_counter()
+    await asyncio.gather(*(client.complete(ask(openai_server, f"s{i}")) for i in range(5)))
+    assert time.perf_counter() - started >= 0.2  # the 5th leaves 4 spacings after the 1st
+
+
 async def test_judges_tighten_the_shared_limits_of_their_model(openai_server: OpenAIServer) -> None:
     client = JudgeClient(default_limits=ModelLimits(max_concurrency=8, requests_per_minute=600))
     client.tighten_limits(MODEL, ModelLimits(max_concurrency=3))
