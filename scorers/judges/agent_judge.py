@@ -60,7 +60,7 @@ class AgentJudge(JudgeScorer):
     threshold       (neither of the above) a 1-10 score passing at threshold, default 7
     inline_tokens   largest estimated size of the rendered trace shown whole (default 8000)
     max_steps       tool rounds before the verdict is forced (default 8)
-    skeleton_tokens budget of the skeleton shown for larger traces (default 3000)
+    skeleton_tokens budget of the skeleton shown for larger traces (default 2000)
     payload_chars   cap of each payload a tool returns (default 3000)
     + JudgeScorer's params (model, api_base, guidelines, ...). `template` is not used: `instructions` is it.
     """

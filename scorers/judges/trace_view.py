@@ -3,21 +3,22 @@
 The skeleton has span ids, names, types, agents, durations, errors and nesting, and no payloads (only the
 error spans' messages, cut short, in a list of their own). It folds
 runs of siblings that repeat the same shape (an agent loop's llm -> tool -> llm -> tool ...) into one line,
-never folding a span in error, and it drops depth when it is still over its token budget. The agent judge
-shows it with tools that fetch the rest.
+never folding a span in error, and fills its token budget breadth first: the top of the tree always shows,
+and a span whose children did not fit says how many are hidden. The agent judge shows it with tools that
+fetch the rest.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass
+from collections import Counter, deque
+from dataclasses import dataclass, field
 
 from pipeline.contracts import Span, Trace
 from scorers.judges.span_tree import SpanTree, render_value
 from scorers.judges.tokens import CHARS_PER_TOKEN
 
 INLINE_VALUE_CHARS = 4000
-SKELETON_TOKENS = 3000
+SKELETON_TOKENS = 2000  # resent on every step of the agent judge, so it is kept well under the inline limit
 MAX_PERIOD = 4  # longest repeating block of siblings that is folded (llm, tool, tool, llm ...)
 LISTED_ERRORS = 10
 
@@ -31,10 +32,10 @@ def render_trace(trace: Trace, max_value_chars: int = INLINE_VALUE_CHARS) -> str
     for span, depth in tree.walk():
         pad = "  " * depth
         lines.append(pad + _span_line(tree, span, show_agent=True) + _usage(span))
-        for field, value in (("inputs", span.inputs), ("outputs", span.outputs),
+        for label, value in (("inputs", span.inputs), ("outputs", span.outputs),
                              ("attributes", span.attributes or None)):
             if value is not None:
-                lines.append(f"{pad}  {field}: {render_value(value, max_value_chars)}")
+                lines.append(f"{pad}  {label}: {render_value(value, max_value_chars)}")
         if span.error is not None:
             lines.append(f"{pad}  error: {span.error.type}: {render_value(span.error.message, max_value_chars)}")
     return "\n".join(lines)
@@ -51,67 +52,80 @@ def _usage(span: Span) -> str:
 
 # -- skeleton ---------------------------------------------------------------------------------------
 
+HIDDEN_MARK_CHARS = 32  # reserved per laid-out span with children, for its " · +N children not shown" mark
+
+
 @dataclass
-class _Line:
+class _Unit:
+    """One skeleton line: a span (whose children may be laid out under it) or a folded run of siblings."""
+
     depth: int
     text: str
+    span: Span | None  # None for a folded run
+    siblings: int  # how many of its parent's children this line stands for: 1, or the run's length
+    children: list[_Unit] = field(default_factory=list)
 
 
 def render_skeleton(trace: Trace, max_tokens: int = SKELETON_TOKENS) -> str:
-    """The structure of the trace within about `max_tokens`; payloads are left to the tools."""
+    """The structure of the trace within about `max_tokens`; payloads are left to the tools.
+
+    Lines are laid out breadth first until the budget is spent, so the top of the tree is always there and
+    the deeper levels get what is left; a span whose children did not all fit says how many are not shown.
+    """
     tree = SpanTree(trace)
     head = [_header(trace, tree), *_error_list(tree),
-            "Tree (ids in brackets; payloads omitted; a span is ok unless marked ERROR):"]
+            ("Tree (ids in brackets; payloads omitted; a span is ok unless marked ERROR; "
+             "'+N children not shown': list_spans(parent_id=that id) pages through them):")]
     budget = max_tokens * CHARS_PER_TOKEN - sum(len(h) + 1 for h in head)
-    shapes = _Shapes(tree)
-    max_depth = max(tree.depths.values(), default=0)
-    lines: list[_Line] = []
-    for depth_limit in range(max_depth, -1, -1):
-        lines = _tree_lines(tree, shapes, depth_limit)
-        if _size(lines) <= budget:
-            break
-    body = [("  " * line.depth) + line.text for line in lines]
-    if _size(lines) > budget:
-        kept: list[str] = []
-        used = 0
-        for text in body:
-            if used + len(text) + 1 > budget - 80:
-                break
-            kept.append(text)
-            used += len(text) + 1
-        body = [*kept, f"… {len(body) - len(kept)} more lines not shown: use list_spans to page through spans"]
+    top = _lay_out(tree, _Shapes(tree), budget)
+    body: list[str] = []
+    stack = list(reversed(top))
+    while stack:
+        unit = stack.pop()
+        text = unit.text
+        if unit.span is not None:
+            hidden = len(tree.children_of(unit.span.span_id)) - sum(child.siblings for child in unit.children)
+            if hidden:
+                text += f" · +{hidden} children not shown"
+        body.append("  " * unit.depth + text)
+        stack.extend(reversed(unit.children))
     return "\n".join([*head, *body])
 
 
-def _size(lines: list[_Line]) -> int:
-    return sum(2 * line.depth + len(line.text) + 1 for line in lines)
+def _lay_out(tree: SpanTree, shapes: _Shapes, budget: int) -> list[_Unit]:
+    top: list[_Unit] = []
+    # sibling lists in breadth-first order: (where their lines go, siblings, depth, the parent's agent)
+    queue: deque[tuple[list[_Unit], list[Span], int, str | None]] = deque([(top, tree.roots, 0, None)])
+    used = 0
+    while queue:
+        into, siblings, depth, parent_agent = queue.popleft()
+        for unit in _units(tree, shapes, siblings, depth, parent_agent):
+            kids = tree.children_of(unit.span.span_id) if unit.span is not None else []
+            cost = 2 * depth + len(unit.text) + 1 + (HIDDEN_MARK_CHARS if kids else 0)
+            if used + cost > budget:
+                return top
+            used += cost
+            into.append(unit)
+            if kids and unit.span is not None:
+                queue.append((unit.children, kids, depth + 1, unit.span.agent_name))
+    return top
 
 
-def _tree_lines(tree: SpanTree, shapes: _Shapes, depth_limit: int) -> list[_Line]:
-    out: list[_Line] = []
-    # a stack of sibling lists still to lay out: (siblings, start index, depth, parent agent)
-    stack: list[tuple[list[Span], int, int, str | None]] = [(tree.roots, 0, 0, None)]
-    while stack:
-        siblings, index, depth, parent_agent = stack.pop()
-        if index >= len(siblings):
-            continue
+def _units(tree: SpanTree, shapes: _Shapes, siblings: list[Span], depth: int,
+           parent_agent: str | None) -> list[_Unit]:
+    out: list[_Unit] = []
+    index = 0
+    while index < len(siblings):
         run = shapes.run_at(siblings, index)
         if run is not None:
             period, repeats = run
-            stack.append((siblings, index + period * repeats, depth, parent_agent))
-            out.append(_Line(depth, _run_line(tree, siblings[index:index + period * repeats], period, repeats,
-                                              parent_agent)))
+            spans = siblings[index:index + period * repeats]
+            out.append(_Unit(depth, _run_line(tree, spans, period, repeats, parent_agent), None, len(spans)))
+            index += period * repeats
             continue
         span = siblings[index]
-        stack.append((siblings, index + 1, depth, parent_agent))
-        text = _span_line(tree, span, show_agent=span.agent_name != parent_agent)
-        kids = tree.children_of(span.span_id)
-        if kids and depth >= depth_limit:
-            out.append(_Line(depth, f"{text} · +{tree.subtree_sizes[span.span_id] - 1} spans below"))
-            continue
-        out.append(_Line(depth, text))
-        if kids:
-            stack.append((kids, 0, depth + 1, span.agent_name))
+        out.append(_Unit(depth, _span_line(tree, span, show_agent=span.agent_name != parent_agent), span, 1))
+        index += 1
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import orjson
 import pytest
@@ -122,16 +123,26 @@ def test_runs_of_one_shape_fold_from_three_and_an_error_breaks_them() -> None:
     assert "[kid000004]" in text and "[kid000005]" in text
 
 
-def test_an_oversized_skeleton_drops_depth_then_lines() -> None:
+def test_an_oversized_skeleton_keeps_the_top_and_says_what_it_hides() -> None:
     trace = agent_trace(40, failed_tool=False)
     unfolded = trace.model_copy(update={"spans": [
         s.model_copy(update={"name": f"{s.name}_{i}"}) for i, s in enumerate(trace.spans)]})  # nothing repeats
+    hidden = re.compile(r" · \+(\d+) children not shown")
     full = render_skeleton(unfolded, max_tokens=100_000)
-    shallow = render_skeleton(unfolded, max_tokens=400)
-    assert "spans below" not in full and "spans below" in shallow
-    assert len(shallow) < len(full) and estimate_tokens(shallow) <= 400
-    tiny = render_skeleton(unfolded, max_tokens=200)
-    assert estimate_tokens(tiny) <= 220
+    assert not hidden.search(full) and all(f"] {s.name} · " in full for s in unfolded.spans)
+    small = render_skeleton(unfolded, max_tokens=500)
+    assert estimate_tokens(small) <= 500 < estimate_tokens(full)
+    tree = SpanTree(unfolded)
+    for top in [unfolded.root, *tree.children_of(unfolded.root_span_id or "")]:
+        assert top is not None and f"] {top.name} · " in small  # the first two levels always show
+    research = next(s for s in unfolded.spans if s.name.startswith("research"))
+    line = next(line for line in small.splitlines() if f"] {research.name} · " in line)
+    shown = sum(f"] {kid.name} · " in small for kid in tree.children_of(research.span_id))
+    assert 0 < shown < 35 and hidden.search(line).group(1) == str(35 - shown)  # type: ignore[union-attr]
+    root_line = next(line for line in small.splitlines() if "] support_request_0 · " in line)
+    assert not hidden.search(root_line)  # all of the root's children are there
+    tiny = render_skeleton(unfolded, max_tokens=150)
+    assert estimate_tokens(tiny) <= 150 and f"] {unfolded.root.name} · " in tiny  # type: ignore[union-attr]
 
 
 # -- tools ------------------------------------------------------------------------------------------
