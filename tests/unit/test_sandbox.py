@@ -83,6 +83,8 @@ def hostile(target, mode: str = "ok"):
         raise SystemExit(4)
     if mode == "env":
         return ",".join(sorted(os.environ))
+    if mode == "stdin":
+        return input()
     if mode == "burn":
         end = time.process_time() + 1.5
         while time.process_time() < end:
@@ -215,6 +217,8 @@ async def test_exceptions_become_errors_naming_the_users_line(pool: SandboxPool)
         await pool.score(hostile, {"mode": "sys_exit"}, EXAMPLE)
     with pytest.raises(UploadedScorerError, match="TypeError: .*unexpected keyword argument 'nope'"):
         await pool.score(hostile, {"nope": 1}, EXAMPLE)
+    with pytest.raises(UploadedScorerError, match="EOFError"):  # stdin is /dev/null: protocol lines stay ours
+        await pool.score(hostile, {"mode": "stdin"}, EXAMPLE)
 
 
 async def test_a_hung_job_is_killed_and_its_neighbours_are_retryable(pool: SandboxPool) -> None:
@@ -365,6 +369,26 @@ async def test_a_new_version_retires_the_old_process(pool: SandboxPool) -> None:
     await asyncio.sleep(0.5)
     assert not alive(old_pid)
     assert [p.label for p in pool.processes()] == [v2.label]
+
+
+async def test_a_new_version_of_an_unused_scorer_only_gets_its_venv(pool: SandboxPool) -> None:
+    versioned = upload("version_ok", USES_PACKAGING, "version_ok", ["packaging>=20"])
+    pool.prepare(versioned)
+    while pool._background:
+        await asyncio.sleep(0.05)
+    assert (pool.venvs.path_for(["packaging>=20"]) / ".ready").exists()
+    assert pool.processes() == []  # started by its first job, not by its upload
+
+
+async def test_idle_sandboxes_are_stopped(pool: SandboxPool, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipeline.scoring.sandbox.pool as pool_module
+
+    idle = int((await pool.score(upload("hostile", HOSTILE, "hostile"), {}, EXAMPLE)).score.value)
+    monkeypatch.setattr(pool_module, "IDLE_STOP_S", 0.2)
+    await asyncio.sleep(0.3)
+    await pool.score(upload("keyword", KEYWORD, "Keyword"), {}, EXAMPLE)
+    await asyncio.sleep(0.5)
+    assert not alive(idle) and [p.label.split("@")[0] for p in pool.processes()] == ["keyword"]
 
 
 async def test_closing_the_pool_kills_every_sandbox(venv_root: Path) -> None:

@@ -58,12 +58,17 @@ def _lower(which: int, soft: int, hard: int) -> None:
     resource.setrlimit(which, (soft, hard))
 
 
-def take_stdout() -> BinaryIO:
-    """The protocol keeps the real stdout; fd 1 then points at stderr, so `print` cannot corrupt it."""
-    out = os.fdopen(os.dup(1), "wb", buffering=0)
+def take_stdio() -> tuple[BinaryIO, BinaryIO]:
+    """The protocol keeps the real stdin and stdout. Then fd 0 reads /dev/null and fd 1 writes to
+    stderr, so neither `input()` nor `print` can steal or corrupt a protocol line."""
+    requests = os.fdopen(os.dup(0), "rb", buffering=0)
+    replies = os.fdopen(os.dup(1), "wb", buffering=0)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    return out
+    return requests, replies
 
 
 def load_entry(source: Path, entry: str) -> type[Scorer]:
@@ -95,9 +100,10 @@ def cpu_seconds() -> float:
 
 
 class Server:
-    def __init__(self, scorer_cls: type[Scorer], source: Path, out: BinaryIO) -> None:
+    def __init__(self, scorer_cls: type[Scorer], source: Path, requests: BinaryIO, out: BinaryIO) -> None:
         self.scorer_cls = scorer_cls
         self.source = source
+        self.requests = requests
         self.out = out
         self.instances: dict[bytes, Scorer] = {}
 
@@ -107,7 +113,7 @@ class Server:
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=MAX_LINE_BYTES)
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), self.requests)
         tasks: set[asyncio.Task[None]] = set()
         while line := await reader.readline():  # EOF: the parent wants us to finish and exit
             message = protocol.loads(line)
@@ -155,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     die_with_parent(args.parent_pid)
     apply_limits(args.cpu_s, args.memory_mb)
-    out = take_stdout()
+    requests, out = take_stdio()
     try:
         scorer_cls = load_entry(args.source, args.entry)
     except BaseException as exc:  # noqa: BLE001 - any import failure is reported, then we exit
@@ -164,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     out.write(protocol.dumps({"op": protocol.READY, "pid": os.getpid(), "name": scorer_cls.name,
                               "scorer_version": scorer_cls.version}))
-    asyncio.run(Server(scorer_cls, args.source, out).serve())
+    asyncio.run(Server(scorer_cls, args.source, requests, out).serve())
     return 0
 
 

@@ -2,7 +2,7 @@
 
 A process is started on first use (after its venv is ready), restarted on the next job after it
 died, replaced once it used half its CPU-seconds limit, and stopped when a newer version of its
-scorer arrives or the worker stops. A version that failed to set up (pip, import) fails its jobs
+scorer arrives, after `IDLE_STOP_S` without jobs, or when the worker stops. A version that failed to set up (pip, import) fails its jobs
 at once for `SETUP_RETRY_S`, instead of retrying the install for every job.
 """
 
@@ -30,6 +30,7 @@ from scorers.base import ScoreTarget
 log = logging.getLogger(__name__)
 
 SETUP_RETRY_S = 30.0
+IDLE_STOP_S = 600.0
 
 
 class SandboxPool:
@@ -50,6 +51,7 @@ class SandboxPool:
         return [p for p in self._current.values() if p.alive]
 
     async def score(self, upload: UploadedScorer, params: dict[str, Any], target: ScoreTarget) -> ScoreReply:
+        self._stop_idle()
         process = await self.process_for(upload)
         reply = await process.score(params, target)
         if process.cpu_s > self.limits.recycle_cpu_s and self._current.get(upload.label) is process:
@@ -116,19 +118,34 @@ class SandboxPool:
         task.add_done_callback(self._background.discard)
 
     def prepare(self, upload: UploadedScorer) -> None:
-        """A new version arrived: build its venv and start it now, and retire the older versions."""
+        """A version became current: retire the older versions' processes, and get this one ready
+        before its first job: started if an older one was in use, else only its venv built."""
+        in_use = False
         for label, process in list(self._current.items()):
             if label.partition("@")[0] == upload.name and label != upload.label:
                 del self._current[label]
+                in_use = in_use or process.alive
                 log.info("sandbox %s: replaced by %s; stopping once its jobs finish", label, upload.label)
                 self._in_background(process.stop(grace_s=self.limits.timeout_s + 1))
-        self._in_background(self._prepare(upload))
+        self._in_background(self._prepare(upload, start=in_use))
 
-    async def _prepare(self, upload: UploadedScorer) -> None:
+    async def _prepare(self, upload: UploadedScorer, *, start: bool) -> None:
         try:
-            await self.process_for(upload)
-        except SandboxError:
-            pass  # logged by _start; the jobs will carry the error
+            if start:
+                await self.process_for(upload)
+            else:
+                await self.venvs.ensure(upload.requirements)
+        except SandboxError as exc:
+            if not start:  # _start logs its own failures
+                log.error("sandbox %s: %s", upload.label, exc)
+
+    def _stop_idle(self) -> None:
+        now = time.monotonic()
+        for label, process in list(self._current.items()):
+            if process.running == 0 and now - process.last_used > IDLE_STOP_S:
+                del self._current[label]
+                log.info("sandbox %s: no job for %g s; stopping it", label, IDLE_STOP_S)
+                self._in_background(process.stop(grace_s=1.0))
 
     async def close(self) -> None:
         self.venvs.cancel()  # a pip install must not hold the worker's exit for minutes

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import signal
+import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -87,6 +88,7 @@ class SandboxProcess:
         self.info: dict[str, Any] = {}
         self.cpu_s = 0.0
         self.jobs_done = 0
+        self.last_used = time.monotonic()
         self.exited = asyncio.Event()
         self._process: asyncio.subprocess.Process | None = None
         self._pending: dict[int, _Job] = {}
@@ -161,6 +163,7 @@ class SandboxProcess:
             raise SandboxInterruptedError(f"sandbox of {self.label} exited before the job started; retrying")
         self._next_id += 1
         request_id = self._next_id
+        self.last_used = time.monotonic()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[protocol.ScoreReply] = loop.create_future()
         timer = loop.call_later(self.limits.timeout_s, self._expire, request_id)
@@ -178,6 +181,7 @@ class SandboxProcess:
         job.timer.cancel()
         self._slots.release()
         self.jobs_done += 1
+        self.last_used = time.monotonic()
         if job.future.done():
             return  # the caller gave up on it
         if isinstance(outcome, BaseException):
