@@ -52,11 +52,20 @@ def build(tracer: Tracer):
     def task_agent(summary: str) -> dict:
         return create_ticket(summary[:30])
 
+    @tracer.observe(span_type="tool")
+    def reply_to_customer(question: str, ticket: dict) -> str:
+        # Some replies forget what the customer asked about: the package-inquiry judge catches those.
+        response = (f"Your package is on its way; ticket {ticket['id']} tracks it." if ticket["id"] % 3
+                    else f"Thanks for reaching out! Ticket {ticket['id']} is open.")
+        tracer.async_evaluate("package_inquiry", {"request": question, "response": response}, sampling_rate=0.95)
+        return response
+
     @tracer.agent("planner")
     def planner(question: str, *, slow: bool = False, fail: bool = False, loop: bool = False) -> dict:
         plan = call_llm(f"plan: {question}", slow=slow)
         summary = researcher(question, fail, loop)
-        return {"plan": plan, "ticket": task_agent(summary)}
+        ticket = task_agent(summary)
+        return {"plan": plan, "ticket": ticket, "reply": reply_to_customer(question, ticket)}
 
     return planner
 
@@ -69,7 +78,7 @@ def run(tracer: Tracer, traces: int, seed: int = 7) -> dict[str, int]:
     for i in range(traces):
         kind = rng.choices(list(kinds), weights=[6, 1, 2, 2])[0]
         kinds[kind] += 1
-        planner(f"customer question {i}", slow=kind == "slow", fail=kind == "tool_error", loop=kind == "loop")
+        planner(f"customer question {i}: where is my package?", slow=kind == "slow", fail=kind == "tool_error", loop=kind == "loop")
     # One trace whose root never ends (the process "crashed" mid-request): closed as incomplete.
     root = tracer.start_span("planner", "agent", parent=None)
     tracer.start_span("web_search", "tool", parent=root).end()

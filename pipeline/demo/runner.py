@@ -20,10 +20,27 @@ from pipeline.settings import Settings
 
 DEMO_ENV = {
     "EVALSTREAM_IDLE_TIMEOUT_S": "8",  # so the demo's never-ending root closes as incomplete quickly
+    "EVALSTREAM_JUDGE_MODEL": "openai/demo-judge",
+    "EVALSTREAM_JUDGE_API_KEY": "demo",
+    "EVALSTREAM_SANDBOX_ENV_ALLOW": "EVALSTREAM_JUDGE_*",  # uploaded judges see these, and no other secret
 }
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "package_inquiry"
 
 
-def _start_stack(settings: Settings, rules: Path, log_path: Path) -> subprocess.Popen:
+def _upload_example_judge(bootstrap: str, console: Console) -> None:
+    """Upload the package-inquiry judge the way a user would: through the CLI."""
+    if not (EXAMPLE / "package_inquiry.py").exists():
+        raise EvalstreamError(f"{EXAMPLE} is missing: run the demo from a checkout of the repository")
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "scorers", "upload",
+                          str(EXAMPLE / "package_inquiry.py"), str(EXAMPLE / "requirements.txt")],
+                         env={**os.environ, "EVALSTREAM_KAFKA_BOOTSTRAP": bootstrap}, capture_output=True, text=True,
+                         timeout=120, check=False)
+    if out.returncode != 0:
+        raise EvalstreamError(f"uploading the example judge failed:\n{out.stdout}{out.stderr}")
+    console.print("    " + (out.stdout.strip().splitlines() or ["uploaded"])[-1])
+
+
+def _start_stack(settings: Settings, rules: Path, log_path: Path, llm_base: str) -> subprocess.Popen:
     if read_run_file(settings.run_file).get("query_url"):
         url = read_run_file(settings.run_file)["query_url"]
         try:
@@ -32,7 +49,7 @@ def _start_stack(settings: Settings, rules: Path, log_path: Path) -> subprocess.
         except OSError:
             pass
     settings.run_file.unlink(missing_ok=True)
-    env = {**os.environ, **DEMO_ENV}
+    env = {**os.environ, **DEMO_ENV, "EVALSTREAM_JUDGE_API_BASE": llm_base}
     log = open(log_path, "ab")  # noqa: SIM115
     return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "up", "--rules", str(rules)],
                             stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -67,6 +84,7 @@ def run_demo(settings: Settings, *, traces: int, keep_running: bool, console: Co
 
     from pipeline import topics
     from pipeline.demo.agents import run as run_agents
+    from pipeline.demo.fake_llm import FakeLLM
     from pipeline.sdk import Tracer
     from pipeline.storage.reader import Reader
 
@@ -75,9 +93,13 @@ def run_demo(settings: Settings, *, traces: int, keep_running: bool, console: Co
     rules = Path(str(resources.files("pipeline.demo").joinpath("rules.yaml")))
     started = time.time()
     console.print(f"[bold]1/4[/] Starting the embedded stack (Tansu + chDB in {settings.data_dir}) — log: {log_path}")
-    process = _start_stack(settings, rules, log_path)
+    llm = FakeLLM().__enter__()
+    console.print(f"    a stand-in LLM endpoint for the judges at {llm.api_base} (no provider is reachable here)")
+    process = _start_stack(settings, rules, log_path, llm.api_base)
     try:
         run = _wait_ready(settings, process, log_path)
+        console.print("    uploading the package-inquiry judge (examples/package_inquiry) to the running workers")
+        _upload_example_judge(run["kafka_bootstrap"], console)
         console.print(f"[bold]2/4[/] Running the instrumented multi-agent app: {traces} requests")
         tracer = Tracer(project="demo", service="demo-app", bootstrap_servers=run["kafka_bootstrap"])
         kinds = run_agents(tracer, traces)
@@ -99,9 +121,11 @@ def run_demo(settings: Settings, *, traces: int, keep_running: bool, console: Co
         console.print("[bold]4/4[/] Results")
         _report(reader, started, console)
         reader.close()
+        console.print(f"    the judges made {llm.calls} LLM call(s)")
     finally:
         if not keep_running:
             _stop(process)
+            llm.__exit__(None, None, None)
     console.print(f"\nDone in {time.time() - started:.0f}s. The data stays in {settings.data_dir}; try:\n"
                   '  evalstream sql "SELECT rule, passed, count() FROM evalstream.scores_current GROUP BY ALL"\n'
                   "  evalstream why <trace_id>")
