@@ -42,13 +42,13 @@ EXPLORE_GUIDE = (
     "outputs). Investigate with the tools: get_trace_info for an overview, list_spans to page or filter "
     "spans, get_spans to read chosen spans in full, search_trace to find text anywhere in the trace. Read "
     "the spans the instructions are about before you decide; do not guess what a span contains. You have "
-    "{steps} tool rounds; call `{verdict}` as soon as you have enough evidence."
+    "{steps} tool rounds; give your verdict {how} as soon as you have enough evidence."
 )
 FORCE_VERDICT = (
-    "You have used all your tool rounds. Give your verdict now by calling `{verdict}`, based on what you "
-    "have found; where the evidence is missing, say so in the reason."
+    "You have used all your tool rounds. Give your verdict now {how}, based on what you have found; where "
+    "the evidence is missing, say so in the reason."
 )
-NUDGE = "Continue with the tools, or call `{verdict}` to give your verdict."
+NUDGE = "Continue with the tools, or give your verdict {how}."
 
 
 class AgentJudge(JudgeScorer):
@@ -114,8 +114,7 @@ class AgentJudge(JudgeScorer):
         mode, trace_text, full_tokens = self._trace_text(trace)
         instructions = fill(self.template or "",
                             lambda name: trace_text if name == "trace" else field_text(view, name))
-        if mode == "skeleton":
-            assert trace is not None
+        if mode == "skeleton" and trace is not None:
             score = await self._explore(record, trace, instructions)
         else:
             messages = [{"role": "system", "content": self._system(self.format)},
@@ -139,12 +138,13 @@ class AgentJudge(JudgeScorer):
     async def _explore(self, record: JudgmentLog, trace: Trace, instructions: str) -> Score:
         fmt = self.format
         toolbox = TraceToolbox(trace, payload_chars=self.payload_chars)
-        guide = EXPLORE_GUIDE.format(steps=self.max_steps, verdict=fmt.tool_name)
+        via_tool = self.answer_via is AnswerVia.TOOL
+        how = f"by calling `{fmt.tool_name}`" if via_tool else "as the JSON object described below"
+        guide = EXPLORE_GUIDE.format(steps=self.max_steps, how=how)
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": self._system(fmt, guide)},
             {"role": "user", "content": instructions},
         ]
-        via_tool = self.answer_via is AnswerVia.TOOL
         tools = [*TOOL_SCHEMAS, fmt.tool()] if via_tool else list(TOOL_SCHEMAS)
         choice = "required" if via_tool else "auto"  # "required" keeps a tool-calling judge from chatting
         for step in range(1, self.max_steps + 1):
@@ -155,12 +155,12 @@ class AgentJudge(JudgeScorer):
                 record.tool_calls.extend(toolbox.calls)
                 return score
             if not response.tool_calls:
-                score = self._score_from_text(fmt, response.text)
+                score = self._score_from_text(fmt, response.text, trace.trace_id)
                 if score is not None:
                     record.tool_calls.extend(toolbox.calls)
                     return score
                 messages += [{"role": "assistant", "content": response.text or ""},
-                             {"role": "user", "content": NUDGE.format(verdict=fmt.tool_name)}]
+                             {"role": "user", "content": NUDGE.format(how=how)}]
                 continue
             messages.append({"role": "assistant", "content": response.text or None, "tool_calls": [
                 {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
@@ -172,11 +172,11 @@ class AgentJudge(JudgeScorer):
                     result = f'{{"error": "not run: at most {TOOL_CALLS_PER_STEP} tool calls per round"}}'
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
         log.debug("agent judge on trace %s used its %d steps; forcing the verdict", trace.trace_id, self.max_steps)
-        messages.append({"role": "user", "content": FORCE_VERDICT.format(verdict=fmt.tool_name)})
+        messages.append({"role": "user", "content": FORCE_VERDICT.format(how=how)})
         record.tool_calls.extend(toolbox.calls)
         return await self._verdict_call(record, fmt, messages, trace.trace_id, extra_tools=list(TOOL_SCHEMAS))
 
-    def _score_from_text(self, fmt: VerdictFormat, text: str | None) -> Score | None:
+    def _score_from_text(self, fmt: VerdictFormat, text: str | None, trace_id: str) -> Score | None:
         """A verdict written as JSON text instead of a tool call still counts; anything else is no verdict."""
         if not text or not text.strip():
             return None
@@ -184,5 +184,6 @@ class AgentJudge(JudgeScorer):
             arguments, raw = verdict_arguments(fmt, text, [])
             return fmt.to_score(arguments, raw)
         except JudgeOutputError:
-            log.debug("agent judge: a text answer that is not a verdict: %s", render_value(text, 200))
+            log.debug("agent judge on trace %s: a text answer that is not a verdict: %s", trace_id,
+                      render_value(text, 200))
             return None

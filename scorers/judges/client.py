@@ -208,8 +208,7 @@ class JudgeClient:
                               request.trace_id, failure.description)
                     raise JudgeRequestError(
                         f"judge call to {request.model!r} failed (not retryable): {failure.description}", call) from exc
-                self._give_up_or_wait_after(request, call, failure, attempt, gate)
-                await asyncio.sleep(call.retries[-1].wait_s)
+                await asyncio.sleep(self._wait_before_retry(request, call, failure, attempt, gate))
                 continue
             call.error = None
             answer = _read_answer(response, call)
@@ -217,9 +216,9 @@ class JudgeClient:
             return answer
         raise AssertionError("unreachable: the last failed attempt raises")
 
-    def _give_up_or_wait_after(self, request: JudgeRequest, call: JudgeCall, failure: _Failure, attempt: int,
-                               gate: RateGate) -> None:
-        """Record a retry and its wait, or raise when the attempts (or the provider's patience) ran out."""
+    def _wait_before_retry(self, request: JudgeRequest, call: JudgeCall, failure: _Failure, attempt: int,
+                           gate: RateGate) -> float:
+        """The wait before the next attempt (recorded in the call), or raise when the attempts ran out."""
         too_long = failure.retry_after_s is not None and failure.retry_after_s > self.retry.max_retry_after_s
         if attempt >= self.retry.max_attempts or too_long:
             self.stats.failures += 1
@@ -240,6 +239,7 @@ class JudgeClient:
                                         failure.retry_after_s))
         log.warning("judge model %s on trace %s: attempt %d failed (%s); retrying in %.2fs",
                     request.model, request.trace_id, attempt, failure.description, wait)
+        return wait
 
     async def _spaced_send(self) -> None:
         now = time.monotonic()

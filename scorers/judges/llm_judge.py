@@ -135,14 +135,7 @@ class JudgeScorer(Scorer):
                    tool_choice: Any, trace_id: str | None) -> JudgeResponse:
         request = JudgeRequest(self.model, list(messages), tools, tool_choice, self.api_base, self.api_key,
                                self.params, self.timeout_s, trace_id=trace_id)
-        client = self.client
-        try:
-            response = await client.complete(request)
-        except Exception as exc:
-            call = getattr(exc, "call", None)
-            if call is not None:
-                record.calls.append(call)
-            raise
+        response = await self.client.complete(request)  # a failure carries its recorded call as `exc.call`
         record.calls.append(response.call)
         return response
 
@@ -153,8 +146,9 @@ class JudgeScorer(Scorer):
             tools = [*(extra_tools or []), fmt.tool()]
             response = await self._ask(record, messages, tools=tools, tool_choice=forced_choice(fmt.tool_name),
                                        trace_id=trace_id)
-        else:
-            response = await self._ask(record, messages, tools=None, tool_choice=None, trace_id=trace_id)
+        else:  # earlier tool calls in the conversation need their tools declared, but none may be called now
+            response = await self._ask(record, messages, tools=extra_tools or None,
+                                       tool_choice="none" if extra_tools else None, trace_id=trace_id)
         return self._parse(fmt, response)
 
     def _parse(self, fmt: VerdictFormat, response: JudgeResponse) -> Score:
@@ -170,12 +164,11 @@ class _SingleCallJudge(JudgeScorer):
     """An LLM judge: the system prompt states the task, the user message carries the evidence."""
 
     format: VerdictFormat
-    task: str | None = None
 
     async def score(self, target: ScoreTarget) -> Score:
         view = view_of(target)
         record = JudgmentLog(self.model)
-        messages = [{"role": "system", "content": self._system(self.format, self.task)},
+        messages = [{"role": "system", "content": self._system(self.format)},
                     {"role": "user", "content": self._user(view)}]
         score = await self._verdict_call(record, self.format, messages, view.trace_id)
         score.metadata["judge"] = record.metadata()

@@ -129,6 +129,19 @@ async def test_a_chatty_step_is_nudged_and_a_json_verdict_in_text_is_accepted(
     assert "submit_verdicts" in openai_server.requests[1].body["messages"][-1]["content"]
 
 
+async def test_a_judge_without_tool_calling_for_its_verdict_answers_in_json(
+        openai_server: OpenAIServer, endpoint: dict[str, Any], large: Trace) -> None:
+    openai_server.reply_with(tool_calls=[{"name": "get_trace_info", "arguments": "{}"}])
+    openai_server.reply_with(content=json.dumps({"criteria": {"c1": {"reason": "a timeout", "verdict": "false"}}}))
+    judge = AgentJudge(instructions=INSTRUCTIONS, criteria=CRITERIA, answer_via="json", max_steps=1, **endpoint)
+    score = await judge.run(large)
+    explore, forced = (r.body for r in openai_server.requests)
+    assert score.passed is False and explore["tool_choice"] == "auto"
+    assert "submit_verdicts" not in [t["function"]["name"] for t in explore["tools"]]
+    assert forced["tool_choice"] == "none" and len(forced["tools"]) == 4  # declared for the earlier calls only
+    assert "JSON object" in forced["messages"][-1]["content"]
+
+
 async def test_only_five_tool_calls_run_per_round(openai_server: OpenAIServer, endpoint: dict[str, Any],
                                                   large: Trace) -> None:
     openai_server.reply_with(tool_calls=[{"name": "get_trace_info", "arguments": "{}"}] * 7)
