@@ -221,19 +221,23 @@ async def test_exceptions_become_errors_naming_the_users_line(pool: SandboxPool)
         await pool.score(hostile, {"mode": "stdin"}, EXAMPLE)
 
 
-async def test_a_hung_job_is_killed_and_its_neighbours_are_retryable(pool: SandboxPool) -> None:
+async def test_a_hung_job_is_killed_and_its_neighbours_are_retryable(venv_root: Path) -> None:
+    pool = SandboxPool(venv_root, SandboxLimits(timeout_s=3, memory_mb=1024))
     hostile = upload("hostile", HOSTILE, "hostile")
-    await pool.score(hostile, {}, EXAMPLE)
-    hung = asyncio.create_task(pool.score(hostile, {"mode": "loop"}, EXAMPLE))
-    await asyncio.sleep(0.5)
-    quick = await pool.score(hostile, {}, EXAMPLE)  # the loop runs in a thread: others are still answered
-    assert isinstance(quick.score.value, float)
-    neighbour = asyncio.create_task(pool.score(hostile, {"mode": "sleep"}, EXAMPLE))
-    with pytest.raises(SandboxTimeoutError):
-        await hung
-    with pytest.raises(SandboxInterruptedError, match="another job exceeded") as raised:
-        await neighbour
-    assert isinstance(raised.value, RetryableScorerError)  # the runner retries it: it was not at fault
+    try:
+        await pool.score(hostile, {}, EXAMPLE)
+        hung = asyncio.create_task(pool.score(hostile, {"mode": "loop"}, EXAMPLE))
+        await asyncio.sleep(0.5)
+        quick = await pool.score(hostile, {}, EXAMPLE)  # the loop runs in a thread: others are still answered
+        assert isinstance(quick.score.value, float)
+        neighbour = asyncio.create_task(pool.score(hostile, {"mode": "sleep"}, EXAMPLE))
+        with pytest.raises(SandboxTimeoutError, match="killed after 3 s wall clock"):
+            await hung
+        with pytest.raises(SandboxInterruptedError, match="another job exceeded") as raised:
+            await neighbour
+        assert isinstance(raised.value, RetryableScorerError)  # the runner retries it: it was not at fault
+    finally:
+        await pool.close()
 
 
 async def test_a_job_the_caller_abandoned_still_gets_its_process_killed(pool: SandboxPool) -> None:
