@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +20,7 @@ from tests.support.judge_traces import agent_trace
 from tests.support.openai_server import OpenAIServer
 
 MODEL = "openai/gpt-4o-mini"
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = Example(inputs="How long do refunds take?", outputs="Refunds take 5 business days.")
 
 
@@ -86,3 +91,27 @@ async def test_task_completion_on_an_example_has_no_trace_to_explore(
     (request,) = openai_server.requests
     user = request.body["messages"][1]["content"]
     assert "The request: Cancel order 17" in user and "no trace" in user
+
+
+def test_the_judges_import_without_litellm_or_openai() -> None:
+    """The lead registers PRESETS as built-ins, so `scorers.builtin` will import them: no LLM library may load."""
+    script = textwrap.dedent("""
+        import json, sys
+
+        class Blocker:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("litellm", "openai"):
+                    raise ImportError("blocked: " + name)
+                return None
+
+        sys.meta_path.insert(0, Blocker())
+        import scorers.judges
+        from scorers.judges import JUDGES, PRESETS
+        from scorers.judges.presets import Helpfulness
+        Helpfulness(model="openai/gpt-4o-mini")
+        print(json.dumps(sorted(PRESETS)))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == ["groundedness", "helpfulness", "task_completion"]
