@@ -13,21 +13,23 @@ from pipeline.sampling import is_sampled, sdk_rule
 
 
 def scorer_ref(scorer: Any) -> str:
-    """How the pipeline finds the scorer: a name (built-in or uploaded) or 'package.module:Class'."""
+    """How the pipeline finds the scorer. A string is used as is (a built-in or uploaded name, or
+    'package.module:Class'). A Scorer class or instance is sent by its `name`, the name it is
+    registered or uploaded under; one without a name is sent as its import path."""
     if isinstance(scorer, str):
         if not scorer.strip():
             raise ValueError("scorer name must not be empty")
         return scorer.strip()
     cls = scorer if isinstance(scorer, type) else type(scorer)
-    builtin = getattr(cls, "name", "")
+    name = getattr(cls, "name", "")
+    if isinstance(name, str) and name:
+        return name
     module = getattr(cls, "__module__", "")
     qualname = getattr(cls, "__qualname__", "")
     if module and module != "__main__" and "<locals>" not in qualname:
         return f"{module}:{qualname}"
-    if isinstance(builtin, str) and builtin:
-        return builtin
-    raise ValueError(f"scorer {cls.__name__!r} is defined in __main__ or a function, so the pipeline cannot "
-                     "import it; move it to a module or pass its registered name")
+    raise ValueError(f"scorer {cls.__name__!r} has no name and is defined in __main__ or a function, so the "
+                     "pipeline cannot find it; give it a name and upload it, or move it to a module")
 
 
 def build_request(trace_id: str, scorer: Any, example: Any, sampling_rate: float, threshold: float | None,

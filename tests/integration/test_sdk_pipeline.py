@@ -55,7 +55,7 @@ def build_app(tracer: Tracer):
             except RuntimeError:
                 return "could not file a ticket"
             response = f"Your package ticket for {task!r} is filed"
-            tracer.async_evaluate(MentionsPackage, {"request": task, "response": response}, sampling_rate=0.5)
+            tracer.async_evaluate(SCORER_REF, {"request": task, "response": response}, sampling_rate=0.5)
             return response
 
     class PlanningAgent:

@@ -277,16 +277,22 @@ def test_async_evaluate_outside_a_span_is_not_lost() -> None:
     assert span["name"] == "async_evaluate" and span["evaluations"][0]["scorer"] == "error_spans"
 
 
-def test_scorer_classes_are_sent_as_importable_references() -> None:
+def test_scorer_classes_are_sent_by_their_registered_name_or_import_path() -> None:
     from scorers.builtin import BUILTINS
+
+    class Unnamed:
+        name = ""
 
     tracer, exp = recording_tracer()
     latency = BUILTINS["trace_latency"]
     with tracer.span("s"):
-        tracer.async_evaluate(latency, {"inputs": 1}, params={"max_ms": 5})
-    request = exp.spans[0]["evaluations"][0]
-    assert request["scorer"] == f"{latency.__module__}:{latency.__qualname__}"
-    assert request["params"] == {"max_ms": 5}
+        tracer.async_evaluate(latency(), {"inputs": 1}, params={"max_ms": 5})
+        tracer.async_evaluate(InMemoryExporter, {"inputs": 1})  # no `name`: its import path
+        with pytest.raises(ValueError, match="has no name"):
+            tracer.async_evaluate(Unnamed, {})  # under pytest the SDK re-raises its errors
+    first, second = exp.spans[0]["evaluations"]
+    assert first["scorer"] == "trace_latency" and first["params"] == {"max_ms": 5}
+    assert second["scorer"] == "pipeline.sdk.testing:InMemoryExporter"
 
 
 def test_evaluations_switch_drops_requests_but_keeps_tracing(monkeypatch: pytest.MonkeyPatch) -> None:
