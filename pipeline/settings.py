@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     slack_bot_token: SecretStr | None = None
     slack_channel: str | None = None
     slack_base_url: str | None = None  # Slack API base URL (tests point it at a local server)
+    alert_webhook_url: str | None = None  # any HTTP endpoint: alerts as JSON POSTs
+    alert_webhook_secret: SecretStr | None = None  # HMAC-SHA256 key for X-Evalstream-Signature
+    alert_hook: str | None = None  # "package.module:function" called with every Alert (on_fail)
     trace_url_template: str | None = None  # e.g. "https://grafana.example/d/trace?var-trace={trace_id}"
 
     # OTLP/HTTP receiver (`evalstream otlp`)

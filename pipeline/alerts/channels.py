@@ -6,6 +6,7 @@ Retry-After, 5xx, connection errors). A delivery that still fails is stored as `
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Protocol
 
@@ -92,10 +93,38 @@ def _delivered(alert: Alert, channel: str, ok: bool, error: str) -> Alert:
     })
 
 
+class FanOutChannel:
+    """Every configured channel gets every alert; the stored status is delivered only if all succeeded."""
+
+    def __init__(self, channels: list[Channel]) -> None:
+        self.channels = channels
+        self.name = "+".join(c.name for c in channels)
+
+    async def deliver(self, alert: Alert) -> Alert:
+        results = await asyncio.gather(*(c.deliver(alert) for c in self.channels))
+        errors = [f"{r.channel}: {r.delivery_error}" for r in results if r.delivery_status == DeliveryStatus.FAILED]
+        return alert.model_copy(update={
+            "channel": self.name,
+            "delivery_status": DeliveryStatus.FAILED if errors else DeliveryStatus.DELIVERED,
+            "delivery_error": "; ".join(errors)[:1000] or None,
+            "delivery_attempts": max(r.delivery_attempts for r in results),
+        })
+
+
 def channel_from_settings(settings: Settings) -> Channel:
+    from pipeline.alerts.webhook import HookChannel, WebhookChannel, load_hook
+
+    channels: list[Channel] = []
     if settings.slack_bot_token is not None and settings.slack_channel:
-        return SlackBotChannel(settings.slack_bot_token.get_secret_value(), settings.slack_channel,
-                               settings.slack_base_url)
-    if settings.slack_webhook_url is not None:
-        return SlackWebhookChannel(settings.slack_webhook_url.get_secret_value())
-    return ConsoleChannel()
+        channels.append(SlackBotChannel(settings.slack_bot_token.get_secret_value(), settings.slack_channel,
+                                        settings.slack_base_url))
+    elif settings.slack_webhook_url is not None:
+        channels.append(SlackWebhookChannel(settings.slack_webhook_url.get_secret_value()))
+    if settings.alert_webhook_url:
+        secret = settings.alert_webhook_secret.get_secret_value() if settings.alert_webhook_secret else None
+        channels.append(WebhookChannel(settings.alert_webhook_url, secret))
+    if settings.alert_hook:
+        channels.append(HookChannel(load_hook(settings.alert_hook)))
+    if not channels:
+        return ConsoleChannel()
+    return channels[0] if len(channels) == 1 else FanOutChannel(channels)
