@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     slack_bot_token: SecretStr | None = None
     slack_channel: str | None = None
     slack_base_url: str | None = None  # Slack API base URL (tests point it at a local server)
+    alert_retry_backoff_s: float = Field(default=30.0, gt=0)  # first redelivery of a failed alert
+    alert_retry_max_backoff_s: float = Field(default=900.0, gt=0)  # then doubling up to this; never given up
     alert_webhook_url: str | None = None  # any HTTP endpoint: alerts as JSON POSTs
     alert_webhook_secret: SecretStr | None = None  # HMAC-SHA256 key for X-Evalstream-Signature
     alert_hook: str | None = None  # "package.module:function" called with every Alert (on_fail)

@@ -5,7 +5,7 @@ optional fields without breaking older workers; a change that breaks that rule g
 topic version (`.v2`).
 """
 
-from pipeline.contracts.alerts import Alert, AlertEvent, DeliveryStatus
+from pipeline.contracts.alerts import Alert, AlertEvent, AlertRetry, DeliveryStatus
 from pipeline.contracts.codec import decode, encode
 from pipeline.contracts.deadletters import DeadLetter
 from pipeline.contracts.jobs import (
@@ -36,7 +36,7 @@ from pipeline.contracts.traces import CloseReason, Trace, TraceStatus
 __all__ = [
     "CONTRACT_VERSION",
     "Alert",
-    "AlertEvent",
+    "AlertEvent", "AlertRetry",
     "CloseReason",
     "CriterionVerdict",
     "DeadLetter",

@@ -43,3 +43,12 @@ class Alert(_Wire):
     delivery_status: DeliveryStatus = DeliveryStatus.CONSOLE
     delivery_error: str | None = None
     delivery_attempts: int = 0
+
+
+class AlertRetry(_Wire):
+    """An alert whose delivery failed, waiting on the retry topic until `not_before_ns`."""
+
+    v: Literal[1] = 1
+    alert: Alert
+    not_before_ns: int
+    retries: int = 0  # redelivery rounds so far

@@ -10,7 +10,8 @@ from pipeline import topics
 from pipeline.alerts.channels import Channel
 from pipeline.alerts.evaluator import matches, record
 from pipeline.alerts.message import build_alert
-from pipeline.contracts import AlertEvent, ScoreResultBatch, decode, encode
+from pipeline.contracts import AlertEvent, DeliveryStatus, ScoreResultBatch, decode, encode
+from pipeline.worker.alert_redelivery import retry_later
 from pipeline.worker.context import WorkerContext
 from pipeline.worker.deadletter import dead_letter_for
 
@@ -56,6 +57,8 @@ class Alerter:
             delivered = await self.channel.deliver(alert)
             self.ctx.counters.inc("alerts", status=delivered.delivery_status.value)
             await self.ctx.send(topics.ALERTS, delivered.alert_id, encode(delivered))
+            if delivered.delivery_status == DeliveryStatus.FAILED:
+                await retry_later(self.ctx, delivered, 0)
         except Exception as exc:
             log.exception("alerter: failed on %s[%d]@%d", message.topic, message.partition, message.offset)
             await self.ctx.dead_letter(dead_letter_for("alerter", message, exc))

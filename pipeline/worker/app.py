@@ -19,6 +19,7 @@ from pipeline.pricing import LiteLLMPrices
 from pipeline.rules import RuleSet
 from pipeline.scoring import uploaded
 from pipeline.settings import Settings
+from pipeline.worker.alert_redelivery import AlertRedelivery
 from pipeline.worker.alerter import Alerter
 from pipeline.worker.assembler import Assembler
 from pipeline.worker.context import WorkerContext, make_topics
@@ -65,7 +66,9 @@ def create_app(settings: Settings, ruleset: RuleSet, bootstrap: str, *, web_port
     prices = LiteLLMPrices()
     assembler = Assembler(ctx, assembly, prices)
     alert_windows = app.Table("alert-windows", partitions=settings.topic_partitions)
-    alerter = Alerter(ctx, alert_windows, channel_from_settings(settings))
+    channel = channel_from_settings(settings)
+    alerter = Alerter(ctx, alert_windows, channel)
+    redelivery = AlertRedelivery(ctx, channel)
     router = Router(ctx)
     scorer = ScorerWorker(ctx)
     deferred = DeferredJobs(ctx)
@@ -97,6 +100,11 @@ def create_app(settings: Settings, ruleset: RuleSet, bootstrap: str, *, web_port
     async def resume_deferred(stream: faust.StreamT) -> None:
         async for event in stream.events():
             await deferred.handle(event)
+
+    @app.agent(ctx.topics[topics.ALERT_RETRIES], name="alert-redelivery", concurrency=settings.defer_concurrency)
+    async def redeliver_alerts(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await redelivery.handle(event)
 
     @app.agent(ctx.topics[topics.SCORES], name="alert-matcher")
     async def match_alerts(stream: faust.StreamT) -> None:

@@ -11,11 +11,19 @@ from typing import Any, Self
 class SlackServer:
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
+        self.down = False  # answer 503, as Slack does in an outage
+        self.refused = 0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if server.down:
+                    server.refused += 1
+                    self.send_response(503)
+                    self.end_headers()
+                    self.wfile.write(b"service_unavailable")
+                    return
                 server.messages.append(json.loads(body))
                 self.send_response(200)
                 self.end_headers()
