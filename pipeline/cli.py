@@ -7,6 +7,7 @@ import csv
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -231,6 +232,81 @@ def rules_check(path: Path, set_: SetOpt = None) -> None:
 
 
 # -- scorers: upload, list, test ---------------------------------------------------------------------
+
+alerts_app = typer.Typer(help="Alert rules, a test message, and what fired.", no_args_is_help=True)
+app.add_typer(alerts_app, name="alerts")
+
+
+def _alert_rules(settings: Settings, rules: Path | None) -> Any:
+    from pipeline.rules import load_rules
+
+    path = rules or settings.rules_file
+    if path is None:
+        raise EvalstreamError("no rules file: pass --rules or set EVALSTREAM_RULES_FILE")
+    return load_rules(path)
+
+
+@alerts_app.command("list")
+def alerts_list(rules: RulesOpt = None) -> None:
+    """The alert rules of a rules file, and the channel alerts go to."""
+    from pipeline.alerts.channels import channel_from_settings
+
+    settings = _settings()
+    ruleset = _alert_rules(settings, rules)
+    table = Table("alert", "on rule", "condition", "fires when", title_justify="left")
+    for alert in ruleset.alerts:
+        when = "every match" if alert.min_count == 1 else f"{alert.min_count} within {alert.window_s:g}s"
+        table.add_row(alert.name, alert.rule or "(every rule)", alert.condition.value, when)
+    console.print(table)
+    console.print(f"channel: {channel_from_settings(settings).name}")
+
+
+@alerts_app.command("test")
+def alerts_test(alert_name: Annotated[str, typer.Argument(help="An alert rule's name.")],
+                rules: RulesOpt = None) -> None:
+    """Send a sample alert for ALERT_NAME to the configured channel and say whether it arrived."""
+    import asyncio
+
+    from pipeline.alerts.channels import channel_from_settings
+    from pipeline.alerts.evaluator import Firing
+    from pipeline.alerts.message import build_alert
+    from pipeline.contracts import DeliveryStatus, ScoreResult, ScoreStatus
+
+    settings = _settings()
+    ruleset = _alert_rules(settings, rules)
+    alert_rule = next((a for a in ruleset.alerts if a.name == alert_name), None)
+    if alert_rule is None:
+        raise EvalstreamError(f"no alert named {alert_name!r}; known: {', '.join(a.name for a in ruleset.alerts)}")
+    sample = ScoreResult(job_id="test", rule=alert_rule.rule or "any-rule", scorer="sample", trace_id="test-trace",
+                         trace_version=1, status=ScoreStatus.SCORED, value=0.0, passed=False, threshold=1.0,
+                         reason="a sample failure sent by `evalstream alerts test`", scored_at_ns=time.time_ns())
+    channel = channel_from_settings(settings)
+    alert = build_alert(alert_rule, sample, Firing(alert_rule.min_count, ["test-trace"], [sample.reason]),
+                        channel.name, settings.trace_url_template)
+    alert = alert.model_copy(update={"title": "[TEST] " + alert.title})
+    delivered = asyncio.run(channel.deliver(alert))
+    if delivered.delivery_status == DeliveryStatus.FAILED:
+        raise EvalstreamError(f"delivery to {channel.name} failed: {delivered.delivery_error}")
+    console.print(f"sent to {channel.name}: {delivered.delivery_status.value}")
+
+
+@alerts_app.command("history")
+def alerts_history(limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20) -> None:
+    """What fired, when, and whether it was delivered (works while the pipeline runs)."""
+    from pipeline.storage.reader import Reader
+
+    reader = Reader(_settings())
+    try:
+        result = reader.query(
+            f"SELECT fired_at, alert_rule, title, channel, delivery_status, delivery_attempts, delivery_error "
+            f"FROM {reader.database}.alerts FINAL ORDER BY fired_at DESC LIMIT {int(limit)}")
+    finally:
+        reader.close()
+    table = Table(*result.columns)
+    for row in result.rows:
+        table.add_row(*("" if v is None else str(v)[:80] for v in row))
+    console.print(table)
+
 
 scorers_app = typer.Typer(help="Upload, list and test scorers that run in sandboxes.", no_args_is_help=True)
 app.add_typer(scorers_app, name="scorers")
