@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.contracts import ScoreResult, ScoreStatus
+from pipeline.contracts import ScoreResult, ScoreStatus, Verdict
 from pipeline.rules.model import AlertCondition, AlertRule
 
 MAX_TRACE_IDS = 10
@@ -18,13 +18,36 @@ MAX_TRACE_IDS = 10
 def matches(alert: AlertRule, result: ScoreResult) -> bool:
     if alert.rule is not None and alert.rule != result.rule:
         return False
-    failed = result.status == ScoreStatus.SCORED and result.passed is False
+    scored = result.status == ScoreStatus.SCORED
+    failed = scored and result.passed is False
     errored = result.status == ScoreStatus.ERROR
-    if alert.condition == AlertCondition.FAILED:
+    numeric = result.value if isinstance(result.value, int | float) and not isinstance(result.value, bool) else None
+    condition = alert.condition
+    if condition == AlertCondition.FAILED:
         return failed
-    if alert.condition == AlertCondition.ERROR:
+    if condition == AlertCondition.ERROR:
         return errored
+    if condition == AlertCondition.SCORE_BELOW:
+        return scored and numeric is not None and numeric < alert.value  # type: ignore[operator]
+    if condition == AlertCondition.SCORE_ABOVE:
+        return scored and numeric is not None and numeric > alert.value  # type: ignore[operator]
+    if condition == AlertCondition.VERDICT_FALSE:
+        return scored and any(c.verdict == Verdict.FALSE for c in result.criteria)
+    if condition == AlertCondition.CATEGORY_IN:
+        return scored and isinstance(result.value, str) and result.value in (alert.categories or [])
     return failed or errored
+
+
+def group_of(alert: AlertRule, result: ScoreResult) -> dict[str, str]:
+    """The values of the alert's `group_by` fields for this result (empty: one group)."""
+    fields = {"rule": result.rule, "scorer": result.scorer, "project": result.project,
+              "agent": result.agent_name or "", "model": result.model or ""}
+    return {name: fields[name] for name in alert.group_by}
+
+
+def window_key(alert: AlertRule, group: dict[str, str]) -> str:
+    """The alert-windows table key: the alert rule, plus its group when it has `group_by`."""
+    return alert.name if not group else alert.name + "|" + "|".join(f"{k}={v}" for k, v in group.items())
 
 
 @dataclass(frozen=True)

@@ -11,15 +11,16 @@ from pipeline.rules.model import AlertRule
 
 
 def build_alert(alert: AlertRule, result: ScoreResult, firing: Firing, channel: str,
-                trace_url_template: str | None = None) -> Alert:
+                trace_url_template: str | None = None, group: dict[str, str] | None = None) -> Alert:
     fired_at = time.time_ns()
     alert_id = hashlib.blake2b(
         f"{alert.name}\x00{result.job_id}\x00{firing.failures}".encode(), digest_size=12
     ).hexdigest()
+    where = " (" + ", ".join(f"{k} {v or '-'}" for k, v in group.items()) + ")" if group else ""
     if alert.kind == "each":
-        title = f"[{alert.name}] {result.rule} failed on trace {result.trace_id}"
+        title = f"[{alert.name}] {result.rule} failed on trace {result.trace_id}{where}"
     else:
-        title = f"[{alert.name}] {firing.failures} failures of {result.rule} within {alert.window_s:g}s"
+        title = f"[{alert.name}] {firing.failures} failures of {result.rule} within {alert.window_s:g}s{where}"
     value = f"value {result.value!r} vs threshold {result.threshold!r}" if result.status == "scored" \
         else f"scorer error {result.error_type}"
     lines = [f"scorer {result.scorer} · project {result.project} · {value}"]

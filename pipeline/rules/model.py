@@ -68,6 +68,13 @@ class AlertCondition(StrEnum):
     FAILED = "failed"  # the score did not pass
     ERROR = "error"  # the scorer raised / timed out
     FAILED_OR_ERROR = "failed_or_error"
+    SCORE_BELOW = "score_below"  # numeric value < `value`
+    SCORE_ABOVE = "score_above"  # numeric value > `value`
+    VERDICT_FALSE = "verdict_false"  # any criterion judged false
+    CATEGORY_IN = "category_in"  # the label is one of `categories`
+
+
+GROUP_FIELDS = ("rule", "scorer", "project", "agent", "model")
 
 
 class AlertRule(_Strict):
@@ -76,9 +83,23 @@ class AlertRule(_Strict):
     name: str
     rule: str | None = None  # an eval rule's name; None = every rule
     condition: AlertCondition = AlertCondition.FAILED
+    value: float | None = None  # for score_below / score_above
+    categories: list[str] | None = None  # for category_in
+    group_by: list[str] = Field(default_factory=list)  # one window (and one alert) per group
     min_count: int = Field(default=1, ge=1)
     window_s: float = Field(default=60.0, gt=0)
     channel: str = "default"
+
+    @model_validator(mode="after")
+    def _condition_has_its_operand(self) -> AlertRule:
+        if self.condition in (AlertCondition.SCORE_BELOW, AlertCondition.SCORE_ABOVE) and self.value is None:
+            raise ValueError(f"condition {self.condition.value} needs `value`")
+        if self.condition == AlertCondition.CATEGORY_IN and not self.categories:
+            raise ValueError("condition category_in needs `categories`")
+        unknown = sorted(set(self.group_by) - set(GROUP_FIELDS))
+        if unknown:
+            raise ValueError(f"group_by {unknown}: choose from {', '.join(GROUP_FIELDS)}")
+        return self
 
     @field_validator("name")
     @classmethod

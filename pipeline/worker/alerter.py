@@ -8,7 +8,7 @@ from typing import Any
 
 from pipeline import topics
 from pipeline.alerts.channels import Channel
-from pipeline.alerts.evaluator import matches, record
+from pipeline.alerts.evaluator import group_of, matches, record, window_key
 from pipeline.alerts.message import build_alert
 from pipeline.contracts import AlertEvent, DeliveryStatus, ScoreResultBatch, decode, encode
 from pipeline.worker.alert_redelivery import retry_later
@@ -48,12 +48,14 @@ class Alerter:
             if rule is None:
                 log.warning("alerter: alert rule %r is no longer configured; event skipped", alert_event.alert_rule)
                 return
-            state, firing = record(self.windows.get(rule.name), rule, alert_event.result)
-            self.windows[rule.name] = state
+            group = group_of(rule, alert_event.result)
+            key = window_key(rule, group)
+            state, firing = record(self.windows.get(key), rule, alert_event.result)
+            self.windows[key] = state
             if firing is None:
                 return
             alert = build_alert(rule, alert_event.result, firing, self.channel.name,
-                                self.ctx.settings.trace_url_template)
+                                self.ctx.settings.trace_url_template, group)
             delivered = await self.channel.deliver(alert)
             self.ctx.counters.inc("alerts", status=delivered.delivery_status.value)
             await self.ctx.send(topics.ALERTS, delivered.alert_id, encode(delivered))
