@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
@@ -13,11 +14,22 @@ class SlackServer:
         self.messages: list[dict[str, Any]] = []
         self.down = False  # answer 503, as Slack does in an outage
         self.refused = 0
+        self.rate_limited = 0  # answer the next N requests with 429 and Retry-After
+        self.retry_after_s = 1
+        self.arrivals: list[float] = []  # monotonic time of every request
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                server.arrivals.append(time.monotonic())
+                if server.rate_limited > 0:
+                    server.rate_limited -= 1
+                    self.send_response(429)
+                    self.send_header("Retry-After", str(server.retry_after_s))
+                    self.end_headers()
+                    self.wfile.write(b"rate_limited")
+                    return
                 if server.down:
                     server.refused += 1
                     self.send_response(503)
