@@ -1,18 +1,10 @@
-"""Pure alert logic. Window state is a plain dict kept in a Faust table keyed by alert rule name.
-
-A count rule fires when `min_count` matching results fall within `window_s` (event time:
-the results' scored_at), then starts a new window, so one burst is one alert.
-"""
+"""Which score results an alert rule watches, which of them match its condition, and their group.
+The windows and incidents built from them are in `pipeline.alerts.incidents`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
-from pipeline.contracts import ScoreResult, ScoreStatus, Verdict
+from pipeline.contracts import AlertObservation, ScoreResult, ScoreStatus, Verdict
 from pipeline.rules.model import AlertCondition, AlertRule
-
-MAX_TRACE_IDS = 10
 
 
 def matches(alert: AlertRule, result: ScoreResult) -> bool:
@@ -45,27 +37,21 @@ def group_of(alert: AlertRule, result: ScoreResult) -> dict[str, str]:
     return {name: fields[name] for name in alert.group_by}
 
 
-def window_key(alert: AlertRule, group: dict[str, str]) -> str:
-    """The alert-windows table key: the alert rule, plus its group when it has `group_by`."""
-    return alert.name if not group else alert.name + "|" + "|".join(f"{k}={v}" for k, v in group.items())
+def group_key(alert_name: str, group: dict[str, str]) -> str:
+    """The alert-incidents table key: the alert rule, plus its group when it has `group_by`."""
+    return alert_name if not group else alert_name + "|" + "|".join(f"{k}={v}" for k, v in group.items())
 
 
-@dataclass(frozen=True)
-class Firing:
-    failures: int
-    trace_ids: list[str]
-    reasons: list[str]
+def applies(alert: AlertRule, result: ScoreResult) -> bool:
+    """The alert watches this result's rule (a rate needs every such result, matched or not)."""
+    return alert.rule is None or alert.rule == result.rule
 
 
-def record(state: dict[str, Any] | None, alert: AlertRule, result: ScoreResult) -> tuple[dict[str, Any], Firing | None]:
-    """Add one matching result to the window; returns the new state and a Firing when it fires."""
-    now = result.scored_at_ns / 1e9
-    events = [e for e in (state or {}).get("events", []) if e[0] > now - alert.window_s]
-    events.append([now, result.trace_id, result.reason[:300]])
-    if len(events) >= alert.min_count:
-        return {"events": []}, Firing(
-            failures=len(events),
-            trace_ids=[e[1] for e in events][-MAX_TRACE_IDS:],
-            reasons=[e[2] for e in events][-MAX_TRACE_IDS:],
-        )
-    return {"events": events}, None
+def observation(alert: AlertRule, result: ScoreResult, matched: bool) -> AlertObservation:
+    value = result.value if isinstance(result.value, int | float | str | bool) else None
+    reason = result.reason if result.status == ScoreStatus.SCORED else f"{result.error_type}: {result.reason}"
+    return AlertObservation(
+        trace_id=result.trace_id, job_id=result.job_id, rule=result.rule, scorer=result.scorer,
+        project=result.project, scored_at_ns=result.scored_at_ns, matched=matched,
+        group=group_of(alert, result), value=value, threshold=result.threshold, reason=reason[:300],
+    )

@@ -5,7 +5,18 @@ optional fields without breaking older workers; a change that breaks that rule g
 topic version (`.v2`).
 """
 
-from pipeline.contracts.alerts import Alert, AlertEvent, AlertRetry, DeliveryStatus
+from pipeline.contracts.alerts import (
+    Alert,
+    AlertKind,
+    AlertLevel,
+    AlertObservation,
+    AlertObservationBatch,
+    AlertRetry,
+    AlertThread,
+    AlertTrace,
+    DeliveryAttempt,
+    DeliveryStatus,
+)
 from pipeline.contracts.codec import decode, encode
 from pipeline.contracts.deadletters import DeadLetter
 from pipeline.contracts.jobs import (
@@ -36,13 +47,20 @@ from pipeline.contracts.traces import CloseReason, Trace, TraceStatus
 __all__ = [
     "CONTRACT_VERSION",
     "Alert",
-    "AlertEvent", "AlertRetry",
+    "AlertKind",
+    "AlertLevel",
+    "AlertObservation",
+    "AlertObservationBatch",
+    "AlertRetry",
+    "AlertThread",
+    "AlertTrace",
     "CloseReason",
     "CriterionVerdict",
     "DeadLetter",
     "Decision",
     "DecisionBatch",
     "DecisionOutcome",
+    "DeliveryAttempt",
     "DeliveryStatus",
     "ErrorInfo",
     "EvaluationRequest",

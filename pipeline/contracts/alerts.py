@@ -1,4 +1,9 @@
-"""Alert events (failures routed to an alert rule) and alerts (what was sent)."""
+"""Alert observations (score results routed to an alert rule) and alerts (the messages sent about them).
+
+An *incident* is one (alert rule, group) being in breach: it opens with a `firing` message, may be
+`escalated` (warning to critical), carries `digest`s of the matches held back during a cooldown,
+and closes with one `resolved` message. Every message is an `Alert` with its own id.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +12,53 @@ from typing import Literal
 
 from pydantic import Field
 
-from pipeline.contracts.jobs import ScoreResult
 from pipeline.contracts.spans import _Wire
 
 
-class AlertEvent(_Wire):
-    """A score result that matched an alert rule's condition, keyed by the alert rule."""
+class AlertObservation(_Wire):
+    """One score result as the alerter sees it: whether it matched, and enough to say why."""
+
+    trace_id: str
+    job_id: str = ""
+    rule: str
+    scorer: str
+    project: str = ""
+    scored_at_ns: int
+    matched: bool
+    group: dict[str, str] = Field(default_factory=dict)
+    value: float | str | bool | None = None
+    threshold: float | None = None
+    reason: str = ""
+
+
+class AlertThread(_Wire):
+    """Where an incident's first message landed (Slack `ts` per channel), learnt after a late delivery."""
+
+    group_key: str
+    incident_id: str
+    thread: dict[str, str]
+
+
+class AlertObservationBatch(_Wire):
+    """Keyed by alert rule name, so one alerter partition owns every window of that rule."""
 
     v: Literal[1] = 1
     alert_rule: str
-    result: ScoreResult
+    observations: list[AlertObservation] = Field(default_factory=list)
+    thread: AlertThread | None = None
+
+
+class AlertKind(StrEnum):
+    FIRING = "firing"  # the group went into breach: a new incident
+    ESCALATED = "escalated"  # warning -> critical within the incident
+    DIGEST = "digest"  # matches held back by the cooldown, sent when it ended
+    RESOLVED = "resolved"  # a whole window passed without breach
+    TEST = "test"  # `evalstream alerts test`
+
+
+class AlertLevel(StrEnum):
+    WARNING = "warning"
+    CRITICAL = "critical"
 
 
 class DeliveryStatus(StrEnum):
@@ -25,24 +67,56 @@ class DeliveryStatus(StrEnum):
     FAILED = "failed"
 
 
+class DeliveryAttempt(_Wire):
+    """One try at one channel. Slack's own retries (429, 5xx) are each an attempt of their own."""
+
+    attempt_id: str
+    channel: str
+    at_ns: int
+    ok: bool
+    http_status: int | None = None
+    error: str | None = None
+    retry_after_s: float | None = None
+
+
+class AlertTrace(_Wire):
+    trace_id: str
+    reason: str = ""
+    url: str | None = None  # from `trace_url_template`
+
+
 class Alert(_Wire):
     v: Literal[1] = 1
     alert_id: str
+    incident_id: str = ""
     alert_rule: str
-    kind: str  # "each" (every failing result) or "count" (N failures within a window)
+    kind: AlertKind = AlertKind.FIRING
+    level: AlertLevel | None = None
     rule: str | None = None
     scorer: str | None = None
     project: str | None = None
+    group: dict[str, str] = Field(default_factory=dict)
     title: str
     text: str
-    failures: int = 1
+    measure: Literal["count", "rate"] = "count"
+    observed: float | None = None  # the window's count or failure rate that this message is about
+    threshold: float | None = None  # the level's threshold it is compared with
+    failures: int = 1  # matches this message reports (the window's, the digest's, or the incident's total)
+    samples: int | None = None  # results seen in the window (rate alerts)
+    suppressed: int = 0  # digest: matches held back by the cooldown, exactly
     window_s: float | None = None
+    window_start_ns: int | None = None
+    incident_started_ns: int | None = None
     trace_ids: list[str] = Field(default_factory=list)
+    traces: list[AlertTrace] = Field(default_factory=list)  # the ones shown, with their reasons
+    dashboard_url: str | None = None  # from `alert_dashboard_url_template`
     fired_at_ns: int
+    thread: dict[str, str] = Field(default_factory=dict)  # channel -> Slack ts of the incident's first message
     channel: str = "console"
     delivery_status: DeliveryStatus = DeliveryStatus.CONSOLE
     delivery_error: str | None = None
     delivery_attempts: int = 0
+    attempts: list[DeliveryAttempt] = Field(default_factory=list)  # this delivery round's attempts
 
 
 class AlertRetry(_Wire):

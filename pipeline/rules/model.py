@@ -77,17 +77,60 @@ class AlertCondition(StrEnum):
 GROUP_FIELDS = ("rule", "scorer", "project", "agent", "model")
 
 
+class CountLevels(_Strict):
+    """Matches within one window that put the group in breach."""
+
+    critical: int = Field(ge=1)
+    warning: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CountLevels:
+        if self.warning is not None and self.warning >= self.critical:
+            raise ValueError("warning must be lower than critical")
+        return self
+
+
+class RateLevels(_Strict):
+    """The fraction of the window's results that matched; below `min_samples` results it never breaches."""
+
+    critical: float = Field(gt=0, le=1)
+    warning: float | None = Field(default=None, gt=0, le=1)
+    min_samples: int = Field(default=10, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RateLevels:
+        if self.warning is not None and self.warning >= self.critical:
+            raise ValueError("warning must be lower than critical")
+        return self
+
+
+class Levels(BaseModel):
+    """An alert's thresholds, resolved from `min_count`, `count` or `rate`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    measure: str  # "count" or "rate"
+    warning: float | None
+    critical: float
+    min_samples: int = 1
+
+
 class AlertRule(_Strict):
-    """`min_count` = 1 alerts on every matching result; more alerts once N match within `window_s`."""
+    """When a group's windows breach, an incident opens (firing), and it closes (resolved) once a whole
+    window passes without breach. Windows are aligned to the clock: a 60 s window is a calendar minute."""
 
     name: str
     rule: str | None = None  # an eval rule's name; None = every rule
     condition: AlertCondition = AlertCondition.FAILED
     value: float | None = None  # for score_below / score_above
     categories: list[str] | None = None  # for category_in
-    group_by: list[str] = Field(default_factory=list)  # one window (and one alert) per group
-    min_count: int = Field(default=1, ge=1)
+    group_by: list[str] = Field(default_factory=list)  # one window (and one incident) per group
+    min_count: int | None = Field(default=None, ge=1)  # shorthand for count: {critical: N}
+    count: CountLevels | None = None
+    rate: RateLevels | None = None
     window_s: float = Field(default=60.0, gt=0)
+    sustained: int = Field(default=1, ge=1, le=1000)  # consecutive breaching windows before it fires
+    cooldown_s: float = Field(default=300.0, ge=0)  # after a message, further matches wait for a digest
     channel: str = "default"
 
     @model_validator(mode="after")
@@ -99,6 +142,9 @@ class AlertRule(_Strict):
         unknown = sorted(set(self.group_by) - set(GROUP_FIELDS))
         if unknown:
             raise ValueError(f"group_by {unknown}: choose from {', '.join(GROUP_FIELDS)}")
+        given = [k for k in ("min_count", "count", "rate") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"set one of min_count, count or rate, not {' and '.join(given)}")
         return self
 
     @field_validator("name")
@@ -109,8 +155,33 @@ class AlertRule(_Strict):
         return value
 
     @property
-    def kind(self) -> str:
-        return "each" if self.min_count == 1 else "count"
+    def levels(self) -> Levels:
+        if self.rate is not None:
+            return Levels(measure="rate", warning=self.rate.warning, critical=self.rate.critical,
+                          min_samples=self.rate.min_samples)
+        if self.count is not None:
+            return Levels(measure="count", warning=self.count.warning, critical=self.count.critical)
+        return Levels(measure="count", warning=None, critical=self.min_count or 1)
+
+    @property
+    def needs_all_results(self) -> bool:
+        """A rate needs every result of the rule (the denominator), not only the matches."""
+        return self.rate is not None
+
+    def describe(self) -> str:
+        """When it fires, in words (for `alerts list` and messages)."""
+        lv = self.levels
+        fmt = (lambda x: f"{x:.0%}") if lv.measure == "rate" else (lambda x: f"{x:g}")
+        what = "failure rate" if lv.measure == "rate" else "matches"
+        parts = [f"critical at {what} ≥ {fmt(lv.critical)}"]
+        if lv.warning is not None:
+            parts.append(f"warning at ≥ {fmt(lv.warning)}")
+        text = ", ".join(parts) + f" per {self.window_s:g}s window"
+        if lv.measure == "rate":
+            text += f" (≥ {lv.min_samples} results)"
+        if self.sustained > 1:
+            text += f", for {self.sustained} windows in a row"
+        return text
 
 
 class RuleSet(_Strict):

@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from pipeline.alerts.evaluator import group_of, matches, record, window_key
-from pipeline.alerts.message import build_alert
+from pipeline.alerts.evaluator import group_key, matches, observation
+from pipeline.alerts.incidents import new_state, observe
+from pipeline.alerts.message import render
 from pipeline.contracts import CriterionVerdict, ScoreResult
 from pipeline.rules import AlertRule
 
@@ -52,17 +53,58 @@ def test_a_condition_without_its_operand_is_rejected(fields: dict[str, Any], mes
         alert(**fields)
 
 
-def test_group_by_keeps_one_window_per_group_and_names_the_group() -> None:
+def test_group_by_keeps_one_incident_per_group_and_names_the_group() -> None:
     rule = alert(condition="score_below", value=0.5, group_by=["agent", "model"], min_count=2, window_s=60)
-    windows: dict[str, Any] = {}
+    states: dict[str, Any] = {}
     fired = []
     for i, agent in enumerate(["planner", "researcher", "planner"]):
         res = result(0.1, agent=agent, trace_id=f"t{i}")
-        key = window_key(rule, group_of(rule, res))
-        windows[key], firing = record(windows.get(key), rule, res)
-        if firing:
-            fired.append(build_alert(rule, res, firing, "console", group=group_of(rule, res)))
-    assert sorted(windows) == ["a|agent=planner|model=gpt-4o", "a|agent=researcher|model=gpt-4o"]
+        seen = observation(rule, res, matches(rule, res))
+        key = group_key(rule.name, seen.group)
+        state = states.setdefault(key, new_state(seen.group, 0))
+        for notice in observe(state, rule, seen, T0 / 1e9):
+            fired.append(render(rule, notice, {"group": seen.group, "rule": seen.rule, "scorer": seen.scorer},
+                                channel="console"))
+    assert sorted(states) == ["a|agent=planner|model=gpt-4o", "a|agent=researcher|model=gpt-4o"]
     (only,) = fired  # the researcher's single failure is still below min_count in its own window
-    assert only.title.endswith("(agent planner, model gpt-4o)") and only.trace_ids == ["t0", "t2"]
-    assert window_key(alert(), {}) == "a"  # no group_by: the window is keyed as before
+    assert "(agent planner, model gpt-4o)" in only.title and only.trace_ids == ["t0", "t2"]
+    assert only.group == {"agent": "planner", "model": "gpt-4o"}
+    assert group_key("a", {}) == "a"  # no group_by: one incident per alert rule
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"min_count": 3, "rate": {"critical": 0.2}}, "set one of min_count, count or rate"),
+    ({"count": {"critical": 5, "warning": 5}}, "warning must be lower than critical"),
+    ({"rate": {"critical": 1.5}}, "less than or equal to 1"),
+    ({"sustained": 0}, "greater than or equal to 1"),
+    ({"cooldown_s": -1}, "greater than or equal to 0"),
+])
+def test_levels_are_checked(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        alert(**fields)
+
+
+def test_levels_resolve_from_the_shorthand_count_or_rate() -> None:
+    assert alert().levels.critical == 1 and alert().levels.measure == "count"
+    assert alert(min_count=4).levels.critical == 4
+    lv = alert(rate={"critical": 0.25, "warning": 0.1, "min_samples": 30}).levels
+    assert (lv.measure, lv.warning, lv.critical, lv.min_samples) == ("rate", 0.1, 0.25, 30)
+    assert alert(rate={"critical": 0.25}, sustained=2).describe() == (
+        "critical at failure rate ≥ 25% per 60s window (≥ 10 results), for 2 windows in a row")
+
+
+def test_a_rate_alert_message_says_the_value_against_the_threshold() -> None:
+    rule = alert(rate={"critical": 0.25, "min_samples": 4}, window_s=60, cooldown_s=0)
+    state = new_state({}, 0)
+    notices = []
+    for i, passed in enumerate([False, True, False, True]):
+        res = result(0.1 if not passed else 0.9, trace_id=f"t{i}").model_copy(update={"passed": passed})
+        notices += observe(state, rule, observation(rule, res, matches(alert(condition="failed"), res)), T0 / 1e9)
+    (firing,) = notices
+    sent = render(rule, firing, {"group": {}, "rule": "quality", "scorer": "helpfulness"}, channel="console",
+                  trace_url_template="https://traces.example/{trace_id}",
+                  dashboard_url_template="https://grafana.example/d/x?var-rule={rule}&from={from_ms}&to={to_ms}")
+    assert sent.title == "CRITICAL [a] quality firing: failure rate 50% vs threshold 25% (2 of 4 results) in 60s"
+    assert (sent.measure, sent.observed, sent.threshold, sent.samples, sent.failures) == ("rate", 0.5, 0.25, 4, 2)
+    assert [t.url for t in sent.traces] == ["https://traces.example/t0", "https://traces.example/t2"]
+    assert sent.dashboard_url is not None and sent.dashboard_url.startswith("https://grafana.example/d/x?var-rule=quality")

@@ -14,6 +14,6 @@ def test_the_wait_doubles_up_to_the_cap_and_never_stops() -> None:
 
 
 def test_a_scheduled_retry_carries_the_alert_and_its_time() -> None:
-    alert = Alert(alert_id="a", alert_rule="r", kind="each", title="t", text="x", fired_at_ns=time.time_ns())
+    alert = Alert(alert_id="a", alert_rule="r", kind="firing", title="t", text="x", fired_at_ns=time.time_ns())
     retry = schedule_retry(alert, 2, now_ns=1_000_000_000, backoff_s=1, max_backoff_s=60)
     assert retry.alert == alert and retry.retries == 2 and retry.not_before_ns == 5_000_000_000

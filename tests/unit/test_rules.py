@@ -87,9 +87,9 @@ def test_valid_yaml_file_loads(tmp_path: Path) -> None:
     assert slow.filter.span_type == ["llm", "tool"]
     assert slow.filter.attributes == {"tenant": "acme"}
     burst, everything = rs.alerts
-    assert burst.condition == AlertCondition.FAILED_OR_ERROR and burst.kind == "count"
+    assert burst.condition == AlertCondition.FAILED_OR_ERROR and burst.levels.critical == 3
     assert burst.min_count == 3 and burst.window_s == 30 and burst.channel == "ops"
-    assert everything.rule is None and everything.kind == "each" and everything.condition == "failed"
+    assert everything.rule is None and everything.levels.critical == 1 and everything.condition == "failed"
     assert rs.rule("missing") is None
 
 
