@@ -2,7 +2,8 @@
 
 The signature lets the receiver check that the alert came from this pipeline and was not
 replayed: `X-Evalstream-Signature: sha256=<hex hmac(secret, f"{timestamp}.{body}")>`, with the
-timestamp in `X-Evalstream-Timestamp` (reject ones more than a few minutes old).
+timestamp in `X-Evalstream-Timestamp` (reject ones more than a few minutes old). Each try of the
+retry loop is a `DeliveryAttempt` on the returned alert.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any
 
 import orjson
 
-from pipeline.contracts import Alert, DeliveryStatus
+from pipeline.alerts.channels import attempt, finish, retry_after
+from pipeline.contracts import Alert, DeliveryAttempt
 from pipeline.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -66,30 +68,33 @@ class WebhookChannel:
         import aiohttp
 
         body = orjson.dumps(alert.model_dump(mode="json", exclude={"channel", "delivery_status", "delivery_error",
-                                                                   "delivery_attempts"}))
-        attempts, error = 0, ""
+                                                                   "delivery_attempts", "attempts"}))
+        attempts: list[DeliveryAttempt] = []
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout_s)) as session:
-            while attempts < self._max_attempts:
-                attempts += 1
+            while len(attempts) < self._max_attempts:
                 timestamp = f"{time.time():.0f}"
                 headers = {"Content-Type": "application/json", TIMESTAMP_HEADER: timestamp}
                 if self._secret:
                     headers[SIGNATURE_HEADER] = sign(self._secret, timestamp, body)
-                wait = self._backoff_s * 2 ** (attempts - 1)
+                wait = self._backoff_s * 2 ** len(attempts)
                 try:
                     async with session.post(self.url, data=body, headers=headers) as response:
                         if response.status < 300:
-                            return _result(alert, self.name, attempts, None)
-                        error = f"HTTP {response.status}: {(await response.text())[:200]}"
+                            attempts.append(attempt(self.name, True, http_status=response.status))
+                            return finish(alert, self.name, attempts, None)
+                        header = response.headers.get("Retry-After")
+                        attempts.append(attempt(
+                            self.name, False, http_status=response.status,
+                            error=f"HTTP {response.status}: {(await response.text())[:200]}",
+                            retry_after_s=retry_after(response.headers)))
                         if response.status not in RETRYABLE:
                             break
-                        wait = _retry_after(response.headers.get("Retry-After"), wait)
+                        wait = _retry_after(header, wait)
                 except (aiohttp.ClientError, TimeoutError) as exc:
-                    error = f"{type(exc).__name__}: {exc}"
-                if attempts < self._max_attempts:
+                    attempts.append(attempt(self.name, False, error=f"{type(exc).__name__}: {exc}"))
+                if len(attempts) < self._max_attempts:
                     await asyncio.sleep(wait)
-        log.error("alert %s: webhook %s failed after %d attempt(s): %s", alert.alert_id, self.url, attempts, error)
-        return _result(alert, self.name, attempts, error)
+        return finish(alert, self.name, attempts, attempts[-1].error)
 
 
 def load_hook(ref: str) -> Callable[[Alert], Any]:
@@ -118,14 +123,6 @@ class HookChannel:
             else:
                 await asyncio.to_thread(self._hook, alert)
         except Exception as exc:  # noqa: BLE001 - the hook's failure is recorded on the alert row
-            log.error("alert %s: hook failed: %r", alert.alert_id, exc)
-            return _result(alert, self.name, 1, f"{type(exc).__name__}: {exc}")
-        return _result(alert, self.name, 1, None)
-
-
-def _result(alert: Alert, channel: str, attempts: int, error: str | None) -> Alert:
-    return alert.model_copy(update={
-        "channel": channel, "delivery_attempts": alert.delivery_attempts + attempts,
-        "delivery_status": DeliveryStatus.FAILED if error else DeliveryStatus.DELIVERED,
-        "delivery_error": error[:1000] if error else None,
-    })
+            error = f"{type(exc).__name__}: {exc}"
+            return finish(alert, self.name, [attempt(self.name, False, error=error)], error)
+        return finish(alert, self.name, [attempt(self.name, True)], None)

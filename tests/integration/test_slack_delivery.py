@@ -5,20 +5,56 @@ from __future__ import annotations
 import time
 
 from pipeline.alerts.channels import SlackWebhookChannel
-from pipeline.contracts import Alert, DeliveryStatus
+from pipeline.contracts import Alert, AlertKind, AlertLevel, AlertTrace, DeliveryStatus
 from tests.integration.slack_server import SlackServer
 
 
-def make_alert() -> Alert:
-    return Alert(alert_id="a1", alert_rule="burst", kind="count", rule="errors", title="[burst] 3 failures",
-                 text="• t1: boom", failures=3, trace_ids=["t1"], fired_at_ns=time.time_ns())
+def make_alert(**changes: object) -> Alert:
+    fields: dict = {
+        "alert_id": "a1", "incident_id": "inc-1", "alert_rule": "burst", "kind": AlertKind.FIRING,
+        "level": AlertLevel.CRITICAL, "rule": "errors", "scorer": "error_spans", "project": "shop",
+        "title": "[burst] 3 failures", "text": "• t1: boom", "observed": 3, "threshold": 3, "failures": 3,
+        "window_s": 60, "trace_ids": ["t1"], "traces": [AlertTrace(trace_id="t1", reason="boom")],
+        "fired_at_ns": time.time_ns(),
+    }
+    return Alert(**{**fields, **changes})
 
 
 async def test_a_rate_limited_alert_waits_for_retry_after_and_is_delivered_once() -> None:
     with SlackServer() as slack:
         slack.rate_limited, slack.retry_after_s = 1, 1
-        result = await SlackWebhookChannel(slack.url).deliver(make_alert())
+        result = await SlackWebhookChannel(slack.url).deliver(make_alert(delivery_attempts=2))
     assert result.delivery_status == DeliveryStatus.DELIVERED
     assert len(slack.arrivals) == 2 and len(slack.messages) == 1
     assert slack.arrivals[1] - slack.arrivals[0] >= 0.9  # waited for Retry-After (1 s), did not hammer
-    assert slack.messages[0]["text"] == "[burst] 3 failures"
+    assert slack.messages[0]["text"].startswith("[burst] 3 failures")
+    limited, delivered = result.attempts
+    assert (limited.ok, limited.http_status, limited.retry_after_s) == (False, 429, 1.0)
+    assert (delivered.ok, delivered.http_status, delivered.error) == (True, 200, None)
+    assert {a.channel for a in result.attempts} == {"slack-webhook"}
+    assert limited.attempt_id != delivered.attempt_id and limited.at_ns <= delivered.at_ns
+    assert result.delivery_attempts == 2 + 2  # earlier rounds plus this one's two tries
+
+
+async def test_every_kind_is_a_plain_webhook_message_with_blocks() -> None:
+    with SlackServer() as slack:
+        channel = SlackWebhookChannel(slack.url)
+        for kind in (AlertKind.FIRING, AlertKind.DIGEST, AlertKind.RESOLVED):
+            result = await channel.deliver(make_alert(kind=kind, thread={"slack-bot": "1700000000.000100"}))
+            assert result.delivery_status == DeliveryStatus.DELIVERED
+            assert result.thread == {"slack-bot": "1700000000.000100"}  # untouched: webhooks have no threads
+    assert len(slack.messages) == 3
+    assert all("thread_ts" not in m for m in slack.messages)
+    assert slack.messages[0]["blocks"][0]["text"]["text"] == "🔴 CRITICAL · burst firing"
+    assert slack.messages[2]["blocks"][0]["text"]["text"] == "✅ Resolved · burst"
+
+
+async def test_a_webhook_failure_is_recorded_with_its_attempt() -> None:
+    with SlackServer() as slack:
+        slack.down = True
+        result = await SlackWebhookChannel(slack.url).deliver(make_alert())
+    assert result.delivery_status == DeliveryStatus.FAILED and "503" in result.delivery_error
+    # slack-sdk's webhook client consults its retry handlers only for 429 and connection errors:
+    # a 5xx is one failed attempt here and is left to the redelivery queue.
+    (failed,) = result.attempts
+    assert (failed.ok, failed.http_status) == (False, 503) and result.delivery_attempts == 1
