@@ -7,13 +7,13 @@ import csv
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline.errors import EvalstreamError
@@ -246,6 +246,10 @@ def _alert_rules(settings: Settings, rules: Path | None) -> Any:
     return load_rules(path)
 
 
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 @alerts_app.command("list")
 def alerts_list(rules: RulesOpt = None) -> None:
     """The alert rules of a rules file, and the channel alerts go to."""
@@ -253,11 +257,10 @@ def alerts_list(rules: RulesOpt = None) -> None:
 
     settings = _settings()
     ruleset = _alert_rules(settings, rules)
-    table = Table("alert", "on rule", "condition", "fires when", title_justify="left")
-    for alert in ruleset.alerts:
-        when = "every match" if alert.min_count == 1 else f"{alert.min_count} within {alert.window_s:g}s"
-        table.add_row(alert.name, alert.rule or "(every rule)", alert.condition.value, when)
-    console.print(table)
+    for alert in ruleset.alerts:  # one line each: a wide table would wrap the sentence that matters
+        group = f"; one incident per {', '.join(alert.group_by)}" if alert.group_by else ""
+        console.print(f"[bold]{alert.name}[/] on {alert.rule or '(every rule)'}, when {alert.condition.value}: "
+                      f"{alert.describe()}; cooldown {alert.cooldown_s:g}s{group}", soft_wrap=True)
     console.print(f"channel: {channel_from_settings(settings).name}")
 
 
@@ -268,22 +271,17 @@ def alerts_test(alert_name: Annotated[str, typer.Argument(help="An alert rule's 
     import asyncio
 
     from pipeline.alerts.channels import channel_from_settings
-    from pipeline.alerts.evaluator import Firing
-    from pipeline.alerts.message import build_alert
-    from pipeline.contracts import DeliveryStatus, ScoreResult, ScoreStatus
+    from pipeline.alerts.message import sample_alert
+    from pipeline.contracts import DeliveryStatus
 
     settings = _settings()
     ruleset = _alert_rules(settings, rules)
     alert_rule = next((a for a in ruleset.alerts if a.name == alert_name), None)
     if alert_rule is None:
         raise EvalstreamError(f"no alert named {alert_name!r}; known: {', '.join(a.name for a in ruleset.alerts)}")
-    sample = ScoreResult(job_id="test", rule=alert_rule.rule or "any-rule", scorer="sample", trace_id="test-trace",
-                         trace_version=1, status=ScoreStatus.SCORED, value=0.0, passed=False, threshold=1.0,
-                         reason="a sample failure sent by `evalstream alerts test`", scored_at_ns=time.time_ns())
     channel = channel_from_settings(settings)
-    alert = build_alert(alert_rule, sample, Firing(alert_rule.min_count, ["test-trace"], [sample.reason]),
-                        channel.name, settings.trace_url_template)
-    alert = alert.model_copy(update={"title": "[TEST] " + alert.title})
+    alert = sample_alert(alert_rule, channel.name, trace_url_template=settings.trace_url_template,
+                         dashboard_url_template=settings.alert_dashboard_url_template)
     delivered = asyncio.run(channel.deliver(alert))
     if delivered.delivery_status == DeliveryStatus.FAILED:
         raise EvalstreamError(f"delivery to {channel.name} failed: {delivered.delivery_error}")
@@ -291,20 +289,30 @@ def alerts_test(alert_name: Annotated[str, typer.Argument(help="An alert rule's 
 
 
 @alerts_app.command("history")
-def alerts_history(limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20) -> None:
-    """What fired, when, and whether it was delivered (works while the pipeline runs)."""
+def alerts_history(limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+                   alert: Annotated[str | None, typer.Option(help="Only this alert rule.")] = None,
+                   incident: Annotated[str | None, typer.Option(help="Only this incident's messages.")] = None,
+                   ) -> None:
+    """What fired, digested and resolved, when, and whether it was delivered (works while the pipeline runs)."""
     from pipeline.storage.reader import Reader
 
+    where = []
+    if alert:
+        where.append(f"alert_rule = {_sql_str(alert)}")
+    if incident:
+        where.append(f"incident_id = {_sql_str(incident)}")
     reader = Reader(_settings())
     try:
         result = reader.query(
-            f"SELECT fired_at, alert_rule, title, channel, delivery_status, delivery_attempts, delivery_error "
-            f"FROM {reader.database}.alerts FINAL ORDER BY fired_at DESC LIMIT {int(limit)}")
+            f"SELECT fired_at, incident_id AS incident, kind, level, title, delivery_status AS delivery, "
+            f"delivery_attempts AS attempts, delivery_error "
+            f"FROM {reader.database}.alerts FINAL {'WHERE ' + ' AND '.join(where) if where else ''} "
+            f"ORDER BY fired_at DESC LIMIT {int(limit)}")
     finally:
         reader.close()
     table = Table(*result.columns)
     for row in result.rows:
-        table.add_row(*("" if v is None else str(v)[:80] for v in row))
+        table.add_row(*(escape("" if v is None else str(v)[:80]) for v in row))
     console.print(table)
 
 

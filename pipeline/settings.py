@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     alert_webhook_secret: SecretStr | None = None  # HMAC-SHA256 key for X-Evalstream-Signature
     alert_hook: str | None = None  # "package.module:function" called with every Alert (on_fail)
     trace_url_template: str | None = None  # e.g. "https://grafana.example/d/trace?var-trace={trace_id}"
+    # a link on every alert, e.g. "https://grafana.example/d/evalstream?var-rule={rule}&from={from_ms}&to={to_ms}"
+    alert_dashboard_url_template: str | None = None
+    alert_grace_s: float = Field(default=5.0, ge=0)  # a window closes this long after its end (late results)
+    alert_tick_interval_s: float = Field(default=1.0, gt=0)  # how often windows and cooldowns are checked
 
     # OTLP/HTTP receiver (`evalstream otlp`)
     otlp_host: str = "127.0.0.1"

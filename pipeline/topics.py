@@ -8,7 +8,7 @@ JOBS = "evalstream.jobs.v1"  # ScoreJobBatch, keyed by trace id
 JOBS_DEFERRED = "evalstream.jobs-deferred.v1"  # ScoreJobBatch waiting for a rule's budget (not_before_ns)
 SCORES = "evalstream.scores.v1"  # ScoreResultBatch, keyed by trace id
 DECISIONS = "evalstream.decisions.v1"  # DecisionBatch, keyed by trace id
-ALERT_EVENTS = "evalstream.alert-events.v1"  # AlertEvent, keyed by alert rule name (repartition)
+ALERT_OBSERVATIONS = "evalstream.alert-observations.v1"  # AlertObservationBatch by alert rule; also alerter ticks
 ALERT_RETRIES = "evalstream.alert-retries.v1"  # AlertRetry: failed deliveries waiting to be sent again
 ALERTS = "evalstream.alerts.v1"  # Alert, keyed by alert id
 DEAD_LETTERS = "evalstream.deadletters.v1"  # DeadLetter, keyed by source topic
@@ -16,7 +16,7 @@ SCORERS = "evalstream.scorers.v1"  # UploadedScorer, keyed by scorer name; compa
 
 # Topics the ClickHouse sink reads, in the order it writes them.
 SINK_TOPICS = (TRACES, DECISIONS, SCORES, ALERTS, DEAD_LETTERS, SCORERS)
-ALL = (SPANS, TRACES, JOBS, JOBS_DEFERRED, SCORES, DECISIONS, ALERT_EVENTS, ALERT_RETRIES, ALERTS, DEAD_LETTERS, SCORERS)
+ALL = (SPANS, TRACES, JOBS, JOBS_DEFERRED, SCORES, DECISIONS, ALERT_OBSERVATIONS, ALERT_RETRIES, ALERTS, DEAD_LETTERS, SCORERS)
 
 # Topic configs beyond the defaults, applied when a topic is created.
 CONFIGS: dict[str, dict[str, str]] = {SCORERS: {"cleanup.policy": "compact"}}

@@ -31,8 +31,14 @@ DECISION_COLUMNS = [
     "rule", "trace_id", "trace_version", "outcome", "reason", "job_id", "project", "source", "decided_at",
 ]
 ALERT_COLUMNS = [
-    "alert_id", "alert_rule", "kind", "rule", "scorer", "project", "title", "text", "failures", "window_s",
-    "trace_ids", "fired_at", "channel", "delivery_status", "delivery_error", "delivery_attempts",
+    "alert_id", "incident_id", "alert_rule", "kind", "level", "rule", "scorer", "project", "group_values", "title",
+    "text", "measure", "observed", "threshold", "failures", "samples", "suppressed", "window_s", "window_start",
+    "incident_started", "trace_ids", "fired_at", "channel", "thread_ts", "delivery_status", "delivery_error",
+    "delivery_attempts",
+]
+ALERT_DELIVERY_COLUMNS = [
+    "attempt_id", "alert_id", "incident_id", "alert_rule", "kind", "channel", "at", "ok", "http_status", "error",
+    "retry_after_s",
 ]
 DEAD_LETTER_COLUMNS = [
     "stage", "source_topic", "partition", "offset", "job_id", "key", "trace_id", "error_type", "reason",
@@ -100,9 +106,21 @@ def decision_row(decision: Decision) -> list[Any]:
 
 def alert_row(alert: Alert) -> list[Any]:
     return [
-        alert.alert_id, alert.alert_rule, alert.kind, alert.rule or "", alert.scorer or "", alert.project or "",
-        alert.title, alert.text, alert.failures, alert.window_s, alert.trace_ids, _us(alert.fired_at_ns),
-        alert.channel, alert.delivery_status.value, alert.delivery_error or "", alert.delivery_attempts,
+        alert.alert_id, alert.incident_id, alert.alert_rule, alert.kind.value, alert.level.value if alert.level else "",
+        alert.rule or "", alert.scorer or "", alert.project or "", alert.group, alert.title, alert.text,
+        alert.measure, alert.observed, alert.threshold, alert.failures, alert.samples, alert.suppressed,
+        alert.window_s, _us(alert.window_start_ns) if alert.window_start_ns is not None else None,
+        _us(alert.incident_started_ns) if alert.incident_started_ns is not None else None, alert.trace_ids,
+        _us(alert.fired_at_ns), alert.channel, ",".join(f"{k}={v}" for k, v in sorted(alert.thread.items())),
+        alert.delivery_status.value, alert.delivery_error or "", alert.delivery_attempts,
+    ]
+
+
+def alert_delivery_rows(alert: Alert) -> list[list[Any]]:
+    return [
+        [a.attempt_id, alert.alert_id, alert.incident_id, alert.alert_rule, alert.kind.value, a.channel,
+         _us(a.at_ns), a.ok, a.http_status, a.error or "", a.retry_after_s]
+        for a in alert.attempts
     ]
 
 

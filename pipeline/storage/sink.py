@@ -37,6 +37,7 @@ _TABLES = {
     "decisions": rows.DECISION_COLUMNS,
     "scores": rows.SCORE_COLUMNS,
     "alerts": rows.ALERT_COLUMNS,
+    "alert_deliveries": rows.ALERT_DELIVERY_COLUMNS,
     "dead_letters": rows.DEAD_LETTER_COLUMNS,
     "scorer_versions": rows.SCORER_VERSION_COLUMNS,
 }
@@ -53,7 +54,8 @@ def rows_for(topic: str, raw: bytes | None, max_bytes: int) -> dict[str, list[li
     if topic == topics.SCORES:
         return {"scores": [rows.score_row(r) for r in decode(raw, ScoreResultBatch, max_bytes=max_bytes).results]}
     if topic == topics.ALERTS:
-        return {"alerts": [rows.alert_row(decode(raw, Alert, max_bytes=max_bytes))]}
+        alert = decode(raw, Alert, max_bytes=max_bytes)
+        return {"alerts": [rows.alert_row(alert)], "alert_deliveries": rows.alert_delivery_rows(alert)}
     if topic == topics.DEAD_LETTERS:
         return {"dead_letters": [rows.dead_letter_row(decode(raw, DeadLetter, max_bytes=max_bytes))]}
     if topic == topics.SCORERS:  # a tombstone (no value) removes a name from the store: no row

@@ -14,8 +14,17 @@ from typing import Any
 
 from pipeline import topics
 from pipeline.alerts.channels import Channel
+from pipeline.alerts.evaluator import group_key
 from pipeline.alerts.redelivery import schedule_retry
-from pipeline.contracts import Alert, AlertRetry, DeliveryStatus, decode, encode
+from pipeline.contracts import (
+    Alert,
+    AlertObservationBatch,
+    AlertRetry,
+    AlertThread,
+    DeliveryStatus,
+    decode,
+    encode,
+)
 from pipeline.worker.context import WorkerContext
 from pipeline.worker.deadletter import dead_letter_for
 
@@ -56,5 +65,15 @@ class AlertRedelivery:
         if delivered.delivery_status == DeliveryStatus.FAILED:
             await retry_later(self.ctx, delivered, retry.retries + 1)
         else:
+            await self._share_thread(retry.alert, delivered)
             log.info("alert %s: delivered on redelivery %d (%d attempts in all)", delivered.alert_id,
                      retry.retries + 1, delivered.delivery_attempts)
+
+    async def _share_thread(self, before: Alert, delivered: Alert) -> None:
+        """An incident's first message delivered late: tell the alerter where its thread is."""
+        learnt = {k: v for k, v in delivered.thread.items() if k not in before.thread}
+        if learnt and delivered.incident_id:
+            thread = AlertThread(group_key=group_key(delivered.alert_rule, delivered.group),
+                                 incident_id=delivered.incident_id, thread=learnt)
+            await self.ctx.send(topics.ALERT_OBSERVATIONS, delivered.alert_rule,
+                                encode(AlertObservationBatch(alert_rule=delivered.alert_rule, thread=thread)))

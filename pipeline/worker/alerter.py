@@ -1,66 +1,134 @@
-"""Alerter: results that match an alert rule are repartitioned by the rule's name, so one worker
-holds each rule's window (a Faust table, restored after a restart), then fire and deliver."""
+"""Alerter: score results are turned into observations per alert rule (`alert-matcher`), repartitioned
+by the rule's name so one worker owns each rule's groups, and fed to the incident state machine
+(`alerter`), whose state is a Faust table restored after a restart. Ticks on the same topic close
+windows by the clock, so a group that went quiet still resolves and a held digest still goes out."""
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
+import orjson
+
 from pipeline import topics
+from pipeline.alerts import incidents
 from pipeline.alerts.channels import Channel
-from pipeline.alerts.evaluator import group_of, matches, record, window_key
-from pipeline.alerts.message import build_alert
-from pipeline.contracts import AlertEvent, DeliveryStatus, ScoreResultBatch, decode, encode
+from pipeline.alerts.evaluator import applies, group_key, matches, observation
+from pipeline.alerts.message import render
+from pipeline.contracts import AlertObservationBatch, DeliveryStatus, ScoreResultBatch, decode, encode
+from pipeline.rules.model import AlertRule
 from pipeline.worker.alert_redelivery import retry_later
 from pipeline.worker.context import WorkerContext
 from pipeline.worker.deadletter import dead_letter_for
 
 log = logging.getLogger(__name__)
 
+TICK_KEY = b"__tick__"
+TICK = orjson.dumps({"v": 1, "kind": "tick"})
+
 
 class Alerter:
-    def __init__(self, ctx: WorkerContext, windows: Any, channel: Channel) -> None:
+    def __init__(self, ctx: WorkerContext, incidents_table: Any, channel: Channel) -> None:
         self.ctx = ctx
-        self.windows = windows
+        self.table = incidents_table
         self.channel = channel
         self.alert_rules = {a.name: a for a in ctx.ruleset.alerts}
 
     async def handle_scores(self, event: Any) -> None:
+        """scores -> one observation batch per alert rule that watches any of them."""
         message = event.message
         if not self.alert_rules:
             return
         try:
             batch = decode(message.value, ScoreResultBatch, max_bytes=self.ctx.settings.max_message_bytes)
-            for result in batch.results:
-                for alert in self.alert_rules.values():
-                    if matches(alert, result):
-                        await self.ctx.send(topics.ALERT_EVENTS, alert.name,
-                                            encode(AlertEvent(alert_rule=alert.name, result=result)))
+            for alert in self.alert_rules.values():
+                observed = []
+                for result in batch.results:
+                    if not applies(alert, result):
+                        continue
+                    hit = matches(alert, result)
+                    if hit or alert.needs_all_results:
+                        observed.append(observation(alert, result, hit))
+                if observed:
+                    await self.ctx.send(topics.ALERT_OBSERVATIONS, alert.name,
+                                        encode(AlertObservationBatch(alert_rule=alert.name, observations=observed)))
+        except Exception as exc:
+            log.exception("alert-matcher: failed on %s[%d]@%d", message.topic, message.partition, message.offset)
+            await self.ctx.dead_letter(dead_letter_for("alert-matcher", message, exc))
+
+    async def send_ticks(self) -> None:
+        for tp in self.ctx.app.assignor.assigned_actives():
+            if tp.topic == topics.ALERT_OBSERVATIONS:
+                await self.ctx.send(topics.ALERT_OBSERVATIONS, TICK_KEY, TICK, partition=tp.partition)
+
+    async def handle(self, event: Any) -> None:
+        message = event.message
+        try:
+            if message.key == TICK_KEY:
+                await self._tick(message.partition)
+                return
+            batch = decode(message.value, AlertObservationBatch, max_bytes=self.ctx.settings.max_message_bytes)
+            alert = self.alert_rules.get(batch.alert_rule)
+            if alert is None:
+                log.warning("alerter: alert rule %r is no longer configured; %d observation(s) skipped",
+                            batch.alert_rule, len(batch.observations))
+                return
+            if batch.thread is not None:
+                self._learn_thread(batch)
+            now = time.time()
+            for obs in batch.observations:
+                key = group_key(alert.name, obs.group)
+                state = self.table.get(key) or incidents.new_state(obs.group, message.partition) | {"alert": alert.name}
+                state["p"] = message.partition
+                notices = incidents.observe(state, alert, obs, now)
+                state["meta"] = {"rule": obs.rule, "scorer": obs.scorer, "project": obs.project}
+                self.table[key] = state
+                await self._send(alert, key, state, notices)
         except Exception as exc:
             log.exception("alerter: failed on %s[%d]@%d", message.topic, message.partition, message.offset)
             await self.ctx.dead_letter(dead_letter_for("alerter", message, exc))
 
-    async def handle_event(self, event: Any) -> None:
-        message = event.message
-        try:
-            alert_event = decode(message.value, AlertEvent, max_bytes=self.ctx.settings.max_message_bytes)
-            rule = self.alert_rules.get(alert_event.alert_rule)
-            if rule is None:
-                log.warning("alerter: alert rule %r is no longer configured; event skipped", alert_event.alert_rule)
-                return
-            group = group_of(rule, alert_event.result)
-            key = window_key(rule, group)
-            state, firing = record(self.windows.get(key), rule, alert_event.result)
-            self.windows[key] = state
-            if firing is None:
-                return
-            alert = build_alert(rule, alert_event.result, firing, self.channel.name,
-                                self.ctx.settings.trace_url_template, group)
-            delivered = await self.channel.deliver(alert)
-            self.ctx.counters.inc("alerts", status=delivered.delivery_status.value)
+    async def _tick(self, partition: int) -> None:
+        now = time.time()
+        watermark = now - self.ctx.settings.alert_grace_s
+        for key, state in list(self.table.items()):
+            if state.get("p") != partition:
+                continue
+            alert = self.alert_rules.get(state.get("alert", ""))
+            if alert is None:
+                log.warning("alerter: dropping the state of %r: its alert rule is no longer configured", key)
+                del self.table[key]
+                continue
+            before = orjson.dumps(state)
+            notices = incidents.advance(state, alert, watermark=watermark, wall_now=now)
+            if incidents.is_idle(state):
+                del self.table[key]
+            elif orjson.dumps(state) != before:  # the changelog gets a write only when something changed
+                self.table[key] = state
+            await self._send(alert, key, state, notices)
+
+    def _learn_thread(self, batch: AlertObservationBatch) -> None:
+        thread = batch.thread
+        assert thread is not None
+        state = self.table.get(thread.group_key)
+        if state and state.get("inc") and state["inc"]["id"] == thread.incident_id:
+            state["inc"]["thread"].update(thread.thread)
+            self.table[thread.group_key] = state
+
+    async def _send(self, alert: AlertRule, key: str, state: dict[str, Any], notices: list[incidents.Notice]) -> None:
+        settings = self.ctx.settings
+        for notice in notices:
+            message = render(alert, notice, {"group": state["group"], **state.get("meta", {})},
+                             channel=self.channel.name, trace_url_template=settings.trace_url_template,
+                             dashboard_url_template=settings.alert_dashboard_url_template)
+            delivered = await self.channel.deliver(message)
+            new_thread = {k: v for k, v in delivered.thread.items() if k not in message.thread}
+            inc = state.get("inc")
+            if new_thread and inc and inc["id"] == notice.incident_id:
+                inc["thread"].update(new_thread)
+                self.table[key] = state
+            self.ctx.counters.inc("alerts", kind=notice.kind.value, status=delivered.delivery_status.value)
             await self.ctx.send(topics.ALERTS, delivered.alert_id, encode(delivered))
             if delivered.delivery_status == DeliveryStatus.FAILED:
                 await retry_later(self.ctx, delivered, 0)
-        except Exception as exc:
-            log.exception("alerter: failed on %s[%d]@%d", message.topic, message.partition, message.offset)
-            await self.ctx.dead_letter(dead_letter_for("alerter", message, exc))

@@ -65,9 +65,9 @@ def create_app(settings: Settings, ruleset: RuleSet, bootstrap: str, *, web_port
     assembly = app.Table("assembly", partitions=settings.topic_partitions)
     prices = LiteLLMPrices()
     assembler = Assembler(ctx, assembly, prices)
-    alert_windows = app.Table("alert-windows", partitions=settings.topic_partitions)
+    alert_incidents = app.Table("alert-incidents", partitions=settings.topic_partitions)
     channel = channel_from_settings(settings)
-    alerter = Alerter(ctx, alert_windows, channel)
+    alerter = Alerter(ctx, alert_incidents, channel)
     redelivery = AlertRedelivery(ctx, channel)
     router = Router(ctx)
     scorer = ScorerWorker(ctx)
@@ -85,6 +85,10 @@ def create_app(settings: Settings, ruleset: RuleSet, bootstrap: str, *, web_port
     @app.timer(settings.tick_interval_s)
     async def tick() -> None:
         await assembler.send_ticks()
+
+    @app.timer(settings.alert_tick_interval_s)
+    async def alert_tick() -> None:
+        await alerter.send_ticks()
 
     @app.agent(ctx.topics[topics.TRACES], name="router")
     async def route(stream: faust.StreamT) -> None:
@@ -111,10 +115,10 @@ def create_app(settings: Settings, ruleset: RuleSet, bootstrap: str, *, web_port
         async for event in stream.events():
             await alerter.handle_scores(event)
 
-    @app.agent(ctx.topics[topics.ALERT_EVENTS], name="alerter")
+    @app.agent(ctx.topics[topics.ALERT_OBSERVATIONS], name="alerter")
     async def fire_alerts(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            await alerter.handle_event(event)
+            await alerter.handle(event)
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: object, assigned: object, **kwargs: object) -> None:

@@ -19,6 +19,7 @@ alerts:
   - name: error-alert
     rule: errors
     condition: failed
+    window_s: 3600
 """
 
 
@@ -48,5 +49,8 @@ def test_an_alert_that_could_not_be_delivered_is_delivered_when_slack_is_back(br
             (_, attempts, error), = status()
             assert attempts >= 2 and error in ("", None)
             assert len(slack.messages) == 1 and "errors" in slack.messages[0]["text"]
+            tries = worker.query("SELECT ok, http_status FROM evalstream.alert_deliveries FINAL ORDER BY at")
+            assert tries[-1] == [True, 200] and len(tries) == attempts  # every try is a row
+            assert all(not ok and status == 503 for ok, status in tries[:-1])
         finally:
             worker.stop()

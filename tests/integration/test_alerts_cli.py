@@ -31,13 +31,13 @@ def test_alerts_list_and_a_test_message_to_slack(tmp_path: Path) -> None:
         env = {"EVALSTREAM_SLACK_WEBHOOK_URL": slack.url, "EVALSTREAM_DATA_DIR": str(tmp_path)}
         listed = run_cli("alerts", "list", "--rules", str(rules), env=env)
         assert listed.returncode == 0, listed.stderr
-        assert "burst" in listed.stdout and "5 within 60s" in listed.stdout and "slack-webhook" in listed.stdout
+        assert "burst" in listed.stdout and "critical at matches ≥ 5 per 60s" in listed.stdout and "slack-webhook" in listed.stdout
 
         sent = run_cli("alerts", "test", "burst", "--rules", str(rules), env=env)
         assert sent.returncode == 0, sent.stderr
         assert "delivered" in sent.stdout
         (message,) = slack.messages
-        assert message["text"].startswith("[TEST] [burst] 5 failures of errors")
+        assert message["text"].startswith("[TEST] CRITICAL [burst] errors firing: 5 vs threshold 5 in 60s")
 
         slack.down = True
         failed = run_cli("alerts", "test", "error-alert", "--rules", str(rules), env=env)

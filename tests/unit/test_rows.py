@@ -14,6 +14,7 @@ from pipeline.contracts import (
     CriterionVerdict,
     DeadLetter,
     Decision,
+    DeliveryAttempt,
     ErrorInfo,
     ScoreResult,
     Span,
@@ -22,6 +23,7 @@ from pipeline.contracts import (
 from pipeline.storage import rows
 from pipeline.storage.rows import (
     ALERT_COLUMNS,
+    ALERT_DELIVERY_COLUMNS,
     DEAD_LETTER_COLUMNS,
     DECISION_COLUMNS,
     SCORE_COLUMNS,
@@ -29,12 +31,20 @@ from pipeline.storage.rows import (
     TRACE_COLUMNS,
 )
 
-DDL = (Path(rows.__file__).parent / "migrations" / "001_init.sql").read_text()
+MIGRATIONS = sorted((Path(rows.__file__).parent / "migrations").glob("*.sql"))
 
 
 def ddl_columns(table: str) -> list[str]:
-    body = re.search(r"CREATE TABLE IF NOT EXISTS \{db\}\." + table + r" \((.*?)\n\) ENGINE", DDL, re.DOTALL).group(1)
-    names = [line.strip().split()[0] for line in body.strip().splitlines()]
+    """The table's columns after every migration in order: CREATE TABLE, then ALTER ... ADD COLUMN ... AFTER."""
+    names: list[str] = []
+    for path in MIGRATIONS:
+        ddl = path.read_text()
+        created = re.search(r"CREATE TABLE IF NOT EXISTS \{db\}\." + table + r" \((.*?)\n\) ENGINE", ddl, re.DOTALL)
+        if created:
+            names = [line.strip().split()[0] for line in created.group(1).strip().splitlines()]
+        for name, after in re.findall(r"ALTER TABLE \{db\}\." + table +
+                                      r" ADD COLUMN IF NOT EXISTS (\w+) .*? AFTER (\w+);", ddl):
+            names.insert(names.index(after) + 1, name)
     return [n for n in names if n != "ingested_at"]
 
 
@@ -152,16 +162,33 @@ def test_decision_row() -> None:
 
 
 def test_alert_row() -> None:
-    a = Alert(alert_id="al", alert_rule="burst", kind="count", title="t", text="x", failures=3, window_s=60,
-              trace_ids=["a", "b"], fired_at_ns=2_000_000, delivery_status="failed", delivery_error="503",
-              delivery_attempts=2)
+    a = Alert(alert_id="al", incident_id="inc", alert_rule="burst", kind="firing", level="critical", title="t",
+              text="x", failures=3, window_s=60, window_start_ns=60_000_000_000, group={"agent": "planner"},
+              observed=3, threshold=3, trace_ids=["a", "b"], fired_at_ns=2_000_000, delivery_status="failed",
+              delivery_error="503", delivery_attempts=2, thread={"slack-bot": "17.1"})
     row = as_dict(ALERT_COLUMNS, rows.alert_row(a))
     assert row["rule"] == "" and row["scorer"] == "" and row["project"] == ""
+    assert (row["kind"], row["level"], row["incident_id"], row["group_values"]) == (
+        "firing", "critical", "inc", {"agent": "planner"})
     assert row["trace_ids"] == ["a", "b"] and row["fired_at"] == 2_000 and row["window_s"] == 60
+    assert row["window_start"] == 60_000_000 and row["observed"] == 3 and row["thread_ts"] == "slack-bot=17.1"
     assert row["delivery_status"] == "failed" and row["delivery_error"] == "503" and row["delivery_attempts"] == 2
-    each = Alert(alert_id="b", alert_rule="each", kind="each", title="t", text="x", fired_at_ns=0)
-    row = as_dict(ALERT_COLUMNS, rows.alert_row(each))
+    digest = Alert(alert_id="b", alert_rule="each", kind="digest", title="t", text="x", fired_at_ns=0, suppressed=4)
+    row = as_dict(ALERT_COLUMNS, rows.alert_row(digest))
     assert row["window_s"] is None and row["delivery_error"] == "" and row["channel"] == "console"
+    assert row["level"] == "" and row["suppressed"] == 4
+
+
+def test_every_delivery_attempt_is_a_row() -> None:
+    a = Alert(alert_id="al", incident_id="inc", alert_rule="burst", kind="resolved", title="t", text="x",
+              fired_at_ns=0, attempts=[
+                  DeliveryAttempt(attempt_id="1", channel="slack-webhook", at_ns=5_000, ok=False, http_status=429,
+                                  error="rate_limited", retry_after_s=1),
+                  DeliveryAttempt(attempt_id="2", channel="slack-webhook", at_ns=9_000, ok=True, http_status=200)])
+    got = [as_dict(ALERT_DELIVERY_COLUMNS, r) for r in rows.alert_delivery_rows(a)]
+    assert [(r["attempt_id"], r["ok"], r["http_status"], r["retry_after_s"], r["at"]) for r in got] == [
+        ("1", False, 429, 1, 5), ("2", True, 200, None, 9)]
+    assert {r["kind"] for r in got} == {"resolved"} and {r["incident_id"] for r in got} == {"inc"}
 
 
 def test_dead_letter_row() -> None:
