@@ -70,6 +70,13 @@ def build(tracer: Tracer):
     return planner
 
 
+def run_healthy(tracer: Tracer, traces: int, first: int = 0) -> None:
+    """The app after the incident: the same requests, and every tool works."""
+    planner = build(tracer)
+    for i in range(first, first + traces):
+        planner(f"customer question {i}: where is my package?")
+
+
 def run(tracer: Tracer, traces: int, seed: int = 7) -> dict[str, int]:
     """Run the planner `traces` times; returns how many runs of each kind were made."""
     planner = build(tracer)

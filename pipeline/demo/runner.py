@@ -12,6 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline.errors import EvalstreamError
@@ -23,6 +24,7 @@ DEMO_ENV = {
     "EVALSTREAM_JUDGE_MODEL": "openai/demo-judge",
     "EVALSTREAM_JUDGE_API_KEY": "demo",
     "EVALSTREAM_SANDBOX_ENV_ALLOW": "EVALSTREAM_JUDGE_*",  # uploaded judges see these, and no other secret
+    "EVALSTREAM_ALERT_GRACE_S": "1",  # close the demo's 5 s alert windows soon after they end
 }
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "package_inquiry"
 
@@ -92,7 +94,7 @@ def run_demo(settings: Settings, *, traces: int, keep_running: bool, console: Co
     log_path = settings.data_dir / "demo-pipeline.log"
     rules = Path(str(resources.files("pipeline.demo").joinpath("rules.yaml")))
     started = time.time()
-    console.print(f"[bold]1/4[/] Starting the embedded stack (Tansu + chDB in {settings.data_dir}) — log: {log_path}")
+    console.print(f"[bold]1/5[/] Starting the embedded stack (Tansu + chDB in {settings.data_dir}) — log: {log_path}")
     llm = FakeLLM().__enter__()
     console.print(f"    a stand-in LLM endpoint for the judges at {llm.api_base} (no provider is reachable here)")
     process = _start_stack(settings, rules, log_path, llm.api_base)
@@ -100,7 +102,7 @@ def run_demo(settings: Settings, *, traces: int, keep_running: bool, console: Co
         run = _wait_ready(settings, process, log_path)
         console.print("    uploading the package-inquiry judge (examples/package_inquiry) to the running workers")
         _upload_example_judge(run["kafka_bootstrap"], console)
-        console.print(f"[bold]2/4[/] Running the instrumented multi-agent app: {traces} requests")
+        console.print(f"[bold]2/5[/] Running the instrumented multi-agent app: {traces} requests")
         tracer = Tracer(project="demo", service="demo-app", bootstrap_servers=run["kafka_bootstrap"])
         kinds = run_agents(tracer, traces)
         tracer.flush()
@@ -114,12 +116,16 @@ def run_demo(settings: Settings, *, traces: int, keep_running: bool, console: Co
         asyncio.run(poison())
         console.print(f"    sent: {kinds} + 1 trace whose root never ends + 1 poison message; "
                       f"SDK dropped {tracer.dropped} span(s)")
-        tracer.shutdown()
-        console.print("[bold]3/4[/] Waiting for traces to close, be scored and stored…")
+        console.print("[bold]3/5[/] Waiting for traces to close, be scored and stored…")
         reader = Reader(settings)
         _wait_done(reader, started, traces + 1)
-        console.print("[bold]4/4[/] Results")
+        console.print("[bold]4/5[/] Results")
         _report(reader, started, console)
+        console.print("[bold]5/5[/] The app recovers: healthy requests until every open incident resolves")
+        healthy = _recover(tracer, reader, started, first=traces)
+        tracer.shutdown()
+        console.print(f"    {healthy} healthy request(s) sent")
+        _report_incidents(reader, started, console)
         reader.close()
         console.print(f"    the judges made {llm.calls} LLM call(s)")
     finally:
@@ -144,6 +150,49 @@ def _wait_done(reader, since: float, expected_traces: int, timeout_s: float = 12
             return
         time.sleep(0.5)
     raise EvalstreamError(f"timed out waiting for the pipeline: {traces}/{expected_traces} traces, {pending} pending")
+
+
+def _open_incidents(reader, since: float) -> tuple[int, int]:
+    """(incidents that fired, incidents not yet resolved) since the demo started."""
+    row = reader.query(
+        f"SELECT count(), countIf(resolved = 0) FROM (SELECT incident_id, countIf(kind = 'resolved') AS resolved "
+        f"FROM {reader.database}.alerts FINAL WHERE fired_at >= toDateTime64({since}, 6) AND kind != 'test' "
+        f"GROUP BY incident_id)").rows[0]
+    return int(row[0]), int(row[1])
+
+
+def _recover(tracer, reader, since: float, *, first: int, timeout_s: float = 90) -> int:
+    """Send healthy traffic (5 requests a second) until every incident has resolved."""
+    from pipeline.demo.agents import run_healthy
+
+    sent = 0
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        run_healthy(tracer, 5, first + sent)
+        sent += 5
+        tracer.flush()
+        fired, still_open = _open_incidents(reader, since)
+        if (fired and not still_open) or (not fired and time.monotonic() > deadline - timeout_s + 20):
+            return sent
+        time.sleep(1)
+    raise EvalstreamError(f"incidents still open after {timeout_s:g}s of healthy traffic: see evalstream alerts history")
+
+
+def _report_incidents(reader, since: float, console: Console) -> None:
+    rows = reader.query(
+        f"SELECT incident_id, any(alert_rule), if(has(groupArray(level), 'critical'), 'critical', 'warning'), minIf(fired_at, kind = 'firing'), "
+        f"maxIf(fired_at, kind = 'resolved'), countIf(kind = 'digest'), sum(suppressed), "
+        f"argMaxIf(failures, fired_at, kind = 'resolved'), argMinIf(title, fired_at, kind = 'firing') "
+        f"FROM {reader.database}.alerts FINAL WHERE fired_at >= toDateTime64({since}, 6) AND kind != 'test' "
+        f"GROUP BY incident_id ORDER BY 4").rows
+    table = Table("alert", "level", "fired", "resolved", "digests", "failures",
+                  title="Incidents: each fired once, sent what its cooldown held back, and resolved once",
+                  title_justify="left")
+    table.columns[0].no_wrap = True
+    for _, alert, level, fired, resolved, digests, _suppressed, failures, _title in rows:
+        table.add_row(alert, level, str(fired)[11:19], str(resolved)[11:19], str(digests), str(failures))
+    console.print(table)
+    console.print("    every message: evalstream alerts history; by incident: evalstream alerts history --incident <id>")
 
 
 def _report(reader, since: float, console: Console) -> None:
@@ -172,11 +221,11 @@ def _report(reader, since: float, console: Console) -> None:
     alerts = reader.query(
         f"SELECT fired_at, title, delivery_status FROM {db}.alerts FINAL WHERE fired_at >= toDateTime64({since}, 6) ORDER BY fired_at"
     ).rows
-    console.print(f"Alerts fired: {len(alerts)}")
+    console.print(f"Alert messages so far: {len(alerts)} (printed on the pipeline's console: no Slack configured)")
     for fired_at, title, status in alerts[:10]:
-        console.print(f"  {str(fired_at)[11:19]}  {title}  [{status}]")
+        console.print(f"  {str(fired_at)[11:19]}  {escape(title)}  ({status})")
     if len(alerts) > 10:
-        console.print(f"  … and {len(alerts) - 10} more (evalstream sql \"SELECT * FROM {db}.alerts\")")
+        console.print(f"  … and {len(alerts) - 10} more (evalstream alerts history)")
     dead = reader.query(
         f"SELECT stage, error_type, reason FROM {db}.dead_letters FINAL WHERE at >= toDateTime64({since}, 6) ORDER BY at"
     ).rows
