@@ -7,6 +7,7 @@ import csv
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -114,19 +115,7 @@ def sql(query: str, format: Annotated[str, typer.Option("--format", "-f", help="
         result = reader.query(query)
     finally:
         reader.close()
-    if format == "json":
-        for row in result.rows:
-            print(json.dumps(dict(zip(result.columns, row, strict=True)), default=str))
-    elif format == "csv":
-        writer = csv.writer(sys.stdout)
-        writer.writerow(result.columns)
-        writer.writerows(result.rows)
-    else:
-        table = Table(*result.columns, show_lines=False)
-        for row in result.rows:
-            table.add_row(*("" if v is None else str(v) for v in row))
-        console.print(table)
-        err.print(f"{len(result.rows)} row(s)")
+    _print_result(result.columns, result.rows, format)
 
 
 @app.command()
@@ -314,6 +303,89 @@ def alerts_history(limit: Annotated[int, typer.Option(help="How many, newest fir
     for row in result.rows:
         table.add_row(*(escape("" if v is None else str(v)[:80]) for v in row))
     console.print(table)
+
+
+traces_app = typer.Typer(help="Look at stored traces: a span tree with its scores, or a filtered list.",
+                         no_args_is_help=True)
+app.add_typer(traces_app, name="traces")
+
+
+@traces_app.command("show")
+def traces_show(trace_id: Annotated[str, typer.Argument(help="The trace id.")],
+                version: Annotated[int | None, typer.Option(help="A closed version (default: the latest).")] = None,
+                ) -> None:
+    """The trace's span tree: each span's agent, duration and status, and the scores attached to it."""
+    from pipeline.storage.reader import Reader
+    from pipeline.views.trace_tree import load_trace, render
+
+    reader = Reader(_settings())
+    try:
+        try:
+            loaded = load_trace(reader, trace_id, version)
+        except ValueError as exc:
+            raise EvalstreamError(str(exc)) from None
+    finally:
+        reader.close()
+    if loaded is None:
+        err.print(f"Trace {trace_id} is not in storage (not closed yet, or never received); "
+                  f"`evalstream why {trace_id}` says more.")
+        raise typer.Exit(1)
+    info, roots = loaded
+    cost = f" · ${info['cost_usd']:.4f}" if info.get("cost_usd") else ""
+    title = (f"[bold]trace {escape(trace_id)}[/] v{info['version']} · {escape(str(info['project']))} · "
+             f"{info['status']} ({info['close_reason']}) · {info['span_count']} spans · "
+             f"{float(info['duration_ms']):.1f} ms{cost}")
+    console.print(render(title, roots))
+
+
+@traces_app.command("list")
+def traces_list(
+    failed_rule: Annotated[str | None, typer.Option("--failed-rule", help="Only traces this rule failed.")] = None,
+    agent: Annotated[str | None, typer.Option(help="Only traces this agent took part in.")] = None,
+    project: Annotated[str | None, typer.Option(help="Only this project.")] = None,
+    status: Annotated[str | None, typer.Option(help="complete or incomplete.")] = None,
+    since: Annotated[str | None, typer.Option(help="Closed since: 30m, 24h, 7d or an ISO date.")] = None,
+    until: Annotated[str | None, typer.Option(help="Closed before: a duration ago or an ISO date.")] = None,
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+    format: Annotated[str, typer.Option("--format", "-f", help="table, csv or json")] = "table",
+) -> None:
+    """Stored traces, newest first, with the rules that failed on them."""
+    from pipeline.storage.reader import Reader
+    from pipeline.views.trace_list import TraceFilter, parse_time
+
+    if status is not None and status not in ("complete", "incomplete"):
+        raise EvalstreamError("--status must be complete or incomplete")
+    now = time.time()
+    try:
+        chosen = TraceFilter(failed_rule=failed_rule, agent=agent, project=project, status=status,
+                             since=parse_time(since, now) if since else None,
+                             until=parse_time(until, now) if until else None, limit=max(1, limit))
+    except ValueError as exc:
+        raise EvalstreamError(str(exc)) from None
+    reader = Reader(_settings())
+    try:
+        result = reader.query(chosen.sql(reader.database))
+    finally:
+        reader.close()
+    _print_result(result.columns, result.rows, format)
+
+
+def _print_result(columns: list[str], rows: list[Any], format: str) -> None:
+    if format not in ("table", "csv", "json"):
+        raise EvalstreamError("--format must be table, csv or json")
+    if format == "json":
+        for row in rows:
+            print(json.dumps(dict(zip(columns, row, strict=True)), default=str))
+    elif format == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    else:
+        table = Table(*columns, show_lines=False)
+        for row in rows:
+            table.add_row(*(escape("" if v is None else str(v)) for v in row))
+        console.print(table)
+        err.print(f"{len(rows)} row(s)")
 
 
 scorers_app = typer.Typer(help="Upload, list and test scorers that run in sandboxes.", no_args_is_help=True)
