@@ -32,8 +32,7 @@ SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a rule
 
 def _settings(**overrides: Any) -> Settings:
     try:
-        base = Settings()
-        return base.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})  # validated, unlike model_copy
     except ValidationError as exc:
         raise EvalstreamError(f"invalid EVALSTREAM_* setting: {exc}") from None
 
@@ -91,11 +90,14 @@ def up(rules: RulesOpt = None, set_: SetOpt = None, web_port: int | None = None)
 
 
 @app.command()
-def worker(rules: RulesOpt = None, set_: SetOpt = None, sink: bool = True, web_port: int | None = None) -> None:
+def worker(rules: RulesOpt = None, set_: SetOpt = None, sink: bool = True, web_port: int | None = None,
+           roles: Annotated[str | None, typer.Option(
+               help="Comma-separated roles to run: assembler, router, scorer, alerter (default: all, or "
+                    "EVALSTREAM_ROLES).")] = None) -> None:
     """Run one more worker against a running broker (EVALSTREAM_KAFKA_BOOTSTRAP or the embedded one)."""
     from pipeline.runfile import read_run_file
 
-    settings = _settings(sink_enabled=sink)
+    settings = _settings(sink_enabled=sink, **({"roles": roles} if roles is not None else {}))
     bootstrap = settings.kafka_bootstrap or read_run_file(settings.run_file).get("kafka_bootstrap")
     if not bootstrap:
         raise EvalstreamError("no broker: set EVALSTREAM_KAFKA_BOOTSTRAP or start `evalstream up` first")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.assembly import AssemblyConfig
 from pipeline.scoring import RetryPolicy
 from pipeline.storage.client import embedded_dsn
+
+ROLES = ("assembler", "router", "scorer", "alerter")  # the sink is `sink_enabled` (one chDB opener)
 
 
 class Settings(BaseSettings):
@@ -55,6 +57,7 @@ class Settings(BaseSettings):
 
     # Sink
     sink_enabled: bool = True
+    roles: str = "assembler,router,scorer,alerter"  # which Faust agents this process runs (comma-separated)
     sink_batch_rows: int = Field(default=5000, ge=1)
     sink_flush_interval_s: float = Field(default=0.5, gt=0)
     retention_days: int = Field(default=30, ge=1)
@@ -84,6 +87,19 @@ class Settings(BaseSettings):
     otlp_default_project: str = Field(default="default", min_length=1)  # for spans without evalstream.project
 
     log_level: str = "info"
+
+    @field_validator("roles")
+    @classmethod
+    def _known_roles(cls, value: str) -> str:
+        chosen = [r.strip() for r in value.split(",") if r.strip()]
+        unknown = sorted(set(chosen) - set(ROLES))
+        if unknown:
+            raise ValueError(f"unknown role(s) {', '.join(unknown)}: choose from {', '.join(ROLES)}")
+        return ",".join(chosen)
+
+    @property
+    def role_set(self) -> frozenset[str]:
+        return frozenset(self.roles.split(",")) if self.roles else frozenset()
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

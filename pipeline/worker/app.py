@@ -1,7 +1,7 @@
 """The composition root: one Faust app, wired from one Settings object and one RuleSet.
 
-Every worker process runs the assembler, router, scorer and alerter agents; they share
-partitions with other workers of the same app id. The sink role (ClickHouse writer and
+A worker process runs the agents of its roles (`EVALSTREAM_ROLES`, default all of assembler,
+router, scorer and alerter); processes share partitions with other workers of the same app id. The sink role (ClickHouse writer and
 query endpoint) runs only where `sink_enabled` is true, because chDB allows one opener.
 """
 
@@ -62,16 +62,27 @@ def create_app(settings: Settings, ruleset: RuleSet, bootstrap: str, *, web_port
     ctx = WorkerContext(app=app, settings=settings, ruleset=ruleset, counters=Counters(),
                         topics=make_topics(app, settings))
 
-    assembly = app.Table("assembly", partitions=settings.topic_partitions)
+    roles = settings.role_set
+    if "assembler" in roles:
+        _assembler_role(app, ctx)
+    if "router" in roles:
+        _router_role(app, ctx)
+    if "scorer" in roles:
+        _scorer_role(app, ctx, bootstrap)
+    if "alerter" in roles:
+        _alerter_role(app, ctx)
+    if settings.sink_enabled:
+        app.service(sink_service_class(ctx, bootstrap))
+
+    app.evalstream = ctx  # type: ignore[attr-defined]
+    return app
+
+
+def _assembler_role(app: faust.App, ctx: WorkerContext) -> None:
+    """Spans -> closed traces. The `assembly` table holds open traces; ticks close them by the clock."""
+    assembly = app.Table("assembly", partitions=ctx.settings.topic_partitions)
     prices = LiteLLMPrices()
     assembler = Assembler(ctx, assembly, prices)
-    alert_incidents = app.Table("alert-incidents", partitions=settings.topic_partitions)
-    channel = channel_from_settings(settings)
-    alerter = Alerter(ctx, alert_incidents, channel)
-    redelivery = AlertRedelivery(ctx, channel)
-    router = Router(ctx)
-    scorer = ScorerWorker(ctx)
-    deferred = DeferredJobs(ctx)
 
     @app.agent(ctx.topics[topics.SPANS], name="assembler")
     async def assemble(stream: faust.StreamT) -> None:
@@ -82,33 +93,49 @@ def create_app(settings: Settings, ruleset: RuleSet, bootstrap: str, *, web_port
     async def warm_prices() -> None:
         await asyncio.to_thread(prices.warm)
 
-    @app.timer(settings.tick_interval_s)
+    @app.timer(ctx.settings.tick_interval_s)
     async def tick() -> None:
         await assembler.send_ticks()
 
-    @app.timer(settings.alert_tick_interval_s)
-    async def alert_tick() -> None:
-        await alerter.send_ticks()
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: object, assigned: object, **kwargs: object) -> None:
+        assembler.on_rebalance()
+
+
+def _router_role(app: faust.App, ctx: WorkerContext) -> None:
+    """Closed traces -> decisions and score jobs, by the rules' filters and sampling."""
+    router = Router(ctx)
 
     @app.agent(ctx.topics[topics.TRACES], name="router")
     async def route(stream: faust.StreamT) -> None:
         async for event in stream.events():
             await router.handle(event)
 
-    @app.agent(ctx.topics[topics.JOBS], name="scorer", concurrency=settings.scorer_concurrency)
+
+def _scorer_role(app: faust.App, ctx: WorkerContext, bootstrap: str) -> None:
+    """Score jobs -> scores; jobs over a rule's budget wait on the deferred topic."""
+    scorer = ScorerWorker(ctx)
+    deferred = DeferredJobs(ctx)
+
+    @app.agent(ctx.topics[topics.JOBS], name="scorer", concurrency=ctx.settings.scorer_concurrency)
     async def score(stream: faust.StreamT) -> None:
         async for event in stream.events():
             await scorer.handle(event)
 
-    @app.agent(ctx.topics[topics.JOBS_DEFERRED], name="deferred-jobs", concurrency=settings.defer_concurrency)
+    @app.agent(ctx.topics[topics.JOBS_DEFERRED], name="deferred-jobs", concurrency=ctx.settings.defer_concurrency)
     async def resume_deferred(stream: faust.StreamT) -> None:
         async for event in stream.events():
             await deferred.handle(event)
 
-    @app.agent(ctx.topics[topics.ALERT_RETRIES], name="alert-redelivery", concurrency=settings.defer_concurrency)
-    async def redeliver_alerts(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            await redelivery.handle(event)
+    app.service(scorer_store_service_class(ctx, bootstrap, uploaded.install(ctx.settings)))  # uploaded scorers
+
+
+def _alerter_role(app: faust.App, ctx: WorkerContext) -> None:
+    """Scores -> observations per alert rule -> incidents (table `alert-incidents`) -> channels."""
+    incidents = app.Table("alert-incidents", partitions=ctx.settings.topic_partitions)
+    channel = channel_from_settings(ctx.settings)
+    alerter = Alerter(ctx, incidents, channel)
+    redelivery = AlertRedelivery(ctx, channel)
 
     @app.agent(ctx.topics[topics.SCORES], name="alert-matcher")
     async def match_alerts(stream: faust.StreamT) -> None:
@@ -120,13 +147,11 @@ def create_app(settings: Settings, ruleset: RuleSet, bootstrap: str, *, web_port
         async for event in stream.events():
             await alerter.handle(event)
 
-    @app.on_partitions_assigned.connect
-    async def on_assigned(sender: object, assigned: object, **kwargs: object) -> None:
-        assembler.on_rebalance()
+    @app.timer(ctx.settings.alert_tick_interval_s)
+    async def alert_tick() -> None:
+        await alerter.send_ticks()
 
-    app.service(scorer_store_service_class(ctx, bootstrap, uploaded.install(settings)))  # uploaded scorers
-    if settings.sink_enabled:
-        app.service(sink_service_class(ctx, bootstrap))
-
-    app.evalstream = ctx  # type: ignore[attr-defined]
-    return app
+    @app.agent(ctx.topics[topics.ALERT_RETRIES], name="alert-redelivery", concurrency=ctx.settings.defer_concurrency)
+    async def redeliver_alerts(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await redelivery.handle(event)

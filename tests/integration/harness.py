@@ -42,11 +42,14 @@ class WorkerProcess:
         self.query_url: str | None = None
 
     def start(self, timeout_s: float = 60) -> WorkerProcess:
+        """Start it and wait for its query endpoint; a worker without the sink has none, so it is only started."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "run.json").unlink(missing_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115
         self.process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker", "--rules", str(self.rules)],
                                         env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        if self.env.get("EVALSTREAM_SINK_ENABLED", "true").lower() in ("false", "0", "no"):
+            return self
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             assert self.process.poll() is None, f"worker exited early:\n{self.log_tail()}"
