@@ -55,6 +55,7 @@ def test_a_scorer_only_process_scores_what_the_sink_process_routes(broker: str, 
         assert front.scalar("SELECT countIf(passed = false) FROM evalstream.scores WHERE rule = 'errors'") == N // 10
         assert queued == N + sampled
         assert scorer.process is not None and scorer.process.poll() is None, scorer.log_tail()
+        assert not (tmp_path / "scorer" / "clickhouse").exists()  # EVALSTREAM_SINK_ENABLED=false: no sink there
     finally:
         scorer.stop()
         front.stop()
