@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.contracts import Alert, DeadLetter, Decision, ScoreResult, Span, Trace
+from pipeline.contracts import Alert, DeadLetter, Decision, ScoreResult, Span, Trace, WorkerMetrics
 from pipeline.contracts.uploads import UploadedScorer
 
 TRACE_COLUMNS = [
@@ -46,6 +46,9 @@ DEAD_LETTER_COLUMNS = [
 ]
 SCORER_VERSION_COLUMNS = [
     "name", "version", "entry", "kind", "filename", "requirements", "source", "uploaded_by", "uploaded_at",
+]
+CONSUMER_LAG_COLUMNS = [
+    "at", "worker", "consumer_group", "topic", "partition", "lag_records", "lag_seconds",
 ]
 
 
@@ -136,3 +139,9 @@ def scorer_version_row(upload: UploadedScorer) -> list[Any]:
         upload.name, upload.version, upload.entry, upload.kind, upload.filename, upload.requirements, upload.source,
         upload.uploaded_by, _us(upload.uploaded_at_ns),
     ]
+
+
+def consumer_lag_rows(metrics: WorkerMetrics) -> list[list[Any]]:
+    at = _us(metrics.at_ns)
+    return [[at, metrics.worker, lag.consumer_group, lag.topic, lag.partition, lag.lag_records, lag.lag_seconds]
+            for lag in metrics.lag]

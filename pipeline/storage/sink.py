@@ -21,10 +21,12 @@ from pipeline.contracts import (
     DecisionBatch,
     ScoreResultBatch,
     Trace,
+    WorkerMetrics,
     decode,
 )
 from pipeline.contracts.uploads import UploadedScorer
 from pipeline.errors import DecodeError
+from pipeline.lag import LagTracker
 from pipeline.metrics import Counters
 from pipeline.storage import rows
 from pipeline.storage.database import Database
@@ -40,6 +42,7 @@ _TABLES = {
     "alert_deliveries": rows.ALERT_DELIVERY_COLUMNS,
     "dead_letters": rows.DEAD_LETTER_COLUMNS,
     "scorer_versions": rows.SCORER_VERSION_COLUMNS,
+    "consumer_lag": rows.CONSUMER_LAG_COLUMNS,
 }
 
 
@@ -61,6 +64,8 @@ def rows_for(topic: str, raw: bytes | None, max_bytes: int) -> dict[str, list[li
     if topic == topics.SCORERS:  # a tombstone (no value) removes a name from the store: no row
         return {"scorer_versions": [] if raw is None else [
             rows.scorer_version_row(decode(raw, UploadedScorer, max_bytes=max_bytes))]}
+    if topic == topics.METRICS:
+        return {"consumer_lag": rows.consumer_lag_rows(decode(raw, WorkerMetrics, max_bytes=max_bytes))}
     raise DecodeError(f"the sink does not read topic {topic}")
 
 
@@ -75,6 +80,8 @@ class ClickHouseSink:
         batch_rows: int,
         flush_interval_s: float,
         max_message_bytes: int,
+        lag: LagTracker | None = None,
+        lag_group: str = "",
     ) -> None:
         self._consumer = consumer
         self._db = database
@@ -87,6 +94,9 @@ class ClickHouseSink:
         self._pending_rows = 0
         self._uncommitted = False
         self._stopping = asyncio.Event()
+        self._lag = lag  # told what was fetched, and what is stored once committed (consumer lag)
+        self._lag_group = lag_group
+        self._newest: dict[tuple[str, int], tuple[int, float | None]] = {}
 
     def stop(self) -> None:
         self._stopping.set()
@@ -102,6 +112,11 @@ class ClickHouseSink:
                 for message in messages:
                     await self._add(tp.topic, tp.partition, message)
                     self._uncommitted = True
+                if messages and self._lag is not None:
+                    newest = messages[-1]
+                    self._lag.fetched(self._lag_group, tp.topic, tp.partition, newest.offset)
+                    ts = newest.timestamp / 1000 if newest.timestamp is not None else None
+                    self._newest[(tp.topic, tp.partition)] = (newest.offset, ts)
             if self._pending_rows and first_pending_at is None:
                 first_pending_at = time.monotonic()
             due = first_pending_at is not None and time.monotonic() - first_pending_at >= self._flush_interval_s
@@ -150,9 +165,14 @@ class ClickHouseSink:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 30.0)
             self._counters.inc("sink_rows", self._pending_rows)
-            self._counters.observe("sink_insert_ms", (time.perf_counter() - started) * 1000)
+            self._counters.observe("sink_batch_rows", self._pending_rows)
+            self._counters.observe("sink_insert_seconds", time.perf_counter() - started)
             self._pending.clear()
             self._pending_rows = 0
         if self._uncommitted:
             await self._consumer.commit()
             self._uncommitted = False
+            if self._lag is not None:
+                for (topic, partition), (offset, ts) in self._newest.items():
+                    self._lag.processed(self._lag_group, topic, partition, offset, ts)
+                self._newest.clear()

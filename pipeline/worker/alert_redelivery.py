@@ -60,7 +60,7 @@ class AlertRedelivery:
             await self.ctx.send(topics.ALERT_RETRIES, retry.alert.alert_id, message.value)
             return
         delivered = await self.channel.deliver(retry.alert)
-        self.ctx.counters.inc("alerts_redelivered", status=delivered.delivery_status.value)
+        self.ctx.counters.inc("alerts_redelivered", kind=delivered.kind.value, status=delivered.delivery_status.value)
         await self.ctx.send(topics.ALERTS, delivered.alert_id, encode(delivered))
         if delivered.delivery_status == DeliveryStatus.FAILED:
             await retry_later(self.ctx, delivered, retry.retries + 1)

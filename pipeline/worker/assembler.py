@@ -116,7 +116,9 @@ class Assembler:
                 self.table[trace_id] = state
                 self.index.set(partition, trace_id, deadline(state, self.cfg))
                 await self.ctx.send(topics.TRACES, trace_id, orjson.dumps(payload))
-                self.ctx.counters.inc("traces_closed", status=payload["status"])
+                # a version after a late span counts as reopened; a first version by its status
+                status = "reopened" if payload.get("version", 1) > 1 else payload["status"]
+                self.ctx.counters.inc("traces_closed", status=status)
 
     async def send_ticks(self) -> None:
         assigned = self.ctx.app.assignor.assigned_actives()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
 
 from pipeline import topics
 from pipeline.contracts import DeadLetter, encode
+from pipeline.lag import LagTracker
 from pipeline.metrics import Counters
 from pipeline.rules import RuleSet
 from pipeline.settings import Settings
@@ -21,6 +22,7 @@ class WorkerContext:
     ruleset: RuleSet
     counters: Counters
     topics: dict[str, faust.TopicT]
+    lag: LagTracker = field(default_factory=LagTracker)  # consumer lag: what each consumer here has read
 
     async def send(self, topic: str, key: str | bytes, value: bytes, partition: int | None = None) -> None:
         key_bytes = key.encode() if isinstance(key, str) else key

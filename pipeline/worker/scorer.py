@@ -42,10 +42,12 @@ class ScorerWorker:
     async def _run(self, job: ScoreJob, batch: ScoreJobBatch) -> JobOutcome:
         async with self.slots:
             self.running += 1
+            self.ctx.counters.set("jobs_running", self.running)
             try:
                 return await run_job(job, batch.trace, self.cache, self.ctx.settings.retry_policy)
             finally:
                 self.running -= 1
+                self.ctx.counters.set("jobs_running", self.running)
 
     async def handle(self, event: Any) -> None:
         message = event.message

@@ -9,8 +9,10 @@ from typing import Any
 import orjson
 import pytest
 
+from pipeline import topics
 from pipeline.contracts import (
     Alert,
+    ConsumerLag,
     CriterionVerdict,
     DeadLetter,
     Decision,
@@ -19,17 +21,21 @@ from pipeline.contracts import (
     ScoreResult,
     Span,
     Trace,
+    WorkerMetrics,
+    encode,
 )
 from pipeline.storage import rows
 from pipeline.storage.rows import (
     ALERT_COLUMNS,
     ALERT_DELIVERY_COLUMNS,
+    CONSUMER_LAG_COLUMNS,
     DEAD_LETTER_COLUMNS,
     DECISION_COLUMNS,
     SCORE_COLUMNS,
     SPAN_COLUMNS,
     TRACE_COLUMNS,
 )
+from pipeline.storage.sink import rows_for
 
 MIGRATIONS = sorted((Path(rows.__file__).parent / "migrations").glob("*.sql"))
 
@@ -51,6 +57,7 @@ def ddl_columns(table: str) -> list[str]:
 @pytest.mark.parametrize("table, columns", [
     ("traces", TRACE_COLUMNS), ("spans", SPAN_COLUMNS), ("scores", SCORE_COLUMNS),
     ("decisions", DECISION_COLUMNS), ("alerts", ALERT_COLUMNS), ("dead_letters", DEAD_LETTER_COLUMNS),
+    ("consumer_lag", CONSUMER_LAG_COLUMNS),
 ])
 def test_column_lists_match_the_schema(table: str, columns: list[str]) -> None:
     assert columns == ddl_columns(table)
@@ -199,3 +206,17 @@ def test_dead_letter_row() -> None:
     assert row["job_id"] == "" and row["key"] == "" and row["trace_id"] == ""
     assert (row["partition"], row["offset"], row["payload_size"], row["at"]) == (2, 41, 9, 3_000)
     assert row["stage"] == "assembler" and row["error_type"] == "DecodeError"
+
+
+def test_consumer_lag_rows_one_per_partition_and_the_sink_reads_them() -> None:
+    sample = WorkerMetrics(worker="host:42", at_ns=7_000_001_000, lag=[
+        ConsumerLag(consumer_group="evalstream", topic="evalstream.jobs.v1", partition=3, lag_records=12,
+                    lag_seconds=1.5),
+        ConsumerLag(consumer_group="evalstream-sink", topic="evalstream.traces.v1", partition=0, lag_records=0,
+                    lag_seconds=0.0),
+    ])
+    got = [as_dict(CONSUMER_LAG_COLUMNS, r) for r in rows.consumer_lag_rows(sample)]
+    assert got[0] == {"at": 7_000_001, "worker": "host:42", "consumer_group": "evalstream",
+                      "topic": "evalstream.jobs.v1", "partition": 3, "lag_records": 12, "lag_seconds": 1.5}
+    assert got[1]["consumer_group"] == "evalstream-sink" and got[1]["lag_records"] == 0
+    assert rows_for(topics.METRICS, encode(sample), 1 << 20) == {"consumer_lag": rows.consumer_lag_rows(sample)}
