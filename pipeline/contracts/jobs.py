@@ -44,9 +44,13 @@ class ScoreJob(_Wire):
     created_ns: int = 0
 
     @staticmethod
-    def make_id(rule: str, trace_id: str, trace_version: int, span_id: str | None = None) -> str:
-        # Deterministic, so a redelivered job writes the same rows instead of new ones.
+    def make_id(rule: str, trace_id: str, trace_version: int, span_id: str | None = None,
+                source: JobSource = JobSource.LIVE) -> str:
+        # Deterministic, so a redelivered job writes the same rows instead of new ones. A backfill's job
+        # has its own id: its score becomes current and the live score stays in `scores` for audit.
         raw = f"{rule}\x00{trace_id}\x00{trace_version}\x00{span_id or ''}"
+        if source != JobSource.LIVE:
+            raw += f"\x00{source.value}"
         return hashlib.blake2b(raw.encode(), digest_size=12).hexdigest()
 
 

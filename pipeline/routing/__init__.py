@@ -1,3 +1,3 @@
-from pipeline.routing.router import Routed, route_trace
+from pipeline.routing.router import Routed, route_backfill, route_trace
 
-__all__ = ["Routed", "route_trace"]
+__all__ = ["Routed", "route_backfill", "route_trace"]

@@ -2,11 +2,15 @@
 
 `async_evaluate` requests carried on spans become jobs too, under the rule name
 `sdk:<scorer>`, sampled with the same function as server-side rules.
+
+A backfill (`route_backfill`) evaluates only the rules it names, with the same filters and sampling,
+and marks jobs and decisions `source=backfill`; their job ids differ from the live ones.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from pydantic import ValidationError
@@ -31,9 +35,11 @@ class Routed:
 
 
 def route_trace(trace: Trace, ruleset: RuleSet, *, source: JobSource = JobSource.LIVE,
-                only_rule: str | None = None) -> Routed:
+                only_rule: str | None = None, only_rules: Collection[str] | None = None) -> Routed:
+    """Every active rule, or only `only_rule` / `only_rules` (then no `async_evaluate` requests)."""
     now = time.time_ns()
     out = Routed()
+    chosen = {only_rule} if only_rule is not None else set(only_rules) if only_rules is not None else None
 
     def decide(rule: str, outcome: DecisionOutcome, reason: str = "", job_id: str | None = None) -> None:
         out.decisions.append(Decision(
@@ -42,7 +48,7 @@ def route_trace(trace: Trace, ruleset: RuleSet, *, source: JobSource = JobSource
         ))
 
     for rule in ruleset.active:
-        if only_rule is not None and rule.name != only_rule:
+        if chosen is not None and rule.name not in chosen:
             continue
         mismatch = filter_mismatch(rule.filter, trace)
         if mismatch is not None:
@@ -51,16 +57,32 @@ def route_trace(trace: Trace, ruleset: RuleSet, *, source: JobSource = JobSource
         if not is_sampled(trace.trace_id, rule.name, rule.sampling_rate):
             decide(rule.name, DecisionOutcome.SAMPLED_OUT, f"sampling_rate={rule.sampling_rate:g}")
             continue
-        job_id = ScoreJob.make_id(rule.name, trace.trace_id, trace.version)
+        job_id = ScoreJob.make_id(rule.name, trace.trace_id, trace.version, source=source)
         out.jobs.append(ScoreJob(
             job_id=job_id, rule=rule.name, scorer=rule.scorer, params=rule.params, threshold=rule.threshold,
             trace_id=trace.trace_id, trace_version=trace.version, source=source, created_ns=now,
         ))
         decide(rule.name, DecisionOutcome.QUEUED, job_id=job_id)
 
-    if only_rule is None:
+    if chosen is None:
         _route_evaluation_requests(trace, out, decide, source, now)
     return out
+
+
+def route_backfill(trace: Trace, ruleset: RuleSet, rules: Collection[str]) -> Routed:
+    """A stored trace against the named rules only, as live. A name this worker has no active rule for
+    gets a `failed` decision saying so, so a rules file that differs from the backfill's is visible."""
+    routed = route_trace(trace, ruleset, source=JobSource.BACKFILL, only_rules=rules)
+    active = {r.name for r in ruleset.active}
+    now = time.time_ns()
+    for name in dict.fromkeys(rules):
+        if name not in active:
+            routed.decisions.append(Decision(
+                rule=name, trace_id=trace.trace_id, trace_version=trace.version, outcome=DecisionOutcome.FAILED,
+                reason="backfill: this worker has no active rule of that name (its rules file differs)",
+                project=trace.project, source=JobSource.BACKFILL, decided_at_ns=now,
+            ))
+    return routed
 
 
 def _route_evaluation_requests(trace: Trace, out: Routed, decide, source: JobSource, now: int) -> None:
@@ -70,7 +92,7 @@ def _route_evaluation_requests(trace: Trace, out: Routed, decide, source: JobSou
             if not is_sampled(trace.trace_id, rule, request.sampling_rate):
                 decide(rule, DecisionOutcome.SAMPLED_OUT, f"sampling_rate={request.sampling_rate:g}")
                 continue
-            job_id = ScoreJob.make_id(rule, trace.trace_id, trace.version, span.span_id)
+            job_id = ScoreJob.make_id(rule, trace.trace_id, trace.version, span.span_id, source=source)
             try:
                 example = Example.model_validate(request.example or {})
             except ValidationError as exc:

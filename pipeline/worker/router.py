@@ -1,4 +1,5 @@
-"""Router agent: Trace -> a decision for every rule, one job batch for the sampled ones."""
+"""Router agents: a closed Trace -> a decision for every rule, one job batch for the sampled ones; a
+BackfillBatch of stored traces -> the same for the rules it names, marked `source=backfill`."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import logging
 from typing import Any
 
 from pipeline import topics
-from pipeline.contracts import DecisionBatch, ScoreJobBatch, Trace, decode, encode
-from pipeline.routing import route_trace
+from pipeline.contracts import BackfillBatch, Decision, DecisionBatch, ScoreJobBatch, Trace, decode, encode
+from pipeline.routing import route_backfill, route_trace
 from pipeline.worker.context import WorkerContext
 from pipeline.worker.deadletter import dead_letter_for
 
 log = logging.getLogger(__name__)
+
+DECISIONS_PER_MESSAGE = 2000
 
 
 class Router:
@@ -34,3 +37,35 @@ class Router:
             log.exception("router: failed on trace %s (%s[%d]@%d)", trace_id, message.topic, message.partition,
                           message.offset)
             await self.ctx.dead_letter(dead_letter_for("router", message, exc, trace_id=trace_id))
+
+    async def handle_backfill(self, event: Any) -> None:
+        """One job batch per sampled trace, keyed by trace id so scorers share them by partition; the
+        decisions of the whole message in a few batches. A trace that fails is dead-lettered alone."""
+        message = event.message
+        try:
+            batch = decode(message.value, BackfillBatch, max_bytes=self.ctx.settings.max_message_bytes)
+        except Exception as exc:  # noqa: BLE001 - an undecodable message becomes a dead letter
+            log.error("backfill-router: dead-lettering %s[%d]@%d: %s", message.topic, message.partition,
+                      message.offset, exc)
+            await self.ctx.dead_letter(dead_letter_for("backfill-router", message, exc))
+            return
+        decisions: list[Decision] = []
+        jobs = 0
+        for trace in batch.traces:
+            try:
+                routed = route_backfill(trace, self.ctx.ruleset, batch.rules)
+                if routed.jobs:
+                    await self.ctx.send(topics.JOBS, trace.trace_id,
+                                        encode(ScoreJobBatch(trace=trace, jobs=routed.jobs)))
+                decisions.extend(routed.decisions)
+                jobs += len(routed.jobs)
+            except Exception as exc:
+                log.exception("backfill-router: failed on trace %s of backfill %s (%s[%d]@%d)", trace.trace_id,
+                              batch.backfill_id, message.topic, message.partition, message.offset)
+                await self.ctx.dead_letter(dead_letter_for("backfill-router", message, exc,
+                                                           trace_id=trace.trace_id))
+        for start in range(0, len(decisions), DECISIONS_PER_MESSAGE):
+            chunk = decisions[start:start + DECISIONS_PER_MESSAGE]
+            await self.ctx.send(topics.DECISIONS, chunk[0].trace_id, encode(DecisionBatch(decisions=chunk)))
+        self.ctx.counters.inc("jobs_queued", jobs)
+        self.ctx.counters.inc("backfill_traces", len(batch.traces))
