@@ -57,9 +57,13 @@ def _run_worker(settings: Settings, ruleset: Any, bootstrap: str, web_port: int 
     import faust
 
     from pipeline.admin import ensure_topics
+    from pipeline.kafka_security import aiokafka_options
     from pipeline.worker.app import create_app
 
-    asyncio.run(ensure_topics(bootstrap, settings.topic_partitions))
+    asyncio.run(ensure_topics(bootstrap, settings.topic_partitions,
+                              replication_factor=settings.topic_replication_factor,
+                              retention_hours=settings.topic_retention_hours,
+                              client_options=aiokafka_options(settings)))
     faust_app = create_app(settings, ruleset, bootstrap, web_port=web_port)
     worker = faust.Worker(faust_app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()
@@ -105,6 +109,7 @@ def worker(rules: RulesOpt = None, set_: SetOpt = None,
     bootstrap = settings.kafka_bootstrap or read_run_file(settings.run_file).get("kafka_bootstrap")
     if not bootstrap:
         raise EvalstreamError("no broker: set EVALSTREAM_KAFKA_BOOTSTRAP or start `evalstream up` first")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     _run_worker(settings, _ruleset(settings, rules, set_), bootstrap, web_port)
 
 
@@ -339,6 +344,68 @@ def alerts_history(limit: Annotated[int, typer.Option(help="How many, newest fir
     for row in result.rows:
         table.add_row(*(escape("" if v is None else str(v)[:80]) for v in row))
     console.print(table)
+
+
+topics_app = typer.Typer(help="Create and inspect the pipeline's Kafka topics.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+
+
+def _bootstrap(settings: Settings) -> str:
+    from pipeline.runfile import read_run_file
+
+    bootstrap = settings.kafka_bootstrap or read_run_file(settings.run_file).get("kafka_bootstrap")
+    if not bootstrap:
+        raise EvalstreamError("no broker: set EVALSTREAM_KAFKA_BOOTSTRAP or start `evalstream up` first")
+    return bootstrap
+
+
+@topics_app.command("init")
+def topics_init(
+    partitions: Annotated[int | None, typer.Option(help="Partitions per topic (default EVALSTREAM_TOPIC_PARTITIONS).")
+                          ] = None,
+    replication_factor: Annotated[int | None, typer.Option(
+        help="Replicas per partition (default EVALSTREAM_TOPIC_REPLICATION_FACTOR).")] = None,
+    retention_hours: Annotated[float | None, typer.Option(
+        help="Retention of the data topics (default EVALSTREAM_TOPIC_RETENTION_HOURS).")] = None,
+) -> None:
+    """Create the missing topics with their partitions, replication and retention (the deploy's init job).
+    Existing topics are not changed; a partition count that differs from the wanted one is reported."""
+    from pipeline.admin import ensure_topics, topic_partitions
+    from pipeline.kafka_security import aiokafka_options
+
+    settings = _settings(topic_partitions=partitions, topic_replication_factor=replication_factor,
+                         topic_retention_hours=retention_hours)
+    bootstrap, options = _bootstrap(settings), aiokafka_options(settings)
+
+    async def run() -> tuple[list[str], dict[str, int]]:
+        created = await ensure_topics(bootstrap, settings.topic_partitions,
+                                      replication_factor=settings.topic_replication_factor,
+                                      retention_hours=settings.topic_retention_hours, client_options=options)
+        return created, await topic_partitions(bootstrap, client_options=options)
+
+    created, counts = asyncio.run(run())
+    table = Table("topic", "partitions", "")
+    differs = 0
+    for name, count in sorted(counts.items()):
+        note = "created" if name in created else "exists"
+        if count != settings.topic_partitions:
+            differs += 1
+            note += f" — wanted {settings.topic_partitions}: see docs/operations.md, 'Changing partition counts'"
+        table.add_row(name, str(count), note)
+    console.print(table)
+    if differs:
+        err.print(f"{differs} topic(s) have a different partition count than wanted; nothing was changed")
+
+
+@topics_app.command("list")
+def topics_list() -> None:
+    """The pipeline's topics and their partition counts."""
+    from pipeline.admin import topic_partitions
+    from pipeline.kafka_security import aiokafka_options
+
+    settings = _settings()
+    counts = asyncio.run(topic_partitions(_bootstrap(settings), client_options=aiokafka_options(settings)))
+    _print_result(["topic", "partitions"], sorted(counts.items()), "table")
 
 
 traces_app = typer.Typer(help="Look at stored traces: a span tree with its scores, or a filtered list.",

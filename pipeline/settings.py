@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,6 +28,15 @@ class Settings(BaseSettings):
     # Kafka
     app_id: str = "evalstream"
     topic_partitions: int = Field(default=8, ge=1)
+    topic_replication_factor: int = Field(default=1, ge=1)  # `evalstream topics init` and workers' own creation
+    topic_retention_hours: float = Field(default=72.0, gt=0)  # data topics; dead letters keep 4x as long
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = None  # the CA of the brokers' certificates (default: the system's)
+    kafka_ssl_certfile: str | None = None  # client certificate and key, for mutual TLS
+    kafka_ssl_keyfile: str | None = None
     session_timeout_s: float = Field(default=10.0, gt=0)
     fetch_max_wait_ms: int = Field(default=10, ge=0)
     max_message_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
@@ -62,6 +72,11 @@ class Settings(BaseSettings):
     sink_flush_interval_s: float = Field(default=0.5, gt=0)
     retention_days: int = Field(default=30, ge=1)
     query_port: int = Field(default=0, ge=0)  # 0 = a free port, written to data_dir/run.json
+
+    # Metrics (docs/metrics.md): GET /metrics on every worker; consumer lag sampled and sent to the sink
+    metrics_host: str = "127.0.0.1"  # 0.0.0.0 for a Prometheus on another host
+    metrics_port: int = Field(default=0, ge=0, le=65535)  # 0 = a free port, in the log and data_dir/run.json
+    metrics_interval_s: float = Field(default=10.0, gt=0)  # consumer-lag samples (gauges and `consumer_lag` rows)
 
     # Alerts: Slack by incoming webhook, or bot token + channel; neither = console.
     slack_webhook_url: SecretStr | None = None
@@ -103,6 +118,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL") and not (self.kafka_sasl_username and
+                                                                    self.kafka_sasl_password):
+            raise ValueError("EVALSTREAM_KAFKA_SECURITY_PROTOCOL=SASL_* needs EVALSTREAM_KAFKA_SASL_USERNAME and "
+                             "EVALSTREAM_KAFKA_SASL_PASSWORD")
         if self.slack_bot_token and not self.slack_channel:
             raise ValueError("EVALSTREAM_SLACK_BOT_TOKEN needs EVALSTREAM_SLACK_CHANNEL")
         return self

@@ -13,10 +13,13 @@ ALERT_RETRIES = "evalstream.alert-retries.v1"  # AlertRetry: failed deliveries w
 ALERTS = "evalstream.alerts.v1"  # Alert, keyed by alert id
 DEAD_LETTERS = "evalstream.deadletters.v1"  # DeadLetter, keyed by source topic
 SCORERS = "evalstream.scorers.v1"  # UploadedScorer, keyed by scorer name; compacted: the latest per name
+BACKFILL = "evalstream.backfill.v1"  # BackfillBatch: stored traces for named rules (`evalstream backfill`)
+METRICS = "evalstream.metrics.v1"  # WorkerMetrics: each worker's consumer-lag samples, keyed by worker
 
 # Topics the ClickHouse sink reads, in the order it writes them.
-SINK_TOPICS = (TRACES, DECISIONS, SCORES, ALERTS, DEAD_LETTERS, SCORERS)
-ALL = (SPANS, TRACES, JOBS, JOBS_DEFERRED, SCORES, DECISIONS, ALERT_OBSERVATIONS, ALERT_RETRIES, ALERTS, DEAD_LETTERS, SCORERS)
+SINK_TOPICS = (TRACES, DECISIONS, SCORES, ALERTS, DEAD_LETTERS, SCORERS, METRICS)
+ALL = (SPANS, TRACES, JOBS, JOBS_DEFERRED, SCORES, DECISIONS, ALERT_OBSERVATIONS, ALERT_RETRIES, ALERTS, DEAD_LETTERS, SCORERS,
+       BACKFILL, METRICS)
 
 # Topic configs beyond the defaults, applied when a topic is created.
 CONFIGS: dict[str, dict[str, str]] = {SCORERS: {"cleanup.policy": "compact"}}

@@ -17,6 +17,7 @@ from pipeline.contracts.alerts import (
     DeliveryAttempt,
     DeliveryStatus,
 )
+from pipeline.contracts.backfill import BackfillBatch
 from pipeline.contracts.codec import decode, encode
 from pipeline.contracts.deadletters import DeadLetter
 from pipeline.contracts.jobs import (
@@ -33,6 +34,7 @@ from pipeline.contracts.jobs import (
     ScoreStatus,
     Verdict,
 )
+from pipeline.contracts.metrics import ConsumerLag, WorkerMetrics
 from pipeline.contracts.spans import (
     CONTRACT_VERSION,
     ErrorInfo,
@@ -54,7 +56,9 @@ __all__ = [
     "AlertRetry",
     "AlertThread",
     "AlertTrace",
+    "BackfillBatch",
     "CloseReason",
+    "ConsumerLag",
     "CriterionVerdict",
     "DeadLetter",
     "Decision",
@@ -78,6 +82,7 @@ __all__ = [
     "Trace",
     "TraceStatus",
     "Verdict",
+    "WorkerMetrics",
     "decode",
     "encode",
 ]

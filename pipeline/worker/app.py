@@ -14,6 +14,7 @@ import faust
 
 from pipeline import topics
 from pipeline.alerts.channels import channel_from_settings
+from pipeline.kafka_security import faust_credentials
 from pipeline.metrics import Counters
 from pipeline.pricing import LiteLLMPrices
 from pipeline.rules import RuleSet
@@ -24,6 +25,7 @@ from pipeline.worker.alerter import Alerter
 from pipeline.worker.assembler import Assembler
 from pipeline.worker.context import WorkerContext, make_topics
 from pipeline.worker.deferred import DeferredJobs
+from pipeline.worker.metrics_service import install_metrics
 from pipeline.worker.router import Router
 from pipeline.worker.scorer import ScorerWorker
 from pipeline.worker.scorer_store import scorer_store_service_class
@@ -41,10 +43,12 @@ def create_app(settings: Settings, ruleset: RuleSet, bootstrap: str, *, web_port
     app = EvalstreamApp(
         settings.app_id,
         broker=broker_url(bootstrap),
+        broker_credentials=faust_credentials(settings),
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
         store="memory://",
         datadir=str(settings.data_dir / "faust"),
         topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication_factor,  # Faust's own changelog topics
         topic_allow_declare=True,
         key_serializer="raw",
         value_serializer="raw",
@@ -73,6 +77,7 @@ def create_app(settings: Settings, ruleset: RuleSet, bootstrap: str, *, web_port
         _alerter_role(app, ctx)
     if settings.sink_enabled:
         app.service(sink_service_class(ctx, bootstrap))
+    install_metrics(app, ctx, bootstrap)  # GET /metrics and consumer lag, on every worker
 
     app.evalstream = ctx  # type: ignore[attr-defined]
     return app
@@ -110,6 +115,11 @@ def _router_role(app: faust.App, ctx: WorkerContext) -> None:
     async def route(stream: faust.StreamT) -> None:
         async for event in stream.events():
             await router.handle(event)
+
+    @app.agent(ctx.topics[topics.BACKFILL], name="backfill-router")
+    async def route_backfill(stream: faust.StreamT) -> None:  # `evalstream backfill`: stored traces, named rules
+        async for event in stream.events():
+            await router.handle_backfill(event)
 
 
 def _scorer_role(app: faust.App, ctx: WorkerContext, bootstrap: str) -> None:

@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer
 from mode import Service
 
 from pipeline import topics
+from pipeline.kafka_security import aiokafka_options
 from pipeline.runfile import clear_run_file, update_run_file
 from pipeline.storage.database import Database
 from pipeline.storage.query_server import QueryServer
@@ -57,12 +58,15 @@ def sink_service_class(ctx: WorkerContext, bootstrap: str) -> type[Service]:
                 fetch_max_wait_ms=max(settings.fetch_max_wait_ms, 1),
                 max_partition_fetch_bytes=settings.fetch_max_bytes,
                 fetch_max_bytes=max(settings.fetch_max_bytes, 52428800),
+                **aiokafka_options(settings),
             )
             await self.consumer.start()
+            consumer = self.consumer
+            ctx.lag.watch(f"{settings.app_id}-sink", lambda: [(tp.topic, tp.partition) for tp in consumer.assignment()])
             self.sink = ClickHouseSink(
                 self.consumer, self.db, ctx.dead_letter, ctx.counters,
                 batch_rows=settings.sink_batch_rows, flush_interval_s=settings.sink_flush_interval_s,
-                max_message_bytes=settings.max_message_bytes,
+                max_message_bytes=settings.max_message_bytes, lag=ctx.lag, lag_group=f"{settings.app_id}-sink",
             )
             self.task = self.add_future(self._run())
 
@@ -84,6 +88,7 @@ def sink_service_class(ctx: WorkerContext, bootstrap: str) -> type[Service]:
                     await asyncio.wait_for(asyncio.shield(self.task), timeout=60)
                 except Exception:
                     log.exception("sink: final flush failed; uncommitted messages will be redelivered")
+            ctx.lag.unwatch(f"{ctx.settings.app_id}-sink")
             if self.consumer is not None:
                 await self.consumer.stop()
             await self.server.stop()
