@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from pipeline.errors import PublishError
+from pipeline.kafka_security import env_options
 from pipeline.otel.batches import Message
 from pipeline.topics import SPANS
 
@@ -67,7 +68,7 @@ class KafkaPublisher:
 
             producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers, acks="all", linger_ms=2,
                                         max_request_size=self._max_message_bytes + 64 * 1024,
-                                        request_timeout_ms=int(self._timeout_s * 1000))
+                                        request_timeout_ms=int(self._timeout_s * 1000), **env_options())
             try:
                 await asyncio.wait_for(producer.start(), self._timeout_s)
             except Exception as exc:  # any failure to connect means: answer 503, try again later

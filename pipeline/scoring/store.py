@@ -19,6 +19,7 @@ from pipeline import topics
 from pipeline.contracts import decode, encode
 from pipeline.contracts.uploads import UploadedScorer
 from pipeline.errors import BrokerError, DecodeError, PublishError
+from pipeline.kafka_security import env_options
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def _consumer(bootstrap: str, max_bytes: int) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                             auto_offset_reset="earliest", fetch_max_wait_ms=100,
                             max_partition_fetch_bytes=max(2 * max_bytes, 1024 * 1024),
-                            request_timeout_ms=15000)
+                            request_timeout_ms=15000, **env_options())
 
 
 async def _assign_all(consumer: AIOKafkaConsumer) -> list[TopicPartition]:
@@ -134,7 +135,8 @@ async def publish(bootstrap: str, record: UploadedScorer, *, max_bytes: int) -> 
     if len(value) > max_bytes:
         raise PublishError(f"{record.filename} makes a {len(value)}-byte record, over EVALSTREAM_MAX_MESSAGE_BYTES "
                            f"({max_bytes})")
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=max(2 * max_bytes, 1 << 20))
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=max(2 * max_bytes, 1 << 20),
+                                **env_options())
     try:
         await producer.start()
         await producer.send_and_wait(topics.SCORERS, value, key=record.name.encode())

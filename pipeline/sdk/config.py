@@ -23,7 +23,47 @@ ENV_VARS = {
     "EVALSTREAM_SDK_FLUSH_INTERVAL_S": "how often the background thread publishes",
     "EVALSTREAM_SDK_MAX_FIELD_BYTES": "cap on each captured input, output and attribute",
     "EVALSTREAM_SDK_CAPTURE_IO": "false stops capturing function inputs and outputs",
+    "EVALSTREAM_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT (default), SSL, SASL_PLAINTEXT or SASL_SSL",
+    "EVALSTREAM_KAFKA_SASL_MECHANISM": "PLAIN (default), SCRAM-SHA-256 or SCRAM-SHA-512",
+    "EVALSTREAM_KAFKA_SASL_USERNAME": "SASL user",
+    "EVALSTREAM_KAFKA_SASL_PASSWORD": "SASL password",
+    "EVALSTREAM_KAFKA_SSL_CAFILE": "CA of the brokers' certificates (default: the system's)",
+    "EVALSTREAM_KAFKA_SSL_CERTFILE": "client certificate, for mutual TLS",
+    "EVALSTREAM_KAFKA_SSL_KEYFILE": "client key, for mutual TLS",
 }
+_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def kafka_security(env: Mapping[str, str]) -> dict[str, Any]:
+    """aiokafka keyword arguments for TLS / SASL, from the same variables the pipeline's workers read."""
+    protocol = (env.get("EVALSTREAM_KAFKA_SECURITY_PROTOCOL") or "PLAINTEXT").strip().upper()
+    if protocol not in _PROTOCOLS:
+        raise ConfigError(f"EVALSTREAM_KAFKA_SECURITY_PROTOCOL={protocol!r}: expected one of {', '.join(_PROTOCOLS)}")
+    if protocol == "PLAINTEXT":
+        return {}
+    options: dict[str, Any] = {"security_protocol": protocol}
+    if "SSL" in protocol:
+        import ssl
+
+        try:
+            context = ssl.create_default_context(cafile=env.get("EVALSTREAM_KAFKA_SSL_CAFILE") or None)
+            if env.get("EVALSTREAM_KAFKA_SSL_CERTFILE"):
+                context.load_cert_chain(env["EVALSTREAM_KAFKA_SSL_CERTFILE"],
+                                        env.get("EVALSTREAM_KAFKA_SSL_KEYFILE") or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"EVALSTREAM_KAFKA_SSL_*: {exc}") from None
+        options["ssl_context"] = context
+    if protocol.startswith("SASL"):
+        mechanism = (env.get("EVALSTREAM_KAFKA_SASL_MECHANISM") or "PLAIN").strip().upper()
+        if mechanism not in _MECHANISMS:
+            raise ConfigError(f"EVALSTREAM_KAFKA_SASL_MECHANISM={mechanism!r}: expected one of {', '.join(_MECHANISMS)}")
+        user, password = env.get("EVALSTREAM_KAFKA_SASL_USERNAME"), env.get("EVALSTREAM_KAFKA_SASL_PASSWORD")
+        if not user or not password:
+            raise ConfigError(f"EVALSTREAM_KAFKA_SECURITY_PROTOCOL={protocol} needs EVALSTREAM_KAFKA_SASL_USERNAME "
+                              "and EVALSTREAM_KAFKA_SASL_PASSWORD")
+        options.update(sasl_mechanism=mechanism, sasl_plain_username=user, sasl_plain_password=password)
+    return options
 
 _FALSE = {"0", "false", "no", "off"}
 _TRUE = {"1", "true", "yes", "on"}
@@ -74,6 +114,7 @@ class SDKConfig:
     max_field_bytes: int = 32 * 1024
     capture_io: bool = True
     redact: Redactor | None = None
+    kafka_options: Mapping[str, Any] | None = None  # extra AIOKafkaProducer arguments (TLS, SASL)
 
     @classmethod
     def resolve(cls, *, project: str | None = None, service: str | None = None,
@@ -81,6 +122,7 @@ class SDKConfig:
                 evaluations: bool | None = None, max_queue_size: int | None = None,
                 flush_interval_s: float | None = None, max_field_bytes: int | None = None,
                 capture_io: bool | None = None, redact: Redactor | None = None,
+                kafka_options: Mapping[str, Any] | None = None,
                 env: Mapping[str, str] | None = None) -> SDKConfig:
         env = os.environ if env is None else env
         config = cls(
@@ -96,6 +138,7 @@ class SDKConfig:
                                   32 * 1024),
             capture_io=_pick(capture_io, _env_bool(env, "EVALSTREAM_SDK_CAPTURE_IO"), True),
             redact=redact,
+            kafka_options=kafka_options if kafka_options is not None else kafka_security(env),
         )
         config.validate()
         return config

@@ -15,6 +15,7 @@ import os
 import threading
 import weakref
 from collections import deque
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 import orjson
@@ -74,8 +75,10 @@ def encode_batches(trace_id: str, spans: list[bytes], final: bool,
 
 class KafkaSpanExporter:
     def __init__(self, bootstrap_servers: str, *, max_queue_size: int = 100_000, flush_interval_s: float = 0.1,
-                 topic: str = SPANS, max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
+                 topic: str = SPANS, max_message_bytes: int = MAX_MESSAGE_BYTES,
+                 kafka_options: Mapping[str, Any] | None = None) -> None:
         self._bootstrap = bootstrap_servers
+        self._kafka_options = dict(kafka_options or {})
         self._max = max_queue_size
         self._interval = flush_interval_s
         self._topic = topic
@@ -172,7 +175,7 @@ class KafkaSpanExporter:
                 candidate = AIOKafkaProducer(bootstrap_servers=self._bootstrap, linger_ms=5,
                                              max_request_size=self._max_message_bytes + 64 * 1024,
                                              max_batch_size=self._max_message_bytes + 16 * 1024,
-                                             request_timeout_ms=10_000, acks=1)
+                                             request_timeout_ms=10_000, acks=1, **self._kafka_options)
                 try:
                     await candidate.start()
                     producer, backoff = candidate, 0.5

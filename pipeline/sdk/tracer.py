@@ -16,7 +16,7 @@ import atexit
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar, overload
 
@@ -58,7 +58,7 @@ class Tracer:
                  bootstrap_servers: str | None = None, enabled: bool | None = None, evaluations: bool | None = None,
                  max_queue_size: int | None = None, flush_interval_s: float | None = None,
                  max_field_bytes: int | None = None, capture_io: bool | None = None, redact: Redactor | None = None,
-                 exporter: SpanExporter | None = None, id_generator: IdGenerator | None = None,
+                 kafka_options: Mapping[str, Any] | None = None, exporter: SpanExporter | None = None, id_generator: IdGenerator | None = None,
                  clock: Callable[[], int] | None = None) -> None:
         self._exporter: SpanExporter | None = None
         self._atexit_registered = False
@@ -67,8 +67,8 @@ class Tracer:
         _latest = weakref.ref(self)
         self.configure(project=project, service=service, bootstrap_servers=bootstrap_servers, enabled=enabled,
                        evaluations=evaluations, max_queue_size=max_queue_size, flush_interval_s=flush_interval_s,
-                       max_field_bytes=max_field_bytes, capture_io=capture_io, redact=redact, exporter=exporter,
-                       id_generator=id_generator, clock=clock)
+                       max_field_bytes=max_field_bytes, capture_io=capture_io, redact=redact,
+                       kafka_options=kafka_options, exporter=exporter, id_generator=id_generator, clock=clock)
 
     def configure(self, **options: Any) -> Tracer:
         """(Re)resolve configuration: argument > env var > default. Spans already queued are flushed first."""
@@ -90,7 +90,8 @@ class Tracer:
         elif self.config.bootstrap_servers:
             self._exporter = KafkaSpanExporter(self.config.bootstrap_servers,
                                                max_queue_size=self.config.max_queue_size,
-                                               flush_interval_s=self.config.flush_interval_s)
+                                               flush_interval_s=self.config.flush_interval_s,
+                                               kafka_options=self.config.kafka_options)
         else:
             self._exporter = None
         if previous is not None and previous is not self._exporter:
