@@ -1,4 +1,4 @@
-"""The current span and agent, in contextvars: threads started with a copied context and asyncio
+"""The current span, agent and session (conversation), in contextvars: threads started with a copied context and asyncio
 tasks (which copy it themselves) keep their parent."""
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class AgentRef(NamedTuple):
 current_span: contextvars.ContextVar[SpanHandle | RemoteParent | None] = contextvars.ContextVar(
     "evalstream_span", default=None)
 current_agent: contextvars.ContextVar[AgentRef | None] = contextvars.ContextVar("evalstream_agent", default=None)
+current_session: contextvars.ContextVar[str | None] = contextvars.ContextVar("evalstream_session", default=None)
 
 
 def get_current_span() -> SpanHandle | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from pipeline.sdk.context import AgentRef, RemoteParent, current_span
+from pipeline.sdk.context import AgentRef, RemoteParent, current_session, current_span
 
 if TYPE_CHECKING:
     from pipeline.sdk.arguments import ArgBinder
@@ -41,10 +41,16 @@ class SpanHandle:
         if parent is None:
             self.trace_id_int = tracer._new_trace_id()
             self.parent_id_int = None
+            session = current_session.get()
+            if session is not None:
+                self.session_id = session
         elif type(parent) is RemoteParent:
             self.trace_id_int = parent.trace_id
             self.parent_id_int = parent.span_id
             self.remote_parent = True
+            session = current_session.get()
+            if session is not None:
+                self.session_id = session
         else:
             self.trace_id_int = parent.trace_id_int  # type: ignore[union-attr]
             self.parent_id_int = parent.span_id_int  # type: ignore[union-attr]

@@ -22,7 +22,14 @@ from typing import Any, TypeVar, overload
 
 from pipeline.sdk.capture import Capture
 from pipeline.sdk.config import Redactor, SDKConfig
-from pipeline.sdk.context import AgentRef, RemoteParent, current_agent, current_span, get_current_span
+from pipeline.sdk.context import (
+    AgentRef,
+    RemoteParent,
+    current_agent,
+    current_session,
+    current_span,
+    get_current_span,
+)
 from pipeline.sdk.decorators import AgentSpec, Instrumented, instrument
 from pipeline.sdk.evaluations import build_request
 from pipeline.sdk.exporter import KafkaSpanExporter, SpanExporter
@@ -157,6 +164,21 @@ class Tracer:
              session_id: str | None = None) -> SpanHandle | NoopSpan:
         """`with tracer.span("retrieve", "retriever") as span:` — current inside the block; errors recorded."""
         return self.start_span(name, span_type, inputs, session_id=session_id)
+
+    @contextmanager
+    def session(self, session_id: str) -> Iterator[str]:
+        """`with tracer.session(conversation_id):` — every trace started inside is a turn of that
+        conversation (its spans carry `session_id`), in threads bound with `bind_context` and in asyncio
+        tasks too. Set it once per conversation; `span(..., session_id=...)` sets it for one trace."""
+        if not isinstance(session_id, str) or not session_id:
+            report("session", ValueError(f"session id must be a non-empty string, not {session_id!r}"))
+            yield session_id
+            return
+        token = current_session.set(session_id)
+        try:
+            yield session_id
+        finally:
+            current_session.reset(token)
 
     @contextmanager
     def agent_context(self, name: str, instance_id: str | None = None, inputs: Any = None) -> Iterator[Any]:
