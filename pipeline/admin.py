@@ -11,6 +11,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from pipeline import topics
 from pipeline.errors import BrokerError
+from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,16 @@ async def ensure_topics(bootstrap: str, partitions: int, timeout_s: float = 30.0
         return missing
     finally:
         await admin.close()
+
+
+async def ensure_topics_for(settings: Settings, bootstrap: str) -> list[str]:
+    """`ensure_topics` with the settings' partitions, replication, retention and Kafka security."""
+    from pipeline.kafka_security import aiokafka_options
+
+    return await ensure_topics(bootstrap, settings.topic_partitions,
+                               replication_factor=settings.topic_replication_factor,
+                               retention_hours=settings.topic_retention_hours,
+                               client_options=aiokafka_options(settings))
 
 
 async def topic_partitions(bootstrap: str, timeout_s: float = 30.0,

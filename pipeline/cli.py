@@ -56,14 +56,10 @@ def _ruleset(settings: Settings, rules: Path | None, overrides: list[str] | None
 def _run_worker(settings: Settings, ruleset: Any, bootstrap: str, web_port: int | None) -> None:
     import faust
 
-    from pipeline.admin import ensure_topics
-    from pipeline.kafka_security import aiokafka_options
+    from pipeline.admin import ensure_topics_for
     from pipeline.worker.app import create_app
 
-    asyncio.run(ensure_topics(bootstrap, settings.topic_partitions,
-                              replication_factor=settings.topic_replication_factor,
-                              retention_hours=settings.topic_retention_hours,
-                              client_options=aiokafka_options(settings)))
+    asyncio.run(ensure_topics_for(settings, bootstrap))
     faust_app = create_app(settings, ruleset, bootstrap, web_port=web_port)
     worker = faust.Worker(faust_app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()
@@ -180,7 +176,7 @@ def otlp(
     """Receive OpenTelemetry traces over OTLP/HTTP (POST /v1/traces) and feed them to the pipeline."""
     from pydantic import SecretStr
 
-    from pipeline.admin import ensure_topics
+    from pipeline.admin import ensure_topics_for
     from pipeline.otel.publisher import KafkaPublisher
     from pipeline.otel.receiver import ReceiverConfig, create_app, serve
     from pipeline.runfile import read_run_file
@@ -202,7 +198,7 @@ def otlp(
         err.print(f"OTLP/HTTP receiver on {url} -> Kafka {bootstrap} ({publisher.topic}); {auth}")
 
     async def run() -> None:
-        await ensure_topics(bootstrap, settings.topic_partitions)
+        await ensure_topics_for(settings, bootstrap)
         await publisher.start()
         await serve(create_app(publisher, config), settings.otlp_host, settings.otlp_port, ready)
 
@@ -537,7 +533,7 @@ def scorers_upload(
         help="The Scorer class or @scorer function to run, when the module defines several.")] = None,
 ) -> None:
     """Store a new version of a scorer; running workers use it for new jobs within seconds."""
-    from pipeline.admin import ensure_topics
+    from pipeline.admin import ensure_topics_for
     from pipeline.scoring.store import publish
     from pipeline.scoring.uploads import build_upload
 
@@ -546,7 +542,7 @@ def scorers_upload(
     bootstrap = _require_store_bootstrap(settings)
 
     async def run() -> None:
-        await ensure_topics(bootstrap, settings.topic_partitions)
+        await ensure_topics_for(settings, bootstrap)
         await publish(bootstrap, record, max_bytes=settings.max_message_bytes)
 
     asyncio.run(run())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -102,6 +102,19 @@ class Settings(BaseSettings):
     otlp_default_project: str = Field(default="default", min_length=1)  # for spans without evalstream.project
 
     log_level: str = "info"
+
+    @field_validator("trace_url_template", "alert_dashboard_url_template")
+    @classmethod
+    def _template_formats(cls, value: str | None, info: Any) -> str | None:
+        """A bad template would otherwise fail inside the alerter, on the first alert."""
+        if value:
+            sample = {"trace_id": "t", "alert_rule": "a", "rule": "r", "from_ms": 0, "to_ms": 1}
+            try:
+                value.format(**sample)
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValueError(f"EVALSTREAM_{info.field_name.upper()}={value!r}: {exc!r}; use "
+                                 f"{{{'}, {'.join(sample)}}} (double braces for literal ones)") from None
+        return value
 
     @field_validator("roles")
     @classmethod

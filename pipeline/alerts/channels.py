@@ -243,11 +243,22 @@ class FanOutChannel:
     def __init__(self, channels: list[Channel]) -> None:
         self.channels = channels
         self.name = "+".join(c.name for c in channels)
+        self._keys: list[str] = []  # unique per channel (two hooks are "hook" and "hook#2"), for delivered_to
+        for channel in channels:
+            key, n = channel.name, 1
+            while key in self._keys:
+                n += 1
+                key = f"{channel.name}#{n}"
+            self._keys.append(key)
 
     async def deliver(self, alert: Alert) -> Alert:
-        results = await asyncio.gather(*(c.deliver(alert) for c in self.channels))
+        """Channels that already accepted this alert (an earlier round) are not sent it again."""
+        pending = [(k, c) for k, c in zip(self._keys, self.channels, strict=True) if k not in alert.delivered_to]
+        results = await asyncio.gather(*(c.deliver(alert) for _, c in pending))
         errors = [f"{r.channel}: {r.delivery_error}" for r in results if r.delivery_status == DeliveryStatus.FAILED]
         attempts = [a for r in results for a in r.attempts]
+        delivered_to = [*alert.delivered_to, *(k for (k, _), r in zip(pending, results, strict=True)
+                                               if r.delivery_status != DeliveryStatus.FAILED)]
         thread = dict(alert.thread)
         for result in results:
             thread.update(result.thread)
@@ -258,6 +269,7 @@ class FanOutChannel:
             "delivery_attempts": alert.delivery_attempts + len(attempts),
             "attempts": attempts,
             "thread": thread,
+            "delivered_to": delivered_to,
         })
 
 

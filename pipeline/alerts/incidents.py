@@ -121,9 +121,10 @@ def advance(state: State, alert: AlertRule, *, watermark: float, wall_now: float
         win = state["win"]
         if win is not None and win["start"] + w <= watermark:
             notices += _close(state, alert, win["start"], read(alert.levels, win["n"], win["total"]), wall_now)
-        elif win is None and state["level"] > 0 and state["hist_end"] is not None \
+        elif win is None and (state["level"] > 0 or any(state["hist"])) and state["hist_end"] is not None \
                 and state["hist_end"] + w <= watermark:
-            notices += _close(state, alert, state["hist_end"], read(alert.levels, 0, 0), wall_now)  # silent window
+            # a window with no results: it resolves an incident, and ends a `sustained` run (so the key can go)
+            notices += _close(state, alert, state["hist_end"], read(alert.levels, 0, 0), wall_now)
         else:
             break
     if send_digest and state["level"] > 0 and state["held"] and _cooled_down(state, alert, wall_now):
@@ -141,7 +142,10 @@ def _close(state: State, alert: AlertRule, start: float, reading: Reading, wall_
     state["hist"] = (state["hist"] + [reading.level])[-need:] if need else []
     state["hist_end"] = start + alert.window_s
     state["win"] = None
-    if state["level"] > 0 and reading.level == 0:
+    fired_in_this_window = state["inc"] is not None and state["inc"].get("window") == start
+    if state["level"] > 0 and reading.level == 0 and not fired_in_this_window:
+        # (a rate that fired early in a window and ended it lower resolves on the next clean window, not
+        # on the one it fired in: otherwise a noisy rule fires and resolves every window)
         notice = _with_held(state, AlertKind.RESOLVED, state["hist_end"], wall_now, reading, window=start)
         state["level"], state["inc"] = 0, None
         return [notice]
@@ -171,8 +175,8 @@ def _hold(state: State, obs: AlertObservation, t: float) -> None:
     held = state["held"] or {"n": 0, "traces": [], "first": t, "last": t}
     held["n"] += 1
     held["first"], held["last"] = min(held["first"], t), max(held["last"], t)
-    if len(held["traces"]) < MAX_HELD:
-        held["traces"].append([obs.trace_id, obs.reason])
+    if len(held["traces"]) < MAX_HELD:  # reasons only for the ones a message shows: the state stays small
+        held["traces"].append([obs.trace_id, obs.reason if len(held["traces"]) < MAX_SHOWN else ""])
     state["held"] = held
     if state["inc"] is not None:
         state["inc"]["n"] += 1
@@ -186,7 +190,7 @@ def _raise_to(state: State, target: int, reading: Reading, t: float, wall_now: f
     win = state["win"]
     if state["level"] == 0:
         key = f"{alert.name}\x00{sorted(state['group'].items())}\x00{t}"
-        state["inc"] = {"id": _hash(key), "since": t, "n": win["n"], "thread": {}}
+        state["inc"] = {"id": _hash(key), "since": t, "n": win["n"], "thread": {}, "window": win["start"]}
         state["held"] = None
         state["level"] = target
         return _notice(state, AlertKind.FIRING, t, wall_now, reading, failures=win["n"],

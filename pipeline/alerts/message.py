@@ -67,8 +67,9 @@ def _text(alert: AlertRule, notice: Notice, meta: dict[str, Any], traces: list[A
         lines.append(f"held back by the {alert.cooldown_s:g}s cooldown and reported here: {notice.suppressed}")
     for trace in traces:
         lines.append(f"• {trace.url or trace.trace_id}: {trace.reason}")
-    if len(notice.trace_ids) > len(traces):
-        lines.append(f"… and {len(notice.trace_ids) - len(traces)} more")
+    more = max(len(notice.trace_ids), notice.failures if notice.kind != AlertKind.RESOLVED else 0) - len(traces)
+    if more > 0:
+        lines.append(f"… and {more} more")
     return "\n".join(lines)
 
 

@@ -117,6 +117,7 @@ class Alert(_Wire):
     delivery_error: str | None = None
     delivery_attempts: int = 0
     attempts: list[DeliveryAttempt] = Field(default_factory=list)  # this delivery round's attempts
+    delivered_to: list[str] = Field(default_factory=list)  # channels that accepted it: a redelivery skips them
 
 
 class AlertRetry(_Wire):

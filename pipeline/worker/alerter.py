@@ -66,7 +66,8 @@ class Alerter:
         message = event.message
         try:
             if message.key == TICK_KEY:
-                await self._tick(message.partition)
+                # The tick's own time, not now: behind a backlog, results queued after it are still to come.
+                await self._tick(message.partition, float(getattr(message, "timestamp", 0) or time.time()))
                 return
             batch = decode(message.value, AlertObservationBatch, max_bytes=self.ctx.settings.max_message_bytes)
             alert = self.alert_rules.get(batch.alert_rule)
@@ -77,21 +78,27 @@ class Alerter:
             if batch.thread is not None:
                 self._learn_thread(batch)
             now = time.time()
+            touched: dict[str, dict[str, Any]] = {}
             for obs in batch.observations:
                 key = group_key(alert.name, obs.group)
-                state = self.table.get(key) or incidents.new_state(obs.group, message.partition) | {"alert": alert.name}
+                state = (touched.get(key) or self.table.get(key)
+                         or incidents.new_state(obs.group, message.partition) | {"alert": alert.name})
                 state["p"] = message.partition
                 notices = incidents.observe(state, alert, obs, now)
                 state["meta"] = {"rule": obs.rule, "scorer": obs.scorer, "project": obs.project}
+                touched[key] = state
+                await self._send(alert, state, notices)
+            # Saved after its messages went out: a crash in between re-sends them (same alert ids, one
+            # row each) instead of losing them. One changelog write per group per batch.
+            for key, state in touched.items():
                 self.table[key] = state
-                await self._send(alert, key, state, notices)
         except Exception as exc:
             log.exception("alerter: failed on %s[%d]@%d", message.topic, message.partition, message.offset)
             await self.ctx.dead_letter(dead_letter_for("alerter", message, exc))
 
-    async def _tick(self, partition: int) -> None:
+    async def _tick(self, partition: int, tick_time: float) -> None:
         now = time.time()
-        watermark = now - self.ctx.settings.alert_grace_s
+        watermark = min(now, tick_time) - self.ctx.settings.alert_grace_s
         for key, state in list(self.table.items()):
             if state.get("p") != partition:
                 continue
@@ -102,11 +109,11 @@ class Alerter:
                 continue
             before = orjson.dumps(state)
             notices = incidents.advance(state, alert, watermark=watermark, wall_now=now)
+            await self._send(alert, state, notices)
             if incidents.is_idle(state):
                 del self.table[key]
             elif orjson.dumps(state) != before:  # the changelog gets a write only when something changed
                 self.table[key] = state
-            await self._send(alert, key, state, notices)
 
     def _learn_thread(self, batch: AlertObservationBatch) -> None:
         thread = batch.thread
@@ -116,7 +123,8 @@ class Alerter:
             state["inc"]["thread"].update(thread.thread)
             self.table[thread.group_key] = state
 
-    async def _send(self, alert: AlertRule, key: str, state: dict[str, Any], notices: list[incidents.Notice]) -> None:
+    async def _send(self, alert: AlertRule, state: dict[str, Any], notices: list[incidents.Notice]) -> None:
+        """Deliver and record each message; the caller saves `state` afterwards (thread ids included)."""
         settings = self.ctx.settings
         for notice in notices:
             message = render(alert, notice, {"group": state["group"], **state.get("meta", {})},
@@ -127,7 +135,6 @@ class Alerter:
             inc = state.get("inc")
             if new_thread and inc and inc["id"] == notice.incident_id:
                 inc["thread"].update(new_thread)
-                self.table[key] = state
             self.ctx.counters.inc("alerts", kind=notice.kind.value, status=delivered.delivery_status.value)
             await self.ctx.send(topics.ALERTS, delivered.alert_id, encode(delivered))
             if delivered.delivery_status == DeliveryStatus.FAILED:

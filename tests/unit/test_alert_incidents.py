@@ -221,3 +221,33 @@ def test_message_ids_are_stable_for_the_same_history() -> None:
         g.see(W0 + 1), g.see(W0 + 2), g.tick(W0 + 200)
     assert [n.notice_id for n in a.sent] == [n.notice_id for n in b.sent]
     assert len({n.notice_id for n in a.sent}) == 3
+
+
+def test_a_rate_that_fired_early_in_a_window_does_not_resolve_on_that_same_window() -> None:
+    g = Group(rate={"critical": 0.5, "min_samples": 4}, window_s=60, cooldown_s=3600)
+    for i in range(3):
+        g.see(W0 + i)  # 3 failures...
+    g.see(W0 + 3, matched=False)  # ...of the first 4 results: 75%, fires
+    for i in range(4, 24):
+        g.see(W0 + i, matched=False)  # the window ends at 3 of 24
+    assert g.kinds() == ["firing"]
+    assert g.tick(W0 + 60) == []  # the window it fired in closed below the threshold: still firing
+    [resolved] = g.tick(W0 + 120)  # the next whole window had nothing: resolved
+    assert resolved.kind == AlertKind.RESOLVED
+
+
+def test_a_sustained_group_that_goes_silent_is_forgotten() -> None:
+    g = Group(min_count=1, window_s=10, sustained=3, cooldown_s=0)
+    g.see(W0 + 1)
+    g.tick(W0 + 10)
+    assert not is_idle(g.state)  # one breaching window counts towards a run
+    g.tick(W0 + 100)
+    assert is_idle(g.state) and g.sent == []
+
+
+def test_held_matches_keep_reasons_only_for_the_ones_a_message_shows() -> None:
+    g = Group(min_count=1, window_s=3600, cooldown_s=3600)
+    for i in range(50):
+        g.see(W0 + i)
+    held = g.state["held"]
+    assert held["n"] == 49 and sum(1 for _, reason in held["traces"] if reason) == 10

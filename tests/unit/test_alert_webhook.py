@@ -156,6 +156,10 @@ async def test_fan_out_delivers_everywhere_and_fails_if_any_channel_failed() -> 
     assert mixed.delivery_status == DeliveryStatus.FAILED and "pager is down" in mixed.delivery_error
     assert len(received) == 2  # the working channel still delivered
     assert sorted(a.ok for a in mixed.attempts) == [False, True]
+    assert mixed.delivered_to == ["hook"]
+    again = await FanOutChannel([HookChannel(record_alert), HookChannel(broken_hook)]).deliver(mixed)
+    assert len(received) == 2  # a redelivery goes only to the channel that failed
+    assert [a.ok for a in again.attempts] == [False] and again.delivered_to == ["hook"]
 
 
 async def test_the_console_records_its_one_attempt(capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,6 +2,8 @@
 -- Results are counted as distinct job ids (uniqExact states), so a message the sink stores twice
 -- (at-least-once delivery) is not counted twice. Sums (tokens, cost, latency quantiles) are taken
 -- as inserted; a redelivered batch, which only happens after a crash, can add to them twice.
+-- A re-opened trace is stored again with all its spans as version 2, so the span rollup reads
+-- version 1 only: spans that first arrived in a later version are left out of it.
 -- Each rollup is filled from the existing rows once, when this migration runs.
 
 CREATE TABLE IF NOT EXISTS {db}.rollup_rule_minute (
@@ -73,12 +75,12 @@ CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.rollup_span_latency_minute_mv TO {db
 SELECT toStartOfMinute(start_time) AS minute, project, name, span_type, countState() AS spans,
        countIfState(toUInt8(status = 'error')) AS span_errors,
        quantilesState(0.5, 0.95)(duration_ms) AS duration_q
-FROM {db}.spans GROUP BY minute, project, name, span_type;
+FROM {db}.spans WHERE trace_version = 1 GROUP BY minute, project, name, span_type;
 
 INSERT INTO {db}.rollup_span_latency_minute
 SELECT toStartOfMinute(start_time) AS minute, project, name, span_type, countState(),
        countIfState(toUInt8(status = 'error')), quantilesState(0.5, 0.95)(duration_ms)
-FROM {db}.spans GROUP BY minute, project, name, span_type;
+FROM {db}.spans WHERE trace_version = 1 GROUP BY minute, project, name, span_type;
 
 CREATE TABLE IF NOT EXISTS {db}.rollup_judge_hour (
     hour DateTime,
