@@ -500,12 +500,13 @@ def test_failing_traces_are_the_current_failures_with_links(results: Results) ->
 
 def test_latency_quantiles_per_span_name(results: Results) -> None:
     table = {r["name"]: r for r in rows(results, "all", "overview", "Span latency by name")}
-    searches = sorted(s["duration_ms"] for s in SPANS if s["name"] == "search")
-    assert table["search"]["spans"] == len(searches) == 6
-    assert table["search"]["p50_ms"] == pytest.approx((searches[2] + searches[3]) / 2)
+    # t-fail-1 was re-opened: its version 2 repeats its spans, which the rollup does not count twice
+    searches = sorted(s["duration_ms"] for s in SPANS if s["name"] == "search" and s["trace_version"] == 1)
+    assert table["search"]["spans"] == len(searches) == 5
+    assert table["search"]["p50_ms"] == pytest.approx(searches[2])
     assert searches[-2] <= table["search"]["p95_ms"] <= searches[-1]
     (shop_only,) = [r for r in rows(results, "selected", "overview", "Span latency by name") if r["name"] == "search"]
-    assert shop_only["spans"] == 5
+    assert shop_only["spans"] == 4
 
 
 def test_judge_tokens_and_cost(results: Results) -> None:
