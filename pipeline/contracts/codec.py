@@ -12,6 +12,7 @@ from pipeline.errors import DecodeError, OversizedError
 M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
+_ORJSON_WRITE_DEPTH = 254  # orjson reads 1024 levels of nesting but writes only this many
 
 
 def encode(model: BaseModel) -> bytes:
@@ -29,10 +30,28 @@ def decode(raw: bytes | None, model: type[M], *, max_bytes: int = DEFAULT_MAX_BY
         raise DecodeError(f"not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise DecodeError(f"expected a JSON object, got {type(data).__name__}")
+    # A contract that enters from outside caps its nesting (`max_depth`), so that what it carries can be
+    # written again inside the messages that wrap it downstream.
+    max_depth = getattr(model, "max_depth", None)
+    if max_depth is not None and _too_deep(raw, data, max_depth):
+        raise DecodeError(f"nested deeper than {max_depth} levels")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise DecodeError(f"does not match {model.__name__} v1: {_summarize(exc)}") from None
+
+
+def _too_deep(raw: bytes, data: dict, max_depth: int) -> bool:
+    if raw.count(b"[") + raw.count(b"{") <= max_depth:  # most messages cannot be that deep
+        return False
+    probe: object = data
+    for _ in range(_ORJSON_WRITE_DEPTH - max_depth):  # C speed: orjson fails past its limit
+        probe = [probe]
+    try:
+        orjson.dumps(probe)
+    except orjson.JSONEncodeError:
+        return True
+    return False
 
 
 def _summarize(exc: ValidationError, limit: int = 5) -> str:

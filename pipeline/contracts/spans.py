@@ -7,7 +7,7 @@ thousand events per second while the broker moves tens of thousands of messages.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -90,6 +90,9 @@ class Span(_Wire):
 class SpanBatch(_Wire):
     """Spans of one trace. `final` says the sender saw the root end and flushed everything."""
 
+    # Levels of JSON nesting `decode` accepts (orjson writes 254): a trace, a job batch or a backfill
+    # batch wraps these spans in a few more levels, and must still be writable.
+    max_depth: ClassVar[int] = 128
     v: Literal[1] = 1
     kind: Literal["spans"] = "spans"
     trace_id: str = Field(min_length=1, max_length=128)

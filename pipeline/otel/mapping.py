@@ -30,6 +30,8 @@ MAX_ERROR_MESSAGE = 4000
 MAX_STACK = 8000
 TRUNCATED = "…[truncated]"
 _MAX_TOKENS = 2**32  # ClickHouse stores token counts as UInt32
+_MAX_INDEX_DIGITS = 32  # int() refuses strings of over 4300 digits; no index or count is this long
+_MAX_DEPTH = 64  # orjson writes at most 254 levels of nesting, and a wire span wraps a value in a few more
 
 Event = tuple[str, Mapping[str, Any]]
 
@@ -122,6 +124,8 @@ def cap(value: Any, max_bytes: int) -> Any:
         raw = value.encode()
     elif value is None or isinstance(value, bool | int | float):
         return value
+    elif _too_deep(value):  # orjson could not write it: keep it as text
+        return cap(str(value), max_bytes)
     else:
         raw = orjson.dumps(value)
     if len(raw) <= max_bytes:
@@ -130,7 +134,27 @@ def cap(value: Any, max_bytes: int) -> Any:
 
 
 def _is_index(text: str) -> bool:
-    return text.isascii() and text.isdigit()
+    return text.isascii() and text.isdigit() and len(text) <= _MAX_INDEX_DIGITS
+
+
+def _too_deep(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, Mapping):
+        items: Any = value.values()
+    elif isinstance(value, list | tuple):
+        items = value
+    else:
+        return False
+    return depth >= _MAX_DEPTH or any(_too_deep(item, depth + 1) for item in items)
+
+
+def _parsed(text: str) -> Any:
+    """The JSON document in `text`, or `text` itself if it is not JSON or nested too deep to write back
+    (orjson reads 1024 levels but writes only 254)."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+    return text if _too_deep(value) else value
 
 
 def _text(value: Any) -> str | None:
@@ -156,12 +180,7 @@ def _json_or_text(value: Any) -> Any:
     if isinstance(value, str):
         if not value:
             return None
-        if value[0] in "[{":
-            try:
-                return orjson.loads(value)
-            except orjson.JSONDecodeError:
-                return value
-        return value
+        return _parsed(value) if value[0] in "[{" else value
     return plain(value)
 
 
@@ -267,10 +286,7 @@ def _io_value(attrs: _Attributes, direction: str) -> Any:
         return None
     mime = attrs.first([f"{direction}.mime_type"], _text)
     if isinstance(value, str) and mime and mime.split(";")[0].strip().lower() == "application/json":
-        try:
-            return orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return value
+        return _parsed(value)
     return plain(value)
 
 
