@@ -42,6 +42,12 @@ METRICS: dict[str, MetricSpec] = {
                                 "Trace versions closed: complete or incomplete for a first version, reopened "
                                 "for a version after a late span.", ("status",)),
     "traces_reopened": MetricSpec("counter", "evalstream_traces_reopened", "Closed traces re-opened by a late span."),
+    "session_turns": MetricSpec("counter", "evalstream_session_turns", "Turns added to sessions (a trace version "
+                                "counts once)."),
+    "sessions_closed": MetricSpec("counter", "evalstream_sessions_closed",
+                                  "Session versions closed, by status (complete, incomplete).", ("status",)),
+    "session_jobs_queued": MetricSpec("counter", "evalstream_session_jobs_queued",
+                                      "Session score jobs sent to the scorers (each-turn looks and closing verdicts)."),
     "jobs_queued": MetricSpec("counter", "evalstream_jobs_queued", "Score jobs sent to the scorers."),
     "jobs_running": MetricSpec("gauge", "evalstream_jobs_running", "Score jobs running in this process now."),
     "jobs_deferred": MetricSpec("counter", "evalstream_jobs_deferred", "Jobs held back by their rule's budget.",

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.assembly import AssemblyConfig
 from pipeline.scoring import RetryPolicy
+from pipeline.sessions.state import SessionConfig
 from pipeline.storage.client import embedded_dsn
 
 ROLES = ("assembler", "router", "scorer", "alerter")  # the sink is `sink_enabled` (one chDB opener)
@@ -46,6 +47,11 @@ class Settings(BaseSettings):
     idle_timeout_s: float = Field(default=300.0, gt=0)
     reopen_window_s: float = Field(default=900.0, ge=0)
     tick_interval_s: float = Field(default=0.5, gt=0)
+
+    # Sessions (conversations): closed after this long without a new turn, or by an end marker
+    session_idle_timeout_s: float = Field(default=600.0, gt=0)
+    session_reopen_window_s: float = Field(default=1800.0, ge=0)  # a later turn re-opens it as version + 1
+    session_tombstone_ttl_s: float | None = Field(default=None, gt=0)  # None: remember the last version for ever
 
     # Scoring
     scorer_timeout_s: float = Field(default=30.0, gt=0)
@@ -156,6 +162,10 @@ class Settings(BaseSettings):
     @property
     def assembly(self) -> AssemblyConfig:
         return AssemblyConfig(self.quiet_period_s, self.idle_timeout_s, self.reopen_window_s)
+
+    @property
+    def sessions(self) -> SessionConfig:
+        return SessionConfig(self.session_idle_timeout_s, self.session_reopen_window_s, self.session_tombstone_ttl_s)
 
     @property
     def retry_policy(self) -> RetryPolicy:

@@ -14,12 +14,15 @@ ALERTS = "evalstream.alerts.v1"  # Alert, keyed by alert id
 DEAD_LETTERS = "evalstream.deadletters.v1"  # DeadLetter, keyed by source topic
 SCORERS = "evalstream.scorers.v1"  # UploadedScorer, keyed by scorer name; compacted: the latest per name
 BACKFILL = "evalstream.backfill.v1"  # BackfillBatch: stored traces for named rules (`evalstream backfill`)
+SESSION_TURNS = "evalstream.session-turns.v1"  # SessionTurns keyed by session id; also session-assembler ticks
+SESSIONS = "evalstream.sessions.v1"  # Session keyed by session id: closed versions and open snapshots
+SESSION_JOBS = "evalstream.session-jobs.v1"  # SessionJobBatch keyed by session id
 METRICS = "evalstream.metrics.v1"  # WorkerMetrics: each worker's consumer-lag samples, keyed by worker
 
 # Topics the ClickHouse sink reads, in the order it writes them.
-SINK_TOPICS = (TRACES, DECISIONS, SCORES, ALERTS, DEAD_LETTERS, SCORERS, METRICS)
+SINK_TOPICS = (TRACES, SESSIONS, DECISIONS, SCORES, ALERTS, DEAD_LETTERS, SCORERS, METRICS)
 ALL = (SPANS, TRACES, JOBS, JOBS_DEFERRED, SCORES, DECISIONS, ALERT_OBSERVATIONS, ALERT_RETRIES, ALERTS, DEAD_LETTERS, SCORERS,
-       BACKFILL, METRICS)
+       BACKFILL, SESSION_TURNS, SESSIONS, SESSION_JOBS, METRICS)
 
 # Topic configs beyond the defaults, applied when a topic is created.
 CONFIGS: dict[str, dict[str, str]] = {SCORERS: {"cleanup.policy": "compact"}}

@@ -11,8 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.contracts import CriterionVerdict, Example, Trace
 from pipeline.errors import ScorerReturnTypeError
+from pipeline.sessions.conversation import Conversation
 
-ScoreTarget = Trace | Example
+ScoreTarget = Trace | Example | Conversation  # a Conversation for session rules (subject: session)
 
 
 class Score(BaseModel):

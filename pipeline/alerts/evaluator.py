@@ -43,13 +43,19 @@ def group_key(alert_name: str, group: dict[str, str]) -> str:
 
 
 def applies(alert: AlertRule, result: ScoreResult) -> bool:
-    """The alert watches this result's rule (a rate needs every such result, matched or not)."""
+    """The alert watches this result's rule (a rate needs every such result, matched or not). A look at
+    a running session that reached no verdict yet ("continue") is not a result to count."""
+    if result.is_session and not result.final and result.passed is None and result.status == ScoreStatus.SCORED:
+        return False
     return alert.rule is None or alert.rule == result.rule
 
 
 def observation(alert: AlertRule, result: ScoreResult, matched: bool) -> AlertObservation:
     value = result.value if isinstance(result.value, int | float | str | bool) else None
     reason = result.reason if result.status == ScoreStatus.SCORED else f"{result.error_type}: {result.reason}"
+    if result.is_session:  # the trace is the turn the verdict came after; say which conversation it is
+        when = "at its close" if result.final else f"after turn {result.turn}, still running"
+        reason = f"session {result.session_id} v{result.session_version} {when}: {reason}"
     return AlertObservation(
         trace_id=result.trace_id, job_id=result.job_id, rule=result.rule, scorer=result.scorer,
         project=result.project, scored_at_ns=result.scored_at_ns, matched=matched,

@@ -105,6 +105,15 @@ class ScoreResult(_Wire):
     latency_ms: float = 0.0
     source: JobSource = JobSource.LIVE
     scored_at_ns: int = 0
+    # Set when a session rule scored a conversation; trace_id is then its latest judged turn's trace.
+    session_id: str | None = None
+    session_version: int | None = None
+    turn: int | None = None  # how many turns the scorer saw
+    final: bool | None = None  # the closing verdict (true) or a verdict while it runs (false)
+
+    @property
+    def is_session(self) -> bool:
+        return self.session_id is not None
 
 
 class ScoreResultBatch(_Wire):
@@ -133,6 +142,25 @@ class Decision(_Wire):
     decided_at_ns: int = 0
 
 
+class SessionDecision(_Wire):
+    """What happened to (rule, session version): filtered out, sampled out, queued, scored or failed.
+    Written for closing verdicts; judging each turn leaves its record in the session's scores."""
+
+    rule: str
+    session_id: str
+    session_version: int = Field(ge=1)
+    outcome: DecisionOutcome
+    reason: str = ""
+    job_id: str | None = None
+    project: str = "default"
+    turns: int = Field(default=0, ge=0)
+    source: JobSource = JobSource.LIVE
+    decided_at_ns: int = 0
+
+
 class DecisionBatch(_Wire):
+    """Decisions for (rule, trace) and for (rule, session)."""
+
     v: Literal[1] = 1
-    decisions: list[Decision]
+    decisions: list[Decision] = Field(default_factory=list)
+    sessions: list[SessionDecision] = Field(default_factory=list)

@@ -47,7 +47,7 @@ def route_trace(trace: Trace, ruleset: RuleSet, *, source: JobSource = JobSource
             reason=reason, job_id=job_id, project=trace.project, source=source, decided_at_ns=now,
         ))
 
-    for rule in ruleset.active:
+    for rule in ruleset.trace_rules:
         if chosen is not None and rule.name not in chosen:
             continue
         mismatch = filter_mismatch(rule.filter, trace)
@@ -73,7 +73,7 @@ def route_backfill(trace: Trace, ruleset: RuleSet, rules: Collection[str]) -> Ro
     """A stored trace against the named rules only, as live. A name this worker has no active rule for
     gets a `failed` decision saying so, so a rules file that differs from the backfill's is visible."""
     routed = route_trace(trace, ruleset, source=JobSource.BACKFILL, only_rules=rules)
-    active = {r.name for r in ruleset.active}
+    active = {r.name for r in ruleset.trace_rules}
     now = time.time_ns()
     for name in dict.fromkeys(rules):
         if name not in active:

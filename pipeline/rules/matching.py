@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fnmatch import fnmatchcase
 
-from pipeline.contracts import Span, Trace
+from pipeline.contracts import Session, Span, Trace
 from pipeline.rules.model import RuleFilter
 
 
@@ -39,3 +39,19 @@ def _span_matches(flt: RuleFilter, span: Span) -> bool:
             if key not in span.attributes or span.attributes[key] != want:
                 return False
     return True
+
+
+def session_filter_mismatch(flt: RuleFilter, session: Session) -> str | None:
+    """The same for a session rule (its filter has session-level conditions only, see RuleSubject).
+    `status` is the closed session's; an open snapshot is not held to it."""
+    if flt.project is not None and session.project not in flt.project:
+        return f"project {session.project!r} not in {flt.project}"
+    if flt.status is not None and not session.is_open and session.status not in flt.status:
+        return f"session status {session.status} not in {flt.status}"
+    if flt.has_error is not None and session.has_error != flt.has_error:
+        return "no turn has an error span" if flt.has_error else "a turn has an error span"
+    if flt.min_duration_ms is not None and session.duration_ms < flt.min_duration_ms:
+        return f"duration {session.duration_ms:.0f} ms < {flt.min_duration_ms:g} ms"
+    if flt.min_cost_usd is not None and session.cost_usd < flt.min_cost_usd:
+        return f"cost ${session.cost_usd:.4f} < ${flt.min_cost_usd:g}"
+    return None

@@ -46,15 +46,39 @@ class Budget(_Strict):
         return self
 
 
+class RuleSubject(StrEnum):
+    TRACE = "trace"  # each closed trace version
+    SESSION = "session"  # each closed session version (a conversation), and optionally each turn
+
+
+SESSION_FILTER_FIELDS = ("project", "status", "has_error", "min_duration_ms", "min_cost_usd")
+
+
 class EvalRule(_Strict):
     name: str
     scorer: str
     params: dict[str, Any] = Field(default_factory=dict)
     filter: RuleFilter = Field(default_factory=RuleFilter)
-    sampling_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    sampling_rate: float = Field(default=1.0, ge=0.0, le=1.0)  # by trace id, or session id for sessions
     threshold: float | None = None
     enabled: bool = True
     budget: Budget | None = None
+    subject: RuleSubject = RuleSubject.TRACE
+    each_turn: bool = False  # sessions: also judge after every turn, until the scorer reaches a verdict
+
+    @model_validator(mode="after")
+    def _session_options(self) -> EvalRule:
+        if self.each_turn and self.subject != RuleSubject.SESSION:
+            raise ValueError("each_turn applies to session rules only (subject: session)")
+        if self.subject == RuleSubject.SESSION:
+            given = {k for k, v in self.filter.model_dump(exclude_none=True).items() if v}
+            spanwise = sorted(given - set(SESSION_FILTER_FIELDS))
+            if spanwise:
+                raise ValueError(f"a session rule filters on {', '.join(SESSION_FILTER_FIELDS)}; "
+                                 f"not on {', '.join(spanwise)}")
+            if self.budget is not None:
+                raise ValueError("budget is not supported on session rules yet")
+        return self
 
     @field_validator("name")
     @classmethod
@@ -207,6 +231,18 @@ class RuleSet(_Strict):
     @property
     def active(self) -> list[EvalRule]:
         return [r for r in self.rules if r.enabled]
+
+    @property
+    def trace_rules(self) -> list[EvalRule]:
+        return [r for r in self.active if r.subject == RuleSubject.TRACE]
+
+    @property
+    def session_rules(self) -> list[EvalRule]:
+        return [r for r in self.active if r.subject == RuleSubject.SESSION]
+
+    @property
+    def judges_each_turn(self) -> bool:
+        return any(r.each_turn for r in self.session_rules)
 
     def rule(self, name: str) -> EvalRule | None:
         return next((r for r in self.rules if r.name == name), None)

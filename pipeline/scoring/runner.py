@@ -17,8 +17,9 @@ from typing import Any
 
 import orjson
 
-from pipeline.contracts import ScoreJob, ScoreResult, ScoreStatus, Trace
+from pipeline.contracts import ScoreJob, ScoreResult, ScoreStatus, SessionJob, Trace
 from pipeline.errors import RetryableScorerError, ScorerTimeoutError
+from pipeline.sessions.conversation import Conversation
 from scorers.base import Scorer
 from scorers.registry import build_scorer
 
@@ -61,37 +62,78 @@ class ScorerCache:
 
 async def run_job(job: ScoreJob, trace: Trace, cache: ScorerCache, policy: RetryPolicy) -> JobOutcome:
     started = time.perf_counter()
+    target = job.example if job.example is not None else trace
+    attempt, scorer, got = await _score(job.scorer, job.params, job.threshold, target, cache, policy, job.trace_id)
+    if isinstance(got, _Failed):
+        return JobOutcome(_error(job, trace, started, attempt, scorer, got.exc), dead_letter=got.transient)
+    score, passed, threshold = got
+    return JobOutcome(
+        _result(job, trace, started, attempt, scorer, status=ScoreStatus.SCORED, value=score.value,
+                passed=passed, threshold=threshold, reason=score.reason, criteria=score.criteria,
+                metadata=score.metadata),
+        dead_letter=False,
+    )
+
+
+async def run_session_job(job: SessionJob, conversation: Conversation, cache: ScorerCache,
+                          policy: RetryPolicy) -> JobOutcome:
+    """The same for a session rule: the scorer gets the conversation. The result names the latest turn
+    the scorer saw as its trace, so links lead to where the verdict was reached."""
+    started = time.perf_counter()
+    attempt, scorer, got = await _score(job.scorer, job.params, job.threshold, conversation, cache, policy,
+                                        f"session {job.session_id}")
+    latest = conversation.latest
+    fields: dict[str, Any] = {
+        "job_id": job.job_id, "rule": job.rule, "scorer": job.scorer, "scorer_version": scorer.version if scorer else "?",
+        "trace_id": latest.trace_id if latest else "", "trace_version": latest.trace_version if latest else 1,
+        "project": conversation.project, "agent_name": latest.agents[0] if latest and latest.agents else None,
+        "attempts": attempt, "source": job.source, "session_id": job.session_id, "session_version": job.session_version,
+        "turn": job.turn, "final": job.final,
+    }
+    if isinstance(got, _Failed):
+        fields.update(status=ScoreStatus.ERROR, error_type=type(got.exc).__name__,
+                      error_message=str(got.exc)[:4000], reason=f"scorer error: {got.exc}"[:500])
+    else:
+        score, passed, threshold = got
+        fields.update(status=ScoreStatus.SCORED, value=score.value, passed=passed, threshold=threshold,
+                      reason=score.reason, criteria=score.criteria, metadata=score.metadata)
+    result = ScoreResult(latency_ms=(time.perf_counter() - started) * 1000, scored_at_ns=time.time_ns(), **fields)
+    return JobOutcome(result, dead_letter=isinstance(got, _Failed) and got.transient)
+
+
+@dataclass
+class _Failed:
+    exc: BaseException
+    transient: bool  # retries ran out (dead-letter it), rather than a deterministic failure
+
+
+async def _score(ref: str, params: dict[str, Any], rule_threshold: float | None, target: Any, cache: ScorerCache,
+                 policy: RetryPolicy, what: str) -> tuple[int, Scorer | None, tuple[Any, bool | None, float | None] | _Failed]:
+    """Run a scorer with retries: (attempts, scorer, (score, passed, threshold) or the failure)."""
     attempt = 0
     scorer: Scorer | None = None
     while True:
         attempt += 1
         try:
-            scorer = scorer or cache.get(job.scorer, job.params)
-            target = job.example if job.example is not None else trace
+            scorer = scorer or cache.get(ref, params)
             try:
                 score = await asyncio.wait_for(scorer.run(target), timeout=policy.timeout_s)
             except TimeoutError as exc:
                 raise ScorerTimeoutError(str(exc) or f"no result within {policy.timeout_s:g} s") from None
-            passed, threshold = scorer.decide(score, job.threshold)
-            return JobOutcome(
-                _result(job, trace, started, attempt, scorer, status=ScoreStatus.SCORED, value=score.value,
-                        passed=passed, threshold=threshold, reason=score.reason, criteria=score.criteria,
-                        metadata=score.metadata),
-                dead_letter=False,
-            )
+            passed, threshold = scorer.decide(score, rule_threshold)
+            return attempt, scorer, (score, passed, threshold)
         except TRANSIENT as exc:
             if attempt < policy.max_attempts:
                 delay = policy.delay(attempt)
-                log.warning("scorer %s on trace %s attempt %d failed (%s: %s); retrying in %.2fs",
-                            job.scorer, job.trace_id, attempt, type(exc).__name__, exc, delay)
+                log.warning("scorer %s on %s attempt %d failed (%s: %s); retrying in %.2fs",
+                            ref, what, attempt, type(exc).__name__, exc, delay)
                 await asyncio.sleep(delay)
                 continue
-            log.error("scorer %s on trace %s gave up after %d attempts: %s: %s",
-                      job.scorer, job.trace_id, attempt, type(exc).__name__, exc)
-            return JobOutcome(_error(job, trace, started, attempt, scorer, exc), dead_letter=True)
+            log.error("scorer %s on %s gave up after %d attempts: %s: %s", ref, what, attempt, type(exc).__name__, exc)
+            return attempt, scorer, _Failed(exc, transient=True)
         except Exception as exc:  # noqa: BLE001 - a scorer bug must become a row, never a lost job
-            log.error("scorer %s on trace %s raised %s: %s", job.scorer, job.trace_id, type(exc).__name__, exc)
-            return JobOutcome(_error(job, trace, started, attempt, scorer, exc), dead_letter=False)
+            log.error("scorer %s on %s raised %s: %s", ref, what, type(exc).__name__, exc)
+            return attempt, scorer, _Failed(exc, transient=False)
 
 
 def _error(job: ScoreJob, trace: Trace, started: float, attempt: int, scorer: Scorer | None,

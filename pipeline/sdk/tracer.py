@@ -38,6 +38,7 @@ from pipeline.sdk.internal import report, warn_once
 from pipeline.sdk.span import NOOP_SPAN, NoopSpan, SpanHandle
 from pipeline.sdk.wire import span_to_wire
 
+SESSION_END_ATTRIBUTE = "evalstream.session.end"  # as pipeline.contracts.sessions (the SDK does not import it)
 F = TypeVar("F", bound=Callable[..., Any])
 
 _UNSET: Any = object()
@@ -179,6 +180,16 @@ class Tracer:
             yield session_id
         finally:
             current_session.reset(token)
+
+    def end_session(self) -> None:
+        """Say that the current trace is the conversation's last turn: the pipeline closes the session
+        (and gives its closing verdicts) when this trace closes, instead of waiting for the idle timeout.
+        Call it inside the turn's trace; outside one it is reported and ignored."""
+        span = get_current_span()
+        if span is None:
+            report("end_session", RuntimeError("end_session() was called outside a trace; nothing to mark"))
+            return
+        span.set_attribute(SESSION_END_ATTRIBUTE, True)
 
     @contextmanager
     def agent_context(self, name: str, instance_id: str | None = None, inputs: Any = None) -> Iterator[Any]:

@@ -5,6 +5,7 @@ State is a JSON-able dict (it lives in a Faust table keyed by session id, and it
     session_id, version, open (bool), tombstone (bool),
     turns {trace_id: turn dict}   newest trace_version of each trace; empty in a tombstone
     seen {trace_id: trace_version} turns dropped by a tombstone, so a replayed old turn stays a duplicate
+    finished {rule: turn}          rules that judge each turn and reached their verdict on this version
     opened_at_ns, last_turn_at_ns, closed_at_ns
 
 open --(the latest turn, in turn order, carries the end marker)--> closed at once, `end_marker`
@@ -27,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.contracts.sessions import Session, SessionCloseReason, SessionStatus, Turn
+from pipeline.contracts.sessions import RuleFinished, Session, SessionCloseReason, SessionStatus, Turn
 from pipeline.contracts.traces import TraceStatus
 
 State = dict[str, Any]
@@ -52,7 +53,7 @@ DEFAULT_CONFIG = SessionConfig()
 
 def new_state(session_id: str, now_ns: int, version: int = 1) -> State:
     return {"session_id": session_id, "version": version, "open": True, "tombstone": False, "turns": {},
-            "seen": {}, "opened_at_ns": now_ns, "last_turn_at_ns": now_ns, "closed_at_ns": None}
+            "seen": {}, "finished": {}, "opened_at_ns": now_ns, "last_turn_at_ns": now_ns, "closed_at_ns": None}
 
 
 def add_turns(state: State | None, turns: Iterable[Turn], now_ns: int,
@@ -78,9 +79,9 @@ def add_turns(state: State | None, turns: Iterable[Turn], now_ns: int,
         state = new_state(session_id, now_ns)
     elif state["tombstone"]:
         state.update(version=state["version"] + 1, open=True, tombstone=False, turns={}, opened_at_ns=now_ns,
-                     closed_at_ns=None)
+                     closed_at_ns=None, finished={})
     elif not state["open"]:
-        state.update(version=state["version"] + 1, open=True, closed_at_ns=None)
+        state.update(version=state["version"] + 1, open=True, closed_at_ns=None, finished={})
     for turn in fresh:
         state["turns"][turn.trace_id] = turn.model_dump(mode="json")
         state["seen"].pop(turn.trace_id, None)
@@ -104,6 +105,27 @@ def close_due(state: State, now_ns: int, cfg: SessionConfig = DEFAULT_CONFIG) ->
         state.update(tombstone=True, turns={}, seen=dict(list(seen.items())[-MAX_SEEN:]))
         return state, []
     return None, []
+
+
+def mark_finished(state: State | None, finished: Iterable[RuleFinished]) -> bool:
+    """Record rules that reached their verdict while the session runs; only for its current version
+    (a verdict on an older version says nothing about the re-opened conversation). True if it changed."""
+    if state is None or state["tombstone"]:
+        return False
+    changed = False
+    marks = state.setdefault("finished", {})
+    for item in finished:
+        if item.session_version == state["version"] and item.rule not in marks:
+            marks[item.rule] = item.turn
+            changed = True
+    return changed
+
+
+def snapshot(state: State, now_ns: int) -> Session:
+    """The open session as it stands, for judging after its latest turn."""
+    turns = [Turn.model_validate(t) for t in _ordered(state)]
+    return _session(state, turns, SessionStatus.OPEN, None, now_ns,
+                    finished_rules=sorted(state.get("finished", {})))
 
 
 def deadline_ns(state: State, cfg: SessionConfig = DEFAULT_CONFIG) -> int | None:
@@ -153,16 +175,22 @@ def _close(state: State, reason: SessionCloseReason, now_ns: int) -> Session:
     state["closed_at_ns"] = now_ns
     turns = [Turn.model_validate(t) for t in _ordered(state)]
     incomplete = any(t.status != TraceStatus.COMPLETE for t in turns)
+    return _session(state, turns, SessionStatus.INCOMPLETE if incomplete else SessionStatus.COMPLETE, reason, now_ns)
+
+
+def _session(state: State, turns: list[Turn], status: SessionStatus, reason: SessionCloseReason | None,
+             now_ns: int, finished_rules: list[str] | None = None) -> Session:
     return Session(
         session_id=state["session_id"],
         version=state["version"],
         project=turns[0].project if turns else "default",
-        status=SessionStatus.INCOMPLETE if incomplete else SessionStatus.COMPLETE,
+        status=status,
         close_reason=reason,
         started_ns=min((t.started_ns for t in turns), default=0),
         ended_ns=max((t.ended_ns for t in turns), default=0),
         closed_at_ns=now_ns,
         turns=turns,
+        finished_rules=finished_rules or [],
     )
 
 

@@ -58,12 +58,12 @@ def turn_from_trace(trace: Trace, max_text_chars: int = MAX_TEXT_CHARS) -> Turn 
         output=render_value(head.outputs, "output", max_text_chars),
         errors=sum(1 for s in trace.spans if s.status == "error"),
         cost_usd=sum(costs) if costs else None,
-        ends_session=root is not None and ends_session(root),
+        ends_session=any(ends_session(s) for s in trace.spans),
     )
 
 
-def ends_session(root: Span) -> bool:
-    flag = root.attributes.get(SESSION_END_ATTRIBUTE)
+def ends_session(span: Span) -> bool:
+    flag = span.attributes.get(SESSION_END_ATTRIBUTE)
     if isinstance(flag, str):
         return flag.strip().lower() in ("true", "1", "yes")
     return flag is True or flag == 1

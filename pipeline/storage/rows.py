@@ -9,7 +9,17 @@ from typing import Any
 
 import orjson
 
-from pipeline.contracts import Alert, DeadLetter, Decision, ScoreResult, Span, Trace, WorkerMetrics
+from pipeline.contracts import (
+    Alert,
+    DeadLetter,
+    Decision,
+    ScoreResult,
+    Session,
+    SessionDecision,
+    Span,
+    Trace,
+    WorkerMetrics,
+)
 from pipeline.contracts.uploads import UploadedScorer
 
 TRACE_COLUMNS = [
@@ -49,6 +59,19 @@ SCORER_VERSION_COLUMNS = [
 ]
 CONSUMER_LAG_COLUMNS = [
     "at", "worker", "consumer_group", "topic", "partition", "lag_records", "lag_seconds",
+]
+SESSION_COLUMNS = [
+    "session_id", "version", "revision", "project", "status", "close_reason", "started", "ended", "duration_ms",
+    "turn_count", "error_count", "cost_usd", "trace_ids", "agents", "finished_rules", "closed_at", "updated_at",
+]
+SESSION_TURN_COLUMNS = [
+    "session_id", "session_version", "turn", "revision", "trace_id", "trace_version", "project", "name", "started",
+    "ended", "status", "agents", "input", "output", "errors", "cost_usd", "ends_session",
+]
+SESSION_SCORE_COLUMNS = ["session_id", "session_version", "turn", "final", *SCORE_COLUMNS]
+SESSION_DECISION_COLUMNS = [
+    "rule", "session_id", "session_version", "outcome", "reason", "job_id", "project", "turns", "source",
+    "decided_at",
 ]
 
 
@@ -145,3 +168,47 @@ def consumer_lag_rows(metrics: WorkerMetrics) -> list[list[Any]]:
     at = _us(metrics.at_ns)
     return [[at, metrics.worker, lag.consumer_group, lag.topic, lag.partition, lag.lag_records, lag.lag_seconds]
             for lag in metrics.lag]
+
+
+def session_revision(session: Session) -> int:
+    """Which row of a (session_id, version) stays: 2 x turns, + 1 once closed. A closed version beats
+    its open snapshots, a snapshot with more turns an earlier one; no worker's clock is involved."""
+    return 2 * len(session.turns) + (0 if session.is_open else 1)
+
+
+def session_row(session: Session) -> list[Any]:
+    agents: list[str] = []
+    for turn in session.turns:
+        agents += [a for a in turn.agents if a not in agents]
+    return [
+        session.session_id, session.version, session_revision(session), session.project, session.status.value,
+        session.close_reason.value if session.close_reason else "", _us(session.started_ns), _us(session.ended_ns),
+        session.duration_ms, len(session.turns), sum(t.errors for t in session.turns), session.cost_usd,
+        session.trace_ids, agents, session.finished_rules,
+        None if session.is_open else _us(session.closed_at_ns), _us(session.closed_at_ns),
+    ]
+
+
+def session_turn_rows(session: Session) -> list[list[Any]]:
+    revision = session_revision(session)
+    return [
+        [session.session_id, session.version, n, revision, t.trace_id, t.trace_version, t.project, t.name or "",
+         _us(t.started_ns), _us(t.ended_ns), t.status.value, t.agents, t.input, t.output, t.errors, t.cost_usd,
+         t.ends_session]
+        for n, t in enumerate(session.turns, start=1)
+    ]
+
+
+def session_score_row(result: ScoreResult) -> list[Any]:
+    """A session rule's result (`result.session_id` set): the score row with the session in front."""
+    if result.session_id is None:
+        raise ValueError(f"result {result.job_id} of rule {result.rule} is not a session's")
+    return [result.session_id, result.session_version or 0, result.turn or 0, bool(result.final),
+            *score_row(result)]
+
+
+def session_decision_row(decision: SessionDecision) -> list[Any]:
+    return [
+        decision.rule, decision.session_id, decision.session_version, decision.outcome.value, decision.reason,
+        decision.job_id or "", decision.project, decision.turns, decision.source.value, _us(decision.decided_at_ns),
+    ]

@@ -20,6 +20,7 @@ from pipeline.contracts import (
     DeadLetter,
     DecisionBatch,
     ScoreResultBatch,
+    Session,
     Trace,
     WorkerMetrics,
     decode,
@@ -43,6 +44,10 @@ _TABLES = {
     "dead_letters": rows.DEAD_LETTER_COLUMNS,
     "scorer_versions": rows.SCORER_VERSION_COLUMNS,
     "consumer_lag": rows.CONSUMER_LAG_COLUMNS,
+    "sessions": rows.SESSION_COLUMNS,
+    "session_turns": rows.SESSION_TURN_COLUMNS,
+    "session_scores": rows.SESSION_SCORE_COLUMNS,
+    "session_decisions": rows.SESSION_DECISION_COLUMNS,
 }
 
 
@@ -52,10 +57,17 @@ def rows_for(topic: str, raw: bytes | None, max_bytes: int) -> dict[str, list[li
         trace = decode(raw, Trace, max_bytes=max_bytes)
         return {"traces": [rows.trace_row(trace)],
                 "spans": [rows.span_row(s, trace.version) for s in trace.spans]}
+    if topic == topics.SESSIONS:  # closed versions and open snapshots alike; the tables keep the latest
+        session = decode(raw, Session, max_bytes=max_bytes)
+        return {"sessions": [rows.session_row(session)], "session_turns": rows.session_turn_rows(session)}
     if topic == topics.DECISIONS:
-        return {"decisions": [rows.decision_row(d) for d in decode(raw, DecisionBatch, max_bytes=max_bytes).decisions]}
-    if topic == topics.SCORES:
-        return {"scores": [rows.score_row(r) for r in decode(raw, ScoreResultBatch, max_bytes=max_bytes).results]}
+        decisions = decode(raw, DecisionBatch, max_bytes=max_bytes)
+        return {"decisions": [rows.decision_row(d) for d in decisions.decisions],
+                "session_decisions": [rows.session_decision_row(d) for d in decisions.sessions]}
+    if topic == topics.SCORES:  # a session rule's results go to session_scores, the rest to scores
+        results = decode(raw, ScoreResultBatch, max_bytes=max_bytes).results
+        return {"scores": [rows.score_row(r) for r in results if not r.is_session],
+                "session_scores": [rows.session_score_row(r) for r in results if r.is_session]}
     if topic == topics.ALERTS:
         alert = decode(raw, Alert, max_bytes=max_bytes)
         return {"alerts": [rows.alert_row(alert)], "alert_deliveries": rows.alert_delivery_rows(alert)}

@@ -19,6 +19,7 @@ from pipeline.metrics import Counters
 from pipeline.pricing import LiteLLMPrices
 from pipeline.rules import RuleSet
 from pipeline.scoring import uploaded
+from pipeline.sessions.trace_loader import make_trace_loader
 from pipeline.settings import Settings
 from pipeline.worker.alert_redelivery import AlertRedelivery
 from pipeline.worker.alerter import Alerter
@@ -29,6 +30,9 @@ from pipeline.worker.metrics_service import install_metrics
 from pipeline.worker.router import Router
 from pipeline.worker.scorer import ScorerWorker
 from pipeline.worker.scorer_store import scorer_store_service_class
+from pipeline.worker.session_assembler import SessionAssembler
+from pipeline.worker.session_router import SessionRouter
+from pipeline.worker.session_scorer import SessionScorer
 from pipeline.worker.sink_service import sink_service_class
 from pipeline.worker.transport import EvalstreamApp
 
@@ -84,7 +88,8 @@ def create_app(settings: Settings, ruleset: RuleSet, bootstrap: str, *, web_port
 
 
 def _assembler_role(app: faust.App, ctx: WorkerContext) -> None:
-    """Spans -> closed traces. The `assembly` table holds open traces; ticks close them by the clock."""
+    """Spans -> closed traces, and turns -> sessions. The `assembly` table holds open traces; ticks close
+    them by the clock."""
     assembly = app.Table("assembly", partitions=ctx.settings.topic_partitions)
     prices = LiteLLMPrices()
     assembler = Assembler(ctx, assembly, prices)
@@ -102,19 +107,40 @@ def _assembler_role(app: faust.App, ctx: WorkerContext) -> None:
     async def tick() -> None:
         await assembler.send_ticks()
 
+    # Closed traces' turns -> sessions. The `session-assembly` table holds conversations, keyed by session id.
+    session_table = app.Table("session-assembly", partitions=ctx.settings.topic_partitions)
+    sessions = SessionAssembler(ctx, session_table)
+
+    @app.agent(ctx.topics[topics.SESSION_TURNS], name="session-assembler")
+    async def assemble_sessions(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await sessions.handle(event)
+
+    @app.timer(ctx.settings.tick_interval_s)
+    async def session_tick() -> None:
+        await sessions.send_ticks()
+
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: object, assigned: object, **kwargs: object) -> None:
         assembler.on_rebalance()
+        sessions.on_rebalance()
 
 
 def _router_role(app: faust.App, ctx: WorkerContext) -> None:
-    """Closed traces -> decisions and score jobs, by the rules' filters and sampling."""
+    """Closed traces -> decisions, score jobs and session turns; sessions -> their decisions and jobs."""
     router = Router(ctx)
 
     @app.agent(ctx.topics[topics.TRACES], name="router")
     async def route(stream: faust.StreamT) -> None:
         async for event in stream.events():
             await router.handle(event)
+
+    session_router = SessionRouter(ctx)
+
+    @app.agent(ctx.topics[topics.SESSIONS], name="session-router")
+    async def route_sessions(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await session_router.handle(event)
 
     @app.agent(ctx.topics[topics.BACKFILL], name="backfill-router")
     async def route_backfill(stream: faust.StreamT) -> None:  # `evalstream backfill`: stored traces, named rules
@@ -123,7 +149,7 @@ def _router_role(app: faust.App, ctx: WorkerContext) -> None:
 
 
 def _scorer_role(app: faust.App, ctx: WorkerContext, bootstrap: str) -> None:
-    """Score jobs -> scores; jobs over a rule's budget wait on the deferred topic."""
+    """Score jobs (traces and sessions) -> scores; jobs over a rule's budget wait on the deferred topic."""
     scorer = ScorerWorker(ctx)
     deferred = DeferredJobs(ctx)
 
@@ -136,6 +162,13 @@ def _scorer_role(app: faust.App, ctx: WorkerContext, bootstrap: str) -> None:
     async def resume_deferred(stream: faust.StreamT) -> None:
         async for event in stream.events():
             await deferred.handle(event)
+
+    session_scorer = SessionScorer(ctx, scorer.cache, scorer.slots, make_trace_loader(ctx.settings))
+
+    @app.agent(ctx.topics[topics.SESSION_JOBS], name="session-scorer", concurrency=ctx.settings.scorer_concurrency)
+    async def score_sessions(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await session_scorer.handle(event)
 
     app.service(scorer_store_service_class(ctx, bootstrap, uploaded.install(ctx.settings)))  # uploaded scorers
 

@@ -1,5 +1,6 @@
-"""Router agents: a closed Trace -> a decision for every rule, one job batch for the sampled ones; a
-BackfillBatch of stored traces -> the same for the rules it names, marked `source=backfill`."""
+"""Router agents: a closed Trace -> a decision for every rule, one job batch for the sampled ones, and
+its turn to the session assembler when it carries a session id; a BackfillBatch of stored traces ->
+the same for the rules it names, marked `source=backfill` (no turns: their sessions are stored)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,18 @@ import logging
 from typing import Any
 
 from pipeline import topics
-from pipeline.contracts import BackfillBatch, Decision, DecisionBatch, ScoreJobBatch, Trace, decode, encode
+from pipeline.contracts import (
+    BackfillBatch,
+    Decision,
+    DecisionBatch,
+    ScoreJobBatch,
+    SessionTurns,
+    Trace,
+    decode,
+    encode,
+)
 from pipeline.routing import route_backfill, route_trace
+from pipeline.sessions.transcript import turn_from_trace
 from pipeline.worker.context import WorkerContext
 from pipeline.worker.deadletter import dead_letter_for
 
@@ -33,6 +44,10 @@ class Router:
             if routed.decisions:
                 await self.ctx.send(topics.DECISIONS, trace.trace_id, encode(DecisionBatch(decisions=routed.decisions)))
             self.ctx.counters.inc("jobs_queued", len(routed.jobs))
+            turn = turn_from_trace(trace)
+            if turn is not None:  # a turn of a conversation: to its session's assembler
+                await self.ctx.send(topics.SESSION_TURNS, turn.session_id,
+                                    encode(SessionTurns(session_id=turn.session_id, turns=[turn])))
         except Exception as exc:
             log.exception("router: failed on trace %s (%s[%d]@%d)", trace_id, message.topic, message.partition,
                           message.offset)

@@ -9,15 +9,18 @@ from scorers.judges.client import JudgeClient, default_judge_client, set_default
 from scorers.judges.limits import ModelLimits
 from scorers.judges.llm_judge import CriteriaJudge, JudgeScorer, LabelJudge, ScaleJudge
 from scorers.judges.presets import PRESETS, Groundedness, Helpfulness, TaskCompletion
+from scorers.judges.session_judge import SessionAgentJudge, SessionCriteriaJudge
 
-# Every judge by scorer name: the general ones and the presets.
+# Every judge by scorer name: the general ones, the presets, and the session judges (subject: session).
 JUDGES: dict[str, type[Scorer]] = {
     **{cls.name: cls for cls in (CriteriaJudge, ScaleJudge, LabelJudge, AgentJudge)},
     **PRESETS,
+    **{cls.name: cls for cls in (SessionCriteriaJudge, SessionAgentJudge)},
 }
 
 __all__ = [
     "JUDGES", "PRESETS", "AgentJudge", "CriteriaJudge", "Groundedness", "Helpfulness", "JudgeClient",
-    "JudgeScorer", "LabelJudge", "ModelLimits", "ScaleJudge", "TaskCompletion", "default_judge_client",
+    "JudgeScorer", "LabelJudge", "ModelLimits", "ScaleJudge", "SessionAgentJudge", "SessionCriteriaJudge",
+    "TaskCompletion", "default_judge_client",
     "set_default_judge_client",
 ]

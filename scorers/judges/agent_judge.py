@@ -9,7 +9,8 @@ more call forces its verdict with what it has learnt.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar
 
 from pipeline.contracts import Trace
 from scorers.base import Score, ScoreTarget
@@ -50,6 +51,8 @@ FORCE_VERDICT = (
 )
 NUDGE = "Continue with the tools, or give your verdict {how}."
 
+ToolRunner = Callable[[str, str, int], Awaitable[str]]  # (tool name, JSON arguments, step) -> the result text
+
 
 class AgentJudge(JudgeScorer):
     """A judge that investigates a trace. Params:
@@ -66,6 +69,7 @@ class AgentJudge(JudgeScorer):
     """
 
     name = "agent_judge"
+    subject_placeholder: ClassVar[str] = "trace"  # what `instructions` must mention
 
     def __init__(
         self,
@@ -83,9 +87,9 @@ class AgentJudge(JudgeScorer):
         **judge: Any,
     ) -> None:
         if "template" in judge:
-            raise JudgeConfigError("agent_judge takes `instructions`, not `template`")
+            raise JudgeConfigError(f"{self.name} takes `instructions`, not `template`")
         super().__init__(template=instructions, **judge)
-        self._check_template(required=("trace",))
+        self._check_template(required=(self.subject_placeholder,))
         if criteria and labels:
             raise JudgeConfigError("give criteria or labels, not both")
         if max_steps < 1 or inline_tokens < 0 or skeleton_tokens < 200 or payload_chars < 100:
@@ -136,28 +140,43 @@ class AgentJudge(JudgeScorer):
         return "skeleton", render_skeleton(trace, self.skeleton_tokens), tokens
 
     async def _explore(self, record: JudgmentLog, trace: Trace, instructions: str) -> Score:
-        fmt = self.format
         toolbox = TraceToolbox(trace, payload_chars=self.payload_chars)
+
+        async def run(name: str, arguments: str, step: int) -> str:
+            return toolbox.run(name, arguments, step)
+
+        guide = EXPLORE_GUIDE.format(steps=self.max_steps, how=self._how(self.format))
+        try:
+            return await self._tool_loop(record, self.format, guide, instructions, TOOL_SCHEMAS, run,
+                                         f"trace {trace.trace_id}", trace.trace_id)
+        finally:
+            record.tool_calls.extend(toolbox.calls)
+
+    def _how(self, fmt: VerdictFormat) -> str:
+        if self.answer_via is AnswerVia.TOOL:
+            return f"by calling `{fmt.tool_name}`"
+        return "as the JSON object described below"
+
+    async def _tool_loop(self, record: JudgmentLog, fmt: VerdictFormat, guide: str, instructions: str,
+                         schemas: list[dict[str, Any]], run: ToolRunner, subject: str,
+                         trace_id: str | None) -> Score:
+        """Let the model call `schemas` (run by `run`) for up to max_steps rounds, then force its verdict."""
         via_tool = self.answer_via is AnswerVia.TOOL
-        how = f"by calling `{fmt.tool_name}`" if via_tool else "as the JSON object described below"
-        guide = EXPLORE_GUIDE.format(steps=self.max_steps, how=how)
+        how = self._how(fmt)
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": self._system(fmt, guide)},
             {"role": "user", "content": instructions},
         ]
-        tools = [*TOOL_SCHEMAS, fmt.tool()] if via_tool else list(TOOL_SCHEMAS)
+        tools = [*schemas, fmt.tool()] if via_tool else list(schemas)
         choice = "required" if via_tool else "auto"  # "required" keeps a tool-calling judge from chatting
         for step in range(1, self.max_steps + 1):
-            response = await self._ask(record, messages, tools=tools, tool_choice=choice, trace_id=trace.trace_id)
+            response = await self._ask(record, messages, tools=tools, tool_choice=choice, trace_id=trace_id)
             verdict = next((c for c in response.tool_calls if c.name == fmt.tool_name), None)
             if verdict is not None:
-                score = self._parse(fmt, response)
-                record.tool_calls.extend(toolbox.calls)
-                return score
+                return self._parse(fmt, response)
             if not response.tool_calls:
-                score = self._score_from_text(fmt, response.text, trace.trace_id)
+                score = self._score_from_text(fmt, response.text, subject)
                 if score is not None:
-                    record.tool_calls.extend(toolbox.calls)
                     return score
                 messages += [{"role": "assistant", "content": response.text or ""},
                              {"role": "user", "content": NUDGE.format(how=how)}]
@@ -167,16 +186,15 @@ class AgentJudge(JudgeScorer):
                 for c in response.tool_calls]})
             for index, call in enumerate(response.tool_calls):
                 if index < TOOL_CALLS_PER_STEP:
-                    result = toolbox.run(call.name, call.arguments, step)
+                    result = await run(call.name, call.arguments, step)
                 else:
                     result = f'{{"error": "not run: at most {TOOL_CALLS_PER_STEP} tool calls per round"}}'
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
-        log.debug("agent judge on trace %s used its %d steps; forcing the verdict", trace.trace_id, self.max_steps)
+        log.debug("agent judge on %s used its %d steps; forcing the verdict", subject, self.max_steps)
         messages.append({"role": "user", "content": FORCE_VERDICT.format(how=how)})
-        record.tool_calls.extend(toolbox.calls)
-        return await self._verdict_call(record, fmt, messages, trace.trace_id, extra_tools=list(TOOL_SCHEMAS))
+        return await self._verdict_call(record, fmt, messages, trace_id, extra_tools=list(schemas))
 
-    def _score_from_text(self, fmt: VerdictFormat, text: str | None, trace_id: str) -> Score | None:
+    def _score_from_text(self, fmt: VerdictFormat, text: str | None, subject: str) -> Score | None:
         """A verdict written as JSON text instead of a tool call still counts; anything else is no verdict."""
         if not text or not text.strip():
             return None
@@ -184,6 +202,6 @@ class AgentJudge(JudgeScorer):
             arguments, raw = verdict_arguments(fmt, text, [])
             return fmt.to_score(arguments, raw)
         except JudgeOutputError:
-            log.debug("agent judge on trace %s: a text answer that is not a verdict: %s", trace_id,
+            log.debug("agent judge on %s: a text answer that is not a verdict: %s", subject,
                       render_value(text, 200))
             return None

@@ -108,3 +108,21 @@ def test_a_rate_alert_message_says_the_value_against_the_threshold() -> None:
     assert (sent.measure, sent.observed, sent.threshold, sent.samples, sent.failures) == ("rate", 0.5, 0.25, 4, 2)
     assert [t.url for t in sent.traces] == ["https://traces.example/t0", "https://traces.example/t2"]
     assert sent.dashboard_url is not None and sent.dashboard_url.startswith("https://grafana.example/d/x?var-rule=quality")
+
+
+def test_session_verdicts_alert_with_their_conversation_and_a_continue_is_not_counted() -> None:
+    from pipeline.alerts.evaluator import applies, observation
+    from pipeline.contracts import ScoreResult
+    from pipeline.rules import AlertRule
+
+    alert = AlertRule(name="must-not", rule="refunds")
+
+    def look(turn: int, passed: bool | None, final: bool = False) -> ScoreResult:
+        return ScoreResult(job_id=f"j{turn}", rule="refunds", scorer="session_criteria", trace_id=f"t{turn}",
+                           trace_version=1, status="scored", passed=passed, reason="promised a refund",
+                           session_id="conv-7", session_version=1, turn=turn, final=final)
+
+    assert not applies(alert, look(2, None))  # "continue": no verdict yet
+    assert applies(alert, look(3, False)) and applies(alert, look(10, False, final=True))
+    seen = observation(alert, look(3, False), matched=True)
+    assert seen.trace_id == "t3" and seen.reason == "session conv-7 v1 after turn 3, still running: promised a refund"

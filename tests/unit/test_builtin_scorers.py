@@ -258,7 +258,8 @@ async def test_function_scorer_label_and_bad_return() -> None:
 def test_builtins_are_registered_by_name() -> None:
     assert builtin_names() == ["agent_judge", "error_spans", "groundedness", "helpfulness", "json_output",
                                "llm_criteria", "llm_label", "llm_scale", "pii_leak", "repeated_tool_calls",
-                               "task_completion", "tool_errors", "trace_cost", "trace_latency"]
+                               "session_agent_judge", "session_criteria", "session_errors", "session_length",
+                               "session_repetition", "task_completion", "tool_errors", "trace_cost", "trace_latency"]
     assert resolve_scorer("trace_latency") is TraceLatency
     assert isinstance(build_scorer("error_spans", {"max_errors": 1}), ErrorSpans)
 

@@ -70,4 +70,5 @@ def test_sdk_contracts_and_scorers_import_without_pipeline_extras() -> None:
     assert report["loaded"] == []
     assert report["builtins"] == ["agent_judge", "error_spans", "groundedness", "helpfulness", "json_output",
                                   "llm_criteria", "llm_label", "llm_scale", "pii_leak", "repeated_tool_calls",
-                                  "task_completion", "tool_errors", "trace_cost", "trace_latency"]
+                                  "session_agent_judge", "session_criteria", "session_errors", "session_length",
+                                  "session_repetition", "task_completion", "tool_errors", "trace_cost", "trace_latency"]

@@ -16,11 +16,16 @@ from pipeline.contracts import (
     CriterionVerdict,
     DeadLetter,
     Decision,
+    DecisionBatch,
     DeliveryAttempt,
     ErrorInfo,
     ScoreResult,
+    ScoreResultBatch,
+    Session,
+    SessionDecision,
     Span,
     Trace,
+    Turn,
     WorkerMetrics,
     encode,
 )
@@ -32,6 +37,10 @@ from pipeline.storage.rows import (
     DEAD_LETTER_COLUMNS,
     DECISION_COLUMNS,
     SCORE_COLUMNS,
+    SESSION_COLUMNS,
+    SESSION_DECISION_COLUMNS,
+    SESSION_SCORE_COLUMNS,
+    SESSION_TURN_COLUMNS,
     SPAN_COLUMNS,
     TRACE_COLUMNS,
 )
@@ -57,7 +66,8 @@ def ddl_columns(table: str) -> list[str]:
 @pytest.mark.parametrize("table, columns", [
     ("traces", TRACE_COLUMNS), ("spans", SPAN_COLUMNS), ("scores", SCORE_COLUMNS),
     ("decisions", DECISION_COLUMNS), ("alerts", ALERT_COLUMNS), ("dead_letters", DEAD_LETTER_COLUMNS),
-    ("consumer_lag", CONSUMER_LAG_COLUMNS),
+    ("consumer_lag", CONSUMER_LAG_COLUMNS), ("sessions", SESSION_COLUMNS), ("session_turns", SESSION_TURN_COLUMNS),
+    ("session_scores", SESSION_SCORE_COLUMNS), ("session_decisions", SESSION_DECISION_COLUMNS),
 ])
 def test_column_lists_match_the_schema(table: str, columns: list[str]) -> None:
     assert columns == ddl_columns(table)
@@ -220,3 +230,96 @@ def test_consumer_lag_rows_one_per_partition_and_the_sink_reads_them() -> None:
                       "topic": "evalstream.jobs.v1", "partition": 3, "lag_records": 12, "lag_seconds": 1.5}
     assert got[1]["consumer_group"] == "evalstream-sink" and got[1]["lag_records"] == 0
     assert rows_for(topics.METRICS, encode(sample), 1 << 20) == {"consumer_lag": rows.consumer_lag_rows(sample)}
+
+
+# -- sessions ---------------------------------------------------------------------------------------------
+
+def _turn(n: int, **kw: Any) -> Turn:
+    base = {"session_id": "chat-1", "trace_id": f"t{n}", "project": "bot", "started_ns": n * 10**9,
+            "ended_ns": n * 10**9 + 500_000_000, "input": f"question {n}", "output": f"answer {n}",
+            "agents": ["support"], "cost_usd": 0.25}
+    return Turn(**{**base, **kw})
+
+
+def _session(turns: list[Turn], status: str = "complete", **kw: Any) -> Session:
+    reason = None if status == "open" else kw.pop("close_reason", "idle_timeout")
+    return Session(session_id="chat-1", version=kw.pop("version", 2), project="bot", status=status,
+                   close_reason=reason, started_ns=turns[0].started_ns, ended_ns=turns[-1].ended_ns,
+                   closed_at_ns=kw.pop("closed_at_ns", 90_000_000_000), turns=turns, **kw)
+
+
+def test_session_row_sums_its_turns_and_a_closed_version_outranks_its_open_snapshots() -> None:
+    turns = [_turn(1), _turn(2, errors=2, agents=["support", "billing"], cost_usd=None),
+             _turn(3, status="incomplete", output="", ends_session=True)]
+    closed = as_dict(SESSION_COLUMNS, rows.session_row(_session(turns, "incomplete", close_reason="end_marker")))
+    assert (closed["session_id"], closed["version"], closed["status"], closed["close_reason"]) == (
+        "chat-1", 2, "incomplete", "end_marker")
+    assert closed["turn_count"] == 3 and closed["error_count"] == 2 and closed["cost_usd"] == 0.5
+    assert closed["trace_ids"] == ["t1", "t2", "t3"] and closed["agents"] == ["support", "billing"]
+    assert closed["started"] == 1_000_000 and closed["ended"] == 3_500_000 and closed["duration_ms"] == 2500.0
+    assert closed["closed_at"] == closed["updated_at"] == 90_000_000
+
+    snapshots = [as_dict(SESSION_COLUMNS, rows.session_row(_session(turns[:n], "open", closed_at_ns=n * 10**10,
+                                                                    finished_rules=["goal"])))
+                 for n in (1, 2, 3)]
+    assert all(s["status"] == "open" and s["close_reason"] == "" and s["closed_at"] is None for s in snapshots)
+    assert snapshots[2]["updated_at"] == 30_000_000 and snapshots[2]["finished_rules"] == ["goal"]
+    # ReplacingMergeTree keeps the highest revision of (session_id, version): the closed version wins even
+    # over a snapshot with the same turns taken later by a worker with a fast clock; a newer snapshot wins
+    # over an older one, and a redelivered old snapshot never replaces anything.
+    revisions = [s["revision"] for s in snapshots]
+    assert revisions == sorted(revisions) and len(set(revisions)) == 3 and closed["revision"] > revisions[-1]
+
+
+def test_session_turn_rows_are_numbered_in_turn_order_with_the_versions_revision() -> None:
+    session = _session([_turn(1), _turn(2, name="refund", ends_session=True, cost_usd=None)])
+    got = [as_dict(SESSION_TURN_COLUMNS, r) for r in rows.session_turn_rows(session)]
+    assert [(r["turn"], r["trace_id"], r["session_version"]) for r in got] == [(1, "t1", 2), (2, "t2", 2)]
+    assert got[0]["name"] == "" and got[1]["name"] == "refund"
+    assert got[1]["input"] == "question 2" and got[1]["output"] == "answer 2" and got[1]["ends_session"] is True
+    assert got[1]["cost_usd"] is None and got[0]["started"] == 1_000_000 and got[0]["status"] == "complete"
+    assert {r["revision"] for r in got} == {rows.session_revision(session)}
+
+
+def _session_result(**kw: Any) -> ScoreResult:
+    return _result(**{"session_id": "chat-1", "session_version": 2, "turn": 3, "final": False, "trace_id": "t3",
+                      **kw})
+
+
+def test_the_sink_stores_session_rule_results_apart_from_trace_scores() -> None:
+    look = _session_result(job_id="look", passed=None, reason="keep going")
+    verdict = _session_result(job_id="close", final=True, passed=False, value=0.2, reason="never resolved")
+    plain = _result(job_id="trace-score", passed=True)
+    stored = rows_for(topics.SCORES, encode(ScoreResultBatch(results=[look, plain, verdict])), 1 << 20)
+    assert [as_dict(SCORE_COLUMNS, r)["job_id"] for r in stored["scores"]] == ["trace-score"]
+    got = [as_dict(SESSION_SCORE_COLUMNS, r) for r in stored["session_scores"]]
+    assert [(r["job_id"], r["session_id"], r["session_version"], r["turn"], r["final"], r["passed"]) for r in got] == [
+        ("look", "chat-1", 2, 3, False, None), ("close", "chat-1", 2, 3, True, False)]
+    assert got[1]["value"] == 0.2 and got[1]["reason"] == "never resolved" and got[1]["trace_id"] == "t3"
+    with pytest.raises(ValueError, match="not a session's"):
+        rows.session_score_row(plain)
+
+
+def test_the_sink_stores_sessions_and_their_turns_and_session_decisions() -> None:
+    session = _session([_turn(1), _turn(2)], "open")
+    stored = rows_for(topics.SESSIONS, encode(session), 1 << 20)
+    assert stored == {"sessions": [rows.session_row(session)], "session_turns": rows.session_turn_rows(session)}
+    assert topics.SESSIONS in topics.SINK_TOPICS
+
+    batch = DecisionBatch(
+        decisions=[Decision(rule="errors", trace_id="t1", trace_version=1, outcome="scored")],
+        sessions=[SessionDecision(rule="goal", session_id="chat-1", session_version=2, outcome="sampled_out",
+                                  reason="sampling_rate=0.1", turns=4, decided_at_ns=8_000_000)])
+    stored = rows_for(topics.DECISIONS, encode(batch), 1 << 20)
+    assert [r[0] for r in stored["decisions"]] == ["errors"]
+    assert [as_dict(SESSION_DECISION_COLUMNS, r) for r in stored["session_decisions"]] == [{
+        "rule": "goal", "session_id": "chat-1", "session_version": 2, "outcome": "sampled_out",
+        "reason": "sampling_rate=0.1", "job_id": "", "project": "default", "turns": 4, "source": "live",
+        "decided_at": 8_000}]
+
+
+def test_every_table_the_sink_writes_has_its_column_list() -> None:
+    from pipeline.storage.sink import _TABLES
+
+    for table in ("sessions", "session_turns", "session_scores", "session_decisions"):
+        assert _TABLES[table] == ddl_columns(table), table

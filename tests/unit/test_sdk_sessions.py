@@ -58,3 +58,33 @@ def test_a_bad_session_id_is_reported_not_used() -> None:
     tracer, _ = recording_tracer()
     with pytest.raises(ValueError, match="non-empty string"), tracer.session(""):  # raised only under pytest
         pass
+
+
+def test_end_session_marks_the_last_turn_so_the_pipeline_closes_the_conversation_with_it() -> None:
+    from pipeline.contracts import Span, Trace
+    from pipeline.contracts.sessions import SESSION_END_ATTRIBUTE
+    from pipeline.sdk.tracer import SESSION_END_ATTRIBUTE as SDK_ATTRIBUTE
+    from pipeline.sessions import turn_from_trace
+
+    assert SDK_ATTRIBUTE == SESSION_END_ATTRIBUTE  # the SDK does not import the contracts: keep them equal
+    tracer, exported = recording_tracer()
+
+    @tracer.agent("support")
+    def turn(message: str, last: bool = False) -> str:
+        with tracer.span("reply"):
+            if last:
+                tracer.end_session()  # in a child span: the turn as a whole ends the session
+        return "bye" if last else "ok"
+
+    with tracer.session("conv-9"):
+        turn("hi")
+        turn("thanks, that's all", last=True)
+    turns = []
+    for trace_id in dict.fromkeys(s["trace_id"] for s in exported.spans):
+        spans = [Span.model_validate(s) for s in exported.spans if s["trace_id"] == trace_id]
+        root = next(s for s in spans if s.parent_span_id is None)
+        turns.append(turn_from_trace(Trace(trace_id=trace_id, version=1, status="complete", close_reason="final_marker",
+                                           root_span_id=root.span_id, spans=spans)))
+    assert [(t.session_id, t.ends_session) for t in turns if t] == [("conv-9", False), ("conv-9", True)]
+    with pytest.raises(RuntimeError, match="outside a trace"):
+        tracer.end_session()  # reported (raised under pytest) rather than silently ignored

@@ -210,3 +210,24 @@ def test_state_survives_a_json_round_trip_mid_session() -> None:
 
 def test_nothing_given_changes_nothing() -> None:
     assert add_turns(None, [], T0) == (None, [])
+
+
+# -- judging while it runs ------------------------------------------------------------------------
+
+def test_a_rule_done_with_a_version_is_listed_in_its_snapshots_until_the_session_reopens() -> None:
+    from pipeline.contracts.sessions import RuleFinished, SessionStatus
+    from pipeline.sessions import mark_finished, snapshot
+
+    state, _ = feed(None, [turn("s", 1), turn("s", 2), turn("s", 3)], T0)
+    assert mark_finished(state, [RuleFinished(rule="must-not", session_version=1, turn=3)]) is True
+    assert mark_finished(state, [RuleFinished(rule="must-not", session_version=1, turn=3)]) is False  # once
+    assert mark_finished(state, [RuleFinished(rule="other", session_version=0 + 2, turn=1)]) is False  # not this one
+    state, _ = feed(state, [turn("s", 4)], T0 + S)
+    snap = snapshot(state, T0 + S)
+    assert snap.status == SessionStatus.OPEN and snap.close_reason is None
+    assert numbers(snap) == [1, 2, 3, 4] and snap.finished_rules == ["must-not"]
+
+    state, closed = close_due(state, T0 + S + 601 * S, CFG)
+    assert closed and closed[0].finished_rules == []  # a closing version is judged by every rule
+    state, _ = feed(state, [turn("s", 5)], T0 + 700 * S)  # a late turn: version 2 is judged afresh
+    assert state is not None and state["version"] == 2 and snapshot(state, T0 + 700 * S).finished_rules == []

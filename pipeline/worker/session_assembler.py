@@ -1,0 +1,129 @@
+"""Session assembler agent: SessionTurns (keyed by session id) -> session state (Faust table) -> Session.
+
+Turns come from the router, one message per closed trace version that carries a session id; rules
+that reached a verdict while the session runs come back from the session scorer on the same topic.
+Ticks (sent by a timer to every partition this worker owns) close idle sessions, like the trace
+assembler's. After a new turn, when some rule judges each turn, an open snapshot goes out too.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+
+from pipeline import topics
+from pipeline.assembly import DeadlineIndex
+from pipeline.contracts import Session, SessionTurns, decode, encode
+from pipeline.errors import DecodeError
+from pipeline.sessions.state import add_turns, close_due, deadline_ns, mark_finished, snapshot
+from pipeline.worker.assembler import partition_for
+from pipeline.worker.context import WorkerContext
+from pipeline.worker.deadletter import dead_letter_for
+
+log = logging.getLogger(__name__)
+
+TICK_KEY = b"__tick__"
+TICK = orjson.dumps({"v": 1, "kind": "session_turns", "tick": True})
+
+
+class SessionAssembler:
+    def __init__(self, ctx: WorkerContext, table: Any) -> None:
+        self.ctx = ctx
+        self.table = table
+        self.index = DeadlineIndex()
+        self.cfg = ctx.settings.sessions
+
+    def on_rebalance(self) -> None:
+        self.index.clear()
+
+    def _ensure_index(self, partition: int) -> None:
+        if self.index.has_partition(partition):
+            return
+        self.index.init_partition(partition)
+        parts = self.ctx.settings.topic_partitions
+        for session_id, state in list(self.table.items()):
+            if state and partition_for(session_id, parts) == partition:
+                self._schedule(partition, session_id, state)
+
+    def _schedule(self, partition: int, session_id: str, state: dict[str, Any] | None) -> None:
+        due = deadline_ns(state, self.cfg) if state is not None else None
+        if due is None:
+            self.index.remove(partition, session_id)
+        else:
+            self.index.set(partition, session_id, due / 1e9)
+
+    async def handle(self, event: Any) -> None:
+        message = event.message
+        try:
+            self._ensure_index(message.partition)
+            if message.key == TICK_KEY:
+                await self._close_due(message.partition)
+            else:
+                await self._add(message)
+        except Exception as exc:  # Faust would ack and forget: record it instead
+            log.exception("session-assembler: failed on %s[%d]@%d", message.topic, message.partition, message.offset)
+            await self.ctx.dead_letter(dead_letter_for("session-assembler", message, exc))
+
+    async def _add(self, message: Any) -> None:
+        try:
+            batch = decode(message.value, SessionTurns, max_bytes=self.ctx.settings.max_message_bytes)
+            if batch.tick:
+                raise DecodeError("a tick must be keyed by the tick key")
+        except DecodeError as exc:
+            log.warning("session-assembler: dead-lettering %s[%d]@%d: %s", message.topic, message.partition,
+                        message.offset, exc)
+            await self.ctx.dead_letter(dead_letter_for("session-assembler", message, exc))
+            return
+        session_id = batch.session_id
+        home = partition_for(session_id, self.ctx.settings.topic_partitions)
+        if home != message.partition:  # sent with another key: its state lives on its own partition
+            await self.ctx.send(topics.SESSION_TURNS, session_id, message.value, partition=home)
+            return
+        now = time.time_ns()
+        state = self.table.get(session_id)
+        last_turn_at = state["last_turn_at_ns"] if state else None
+        state, closed = add_turns(state, batch.turns, now, self.cfg) if batch.turns else (state, [])
+        finished = mark_finished(state, batch.finished)
+        if state is None:
+            if session_id in self.table:
+                del self.table[session_id]
+        elif batch.turns or finished or closed:
+            self.table[session_id] = state
+        self._schedule(message.partition, session_id, state)
+        took_turns = state is not None and state["last_turn_at_ns"] != last_turn_at
+        for session in closed:
+            await self._emit(session)
+        if took_turns and state is not None and state["open"] and self.ctx.ruleset.judges_each_turn:
+            await self._emit(snapshot(state, now))
+        if took_turns:
+            self.ctx.counters.inc("session_turns", len(batch.turns))
+
+    async def _close_due(self, partition: int) -> None:
+        now = time.time_ns()
+        for session_id in self.index.pop_due(partition, now / 1e9):
+            state = self.table.get(session_id)
+            if state is None:
+                continue
+            state, closed = close_due(state, now, self.cfg)
+            if state is None:
+                del self.table[session_id]
+            else:
+                self.table[session_id] = state
+            self._schedule(partition, session_id, state)
+            for session in closed:
+                await self._emit(session)
+
+    async def _emit(self, session: Session) -> None:
+        await self.ctx.send(topics.SESSIONS, session.session_id, encode(session))
+        if not session.is_open:
+            self.ctx.counters.inc("sessions_closed", status=session.status.value)
+            log.info("session %s v%d closed (%s) after %d turn(s)", session.session_id, session.version,
+                     session.close_reason, len(session.turns))
+
+    async def send_ticks(self) -> None:
+        for tp in self.ctx.app.assignor.assigned_actives():
+            if tp.topic == topics.SESSION_TURNS:
+                await self.ctx.send(topics.SESSION_TURNS, TICK_KEY, TICK, partition=tp.partition)

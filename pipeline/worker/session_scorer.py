@@ -1,0 +1,96 @@
+"""Session scorer agent: runs a session version's jobs and emits a result per job.
+
+The scorer gets a `Conversation` (the turns so far, their transcript, and a loader for any turn's
+trace). A look after a turn that reaches a verdict (passed is not None) tells the session assembler
+that the rule is done with this version, so later turns are not judged again until the closing
+verdict. Closing verdicts also update the (rule, session) decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from pipeline import topics
+from pipeline.contracts import (
+    DecisionBatch,
+    DecisionOutcome,
+    RuleFinished,
+    ScoreResult,
+    ScoreResultBatch,
+    ScoreStatus,
+    SessionDecision,
+    SessionJobBatch,
+    SessionTurns,
+    decode,
+    encode,
+)
+from pipeline.scoring import ScorerCache, run_session_job
+from pipeline.sessions.conversation import Conversation, TraceLoader
+from pipeline.worker.context import WorkerContext
+from pipeline.worker.deadletter import dead_letter_for
+
+log = logging.getLogger(__name__)
+
+
+class SessionScorer:
+    def __init__(self, ctx: WorkerContext, cache: ScorerCache, slots: asyncio.Semaphore,
+                 load_trace: TraceLoader | None) -> None:
+        self.ctx = ctx
+        self.cache = cache
+        self.slots = slots  # shared with trace jobs: one concurrency limit per process
+        self.load_trace = load_trace
+
+    async def handle(self, event: Any) -> None:
+        message = event.message
+        try:
+            batch = decode(message.value, SessionJobBatch, max_bytes=self.ctx.settings.max_message_bytes)
+        except Exception as exc:  # noqa: BLE001 - any undecodable job becomes a dead letter
+            log.error("session-scorer: dead-lettering %s[%d]@%d: %s", message.topic, message.partition,
+                      message.offset, exc)
+            await self.ctx.dead_letter(dead_letter_for("session-scorer", message, exc))
+            return
+        session = batch.session
+        policy = self.ctx.settings.retry_policy
+
+        async def run(job: Any) -> Any:
+            conversation = Conversation(session=session, final=job.final, load_trace=self.load_trace)
+            async with self.slots:
+                return await run_session_job(job, conversation, self.cache, policy)
+
+        outcomes = await asyncio.gather(*(run(job) for job in batch.jobs))
+        if not outcomes:
+            return
+        results = [o.result for o in outcomes]
+        key = session.session_id
+        await self.ctx.send(topics.SCORES, key, encode(ScoreResultBatch(results=results)))
+        decisions = [_decision(r) for r in results if r.final]
+        if decisions:
+            await self.ctx.send(topics.DECISIONS, key, encode(DecisionBatch(sessions=decisions)))
+        finished = [RuleFinished(rule=r.rule, session_version=session.version, turn=r.turn or 0)
+                    for r in results if not r.final and r.status == ScoreStatus.SCORED and r.passed is not None]
+        if finished:
+            await self.ctx.send(topics.SESSION_TURNS, key,
+                                encode(SessionTurns(session_id=key, finished=finished)))
+            for r in finished:
+                log.info("session %s v%d: rule %s reached its verdict after turn %d", key, session.version,
+                         r.rule, r.turn)
+        for outcome in outcomes:
+            self.ctx.counters.inc("scores", status=outcome.result.status.value, rule=outcome.result.rule)
+            if outcome.dead_letter:
+                await self.ctx.dead_letter(dead_letter_for(
+                    "session-scorer", message, RuntimeError(outcome.result.error_message or "gave up"),
+                    trace_id=outcome.result.trace_id, job_id=outcome.result.job_id))
+
+
+def _decision(result: ScoreResult) -> SessionDecision:
+    scored = result.status == ScoreStatus.SCORED
+    return SessionDecision(
+        rule=result.rule, session_id=result.session_id or "", session_version=result.session_version or 1,
+        outcome=DecisionOutcome.SCORED if scored else DecisionOutcome.FAILED,
+        reason=result.reason if scored else f"{result.error_type}: {result.error_message}"[:500],
+        job_id=result.job_id, project=result.project, turns=result.turn or 0, source=result.source,
+        decided_at_ns=time.time_ns(),
+    )
