@@ -125,8 +125,15 @@ def retry_handlers(max_retries: int = 3) -> list[AsyncRetryHandler]:
         AsyncServerErrorRetryHandler,
     )
 
+    class AnyServerErrorRetryHandler(AsyncServerErrorRetryHandler):
+        """slack-sdk's own retries 500 and 503 only; a 502 or 504 from a proxy in front of Slack is as transient."""
+
+        async def _can_retry_async(self, *, state: Any, request: Any, response: Any = None,
+                                   error: Exception | None = None) -> bool:
+            return response is not None and 500 <= response.status_code < 600
+
     return [RecordingRetryHandler(AsyncRateLimitErrorRetryHandler(max_retry_count=max_retries)),
-            RecordingRetryHandler(AsyncServerErrorRetryHandler(max_retry_count=max_retries)),
+            RecordingRetryHandler(AnyServerErrorRetryHandler(max_retry_count=max_retries)),
             RecordingRetryHandler(AsyncConnectionErrorRetryHandler(max_retry_count=max_retries))]
 
 

@@ -23,7 +23,8 @@ class SlackServer:
         self.messages: list[dict[str, Any]] = []  # webhook posts
         self.posts: list[dict[str, Any]] = []  # chat.postMessage bodies, plus the "ts" they were given
         self.updates: list[dict[str, Any]] = []  # chat.update bodies
-        self.down = False  # answer 503, as Slack does in an outage
+        self.down = False  # answer `down_status`, as Slack (or a proxy in front of it) does in an outage
+        self.down_status = 503
         self.refused = 0
         self.rate_limited = 0  # answer the next N requests with 429 and Retry-After
         self.retry_after_s = 1
@@ -43,7 +44,7 @@ class SlackServer:
                         return
                     if server.down:
                         server.refused += 1
-                        self._answer(503, b"service_unavailable")
+                        self._answer(server.down_status, b"service_unavailable")
                         return
                     if self.path.startswith("/api/"):
                         self._api(self.path.removeprefix("/api/"), body)

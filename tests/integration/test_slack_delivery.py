@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+
+import pytest
 
 from pipeline.alerts.channels import SlackWebhookChannel
 from pipeline.contracts import Alert, AlertKind, AlertLevel, AlertTrace, DeliveryStatus
@@ -49,12 +52,25 @@ async def test_every_kind_is_a_plain_webhook_message_with_blocks() -> None:
     assert slack.messages[2]["blocks"][0]["text"]["text"] == "✅ Resolved · burst"
 
 
-async def test_a_webhook_failure_is_recorded_with_its_attempt() -> None:
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+async def test_a_server_error_is_retried_and_every_try_is_recorded(status: int) -> None:
     with SlackServer() as slack:
-        slack.down = True
-        result = await SlackWebhookChannel(slack.url).deliver(make_alert())
-    assert result.delivery_status == DeliveryStatus.FAILED and "503" in result.delivery_error
-    # slack-sdk's webhook client consults its retry handlers only for 429 and connection errors:
-    # a 5xx is one failed attempt here and is left to the redelivery queue.
-    (failed,) = result.attempts
-    assert (failed.ok, failed.http_status) == (False, 503) and result.delivery_attempts == 1
+        slack.down, slack.down_status = True, status
+        result = await SlackWebhookChannel(slack.url, max_retries=2).deliver(make_alert())
+    assert result.delivery_status == DeliveryStatus.FAILED and str(status) in result.delivery_error
+    assert slack.refused == 3  # the first try and two retries; then it is left to the redelivery queue
+    assert [(a.ok, a.http_status) for a in result.attempts] == [(False, status)] * 3
+    assert result.delivery_attempts == 3
+
+
+async def test_a_server_error_that_clears_is_delivered_by_a_retry() -> None:
+    with SlackServer() as slack:
+        slack.down, slack.down_status = True, 502
+        channel = SlackWebhookChannel(slack.url, max_retries=3)
+        delivery = asyncio.create_task(channel.deliver(make_alert()))
+        while slack.refused == 0:
+            await asyncio.sleep(0.01)
+        slack.down = False  # back before the retry (slack-sdk waits 0.5 s first)
+        result = await delivery
+    assert result.delivery_status == DeliveryStatus.DELIVERED and len(slack.messages) == 1
+    assert [(a.ok, a.http_status) for a in result.attempts] == [(False, 502), (True, 200)]
