@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from pipeline import topics
 from pipeline.runfile import read_run_file
@@ -124,3 +124,33 @@ def produce(bootstrap: str, messages: list[tuple[bytes, bytes]], topic: str = to
             await producer.stop()
 
     asyncio.run(run())
+
+
+def read_topic(bootstrap: str, topic: str, idle_s: float = 1.5) -> list[tuple[int, int, bytes]]:
+    """Every record of a topic as (partition, offset, value), read from the start until it goes quiet."""
+    async def run() -> list[tuple[int, int, bytes]]:
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                    enable_auto_commit=False, group_id=None, fetch_max_wait_ms=50)
+        await consumer.start()
+        out: list[tuple[int, int, bytes]] = []
+        try:
+            while batches := await consumer.getmany(timeout_ms=int(idle_s * 1000)):
+                out += [(r.partition, r.offset, r.value or b"") for records in batches.values() for r in records]
+        finally:
+            await consumer.stop()
+        return out
+
+    return asyncio.run(run())
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+    """The consumer group's committed offset per partition (-1 where it has committed none)."""
+    async def run() -> dict[int, int]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            return {p: (await consumer.committed(TopicPartition(topic, p))) or -1 for p in range(partitions)}
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(run())
