@@ -155,10 +155,13 @@ class AlertRule(_Strict):
     window_s: float = Field(default=60.0, gt=0)
     sustained: int = Field(default=1, ge=1, le=1000)  # consecutive breaching windows before it fires
     cooldown_s: float = Field(default=300.0, ge=0)  # after a message, further matches wait for a digest
-    channel: str = "default"
+    channel: str = "default"  # every configured channel; choosing channels per alert is not built yet
 
     @model_validator(mode="after")
     def _condition_has_its_operand(self) -> AlertRule:
+        if self.channel != "default":
+            raise ValueError(f"channel {self.channel!r}: alerts go to every configured channel (Slack, webhook, "
+                             "hook); choosing channels per alert is not supported yet, so leave `channel` out")
         if self.condition in (AlertCondition.SCORE_BELOW, AlertCondition.SCORE_ABOVE) and self.value is None:
             raise ValueError(f"condition {self.condition.value} needs `value`")
         if self.condition == AlertCondition.CATEGORY_IN and not self.categories:

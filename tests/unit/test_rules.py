@@ -40,7 +40,6 @@ alerts:
     condition: failed_or_error
     min_count: 3
     window_s: 30
-    channel: ops
   - name: everything
 """
 
@@ -88,7 +87,7 @@ def test_valid_yaml_file_loads(tmp_path: Path) -> None:
     assert slow.filter.attributes == {"tenant": "acme"}
     burst, everything = rs.alerts
     assert burst.condition == AlertCondition.FAILED_OR_ERROR and burst.levels.critical == 3
-    assert burst.min_count == 3 and burst.window_s == 30 and burst.channel == "ops"
+    assert burst.min_count == 3 and burst.window_s == 30 and burst.channel == "default"
     assert everything.rule is None and everything.levels.critical == 1 and everything.condition == "failed"
     assert rs.rule("missing") is None
 
@@ -210,6 +209,12 @@ def test_alert_referring_to_unknown_rule_is_rejected() -> None:
     with pytest.raises(RulesError) as info:
         parse_rules({"rules": [_rule()], "alerts": [{"name": "al", "rule": "slwo"}]})
     assert "'al'" in str(info.value) and "'slwo'" in str(info.value)
+
+
+def test_an_alert_naming_one_channel_is_refused_rather_than_sent_everywhere() -> None:
+    with pytest.raises(RulesError) as info:
+        parse_rules({"rules": [_rule()], "alerts": [{"name": "al", "channel": "ops"}]})
+    assert "'al'" in str(info.value) and "every configured channel" in str(info.value)
 
 
 def test_unknown_top_level_key_is_rejected() -> None:
