@@ -24,7 +24,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Streaming ev
 rules_app = typer.Typer(help="Check rules files.", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # messages stay whole lines in logs and pipes
 
 RulesOpt = Annotated[Path | None, typer.Option("--rules", "-r", help="Rules file (YAML or TOML).")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a rule field: RULE.FIELD=VALUE.")]
@@ -698,7 +698,7 @@ def scorers_test(
     try:
         result = asyncio.run(run())
     except ScorerError as exc:
-        err.print(f"[red]{type(exc).__name__}:[/] {exc}")
+        err.print(f"[red]{type(exc).__name__}:[/] {escape(str(exc))}")
         raise typer.Exit(1) from None
     console.print_json(data=result)
 
@@ -708,7 +708,7 @@ def main() -> None:
     try:
         app()
     except EvalstreamError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         sys.exit(2)
 
 
