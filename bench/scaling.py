@@ -83,7 +83,8 @@ async def raw_consume(bootstrap: str, messages: list[tuple[bytes, bytes]]) -> fl
 
 
 def scored(sink: WorkerProcess, tag: str) -> int:
-    return int(sink.scalar(f"SELECT count() FROM evalstream.scores WHERE startsWith(trace_id, '{tag}')"))
+    """Jobs scored, each once: a job a rebalance redelivered (at-least-once) is stored under the same job id."""
+    return int(sink.scalar(f"SELECT uniqExact(job_id) FROM evalstream.scores WHERE startsWith(trace_id, '{tag}')"))
 
 
 def run_round(k: int, bootstrap: str, sink: WorkerProcess, rules: Path, root: Path, args: argparse.Namespace) -> float:
