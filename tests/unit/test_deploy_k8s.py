@@ -25,14 +25,12 @@ DOC = ROOT / "docs" / "kubernetes.md"
 # support (docs/kubernetes.md) and a recent one.
 KUBERNETES_VERSIONS = ("1.29.0", "1.33.0")
 
-# Settings that are being added to pipeline/settings.py while these manifests are written. A name here is
+# Settings being added to pipeline/settings.py while the manifests name them already. A name here is
 # accepted only while it is not yet a Settings field; once it is, the check against Settings.model_fields
-# applies to it as to every other name, so this set can then be emptied.
-PENDING_SETTINGS = frozenset({
-    "METRICS_PORT", "METRICS_HOST",
-    "KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD",
-    "KAFKA_SSL_CAFILE",
-})
+# applies to it as to every other name.
+PENDING_SETTINGS: frozenset[str] = frozenset()
+# The topics the scorer role consumes jobs from: autoscaling must watch the lag of each.
+SCORER_JOB_TOPICS = [topics.JOBS, topics.SESSION_JOBS]
 
 # In deploy/k8s but deliberately not in kustomization.yaml (optional/ is left out as a whole).
 NOT_KUSTOMIZED = {"kustomization.yaml", "secret.example.yaml"}
@@ -171,14 +169,14 @@ def test_keda_scaled_object_is_well_formed() -> None:
     jsonschema.validate(KEDA, SCALED_OBJECT_SCHEMA)
     spec = KEDA["spec"]
     assert spec["scaleTargetRef"]["name"] == "evalstream-scorer" in DEPLOYMENTS
-    (trigger,) = spec["triggers"]
-    assert trigger["type"] == "kafka"
-    meta = trigger["metadata"]
-    assert KAFKA_TRIGGER_REQUIRED <= meta.keys()
-    assert meta["consumerGroup"] == SETTINGS_MAP["EVALSTREAM_APP_ID"] == DEFAULTS["app_id"]
-    assert meta["topic"] == topics.JOBS
-    assert meta["bootstrapServers"] == SETTINGS_MAP["EVALSTREAM_KAFKA_BOOTSTRAP"]
-    assert int(meta["lagThreshold"]) > 0
+    assert [t["metadata"]["topic"] for t in spec["triggers"]] == SCORER_JOB_TOPICS
+    for trigger in spec["triggers"]:
+        assert trigger["type"] == "kafka"
+        meta = trigger["metadata"]
+        assert KAFKA_TRIGGER_REQUIRED <= meta.keys()
+        assert meta["consumerGroup"] == SETTINGS_MAP["EVALSTREAM_APP_ID"] == DEFAULTS["app_id"]
+        assert meta["bootstrapServers"] == SETTINGS_MAP["EVALSTREAM_KAFKA_BOOTSTRAP"]
+        assert int(meta["lagThreshold"]) > 0
     assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"] <= _topic_partitions()
 
 
@@ -418,11 +416,11 @@ def test_scorer_autoscaling_stays_within_the_jobs_partitions() -> None:
     spec = HPA["spec"]
     assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "evalstream-scorer"}
     assert 1 <= spec["minReplicas"] <= spec["maxReplicas"] <= _topic_partitions()
-    (metric,) = spec["metrics"]
-    assert metric["type"] == "External"
-    assert metric["external"]["metric"]["name"] == "evalstream_consumer_lag_records"
-    assert metric["external"]["metric"]["selector"]["matchLabels"] == {
-        "group": SETTINGS_MAP["EVALSTREAM_APP_ID"], "topic": topics.JOBS}
-    assert metric["external"]["target"]["type"] == "AverageValue"
+    assert [m["external"]["metric"]["selector"]["matchLabels"] for m in spec["metrics"]] == [
+        {"group": SETTINGS_MAP["EVALSTREAM_APP_ID"], "topic": topic} for topic in SCORER_JOB_TOPICS]
+    for metric in spec["metrics"]:
+        assert metric["type"] == "External"
+        assert metric["external"]["metric"]["name"] == "evalstream_consumer_lag_records"
+        assert metric["external"]["target"]["type"] == "AverageValue"
     # One pod at a time down: each step is a consumer-group rebalance.
     assert spec["behavior"]["scaleDown"]["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 120}]
