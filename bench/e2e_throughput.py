@@ -1,6 +1,9 @@
 """End-to-end throughput: traces/s and spans/s through the whole path, against the raw broker.
 
-    .venv/bin/python bench/e2e_throughput.py [--traces 3000] [--spans 10]
+    .venv/bin/python bench/e2e_throughput.py [--traces 3000] [--spans 10] [--profile out.txt]
+
+--profile samples the worker with py-spy (`pip install py-spy`) while the traces go through, and
+writes the top functions by own time and by total time.
 
 Baseline (same run, same broker): aiokafka producing and consuming messages of the same size as
 one trace's SpanBatch. Pipeline: one worker process (assembler, router, scorer, alerter, sink)
@@ -11,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -78,10 +83,42 @@ async def produce(bootstrap: str, messages: list[tuple[bytes, bytes]]) -> float:
     return started
 
 
+def start_profile(worker: WorkerProcess, out: Path, tmp: Path) -> subprocess.Popen:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    assert worker.process is not None
+    return subprocess.Popen([spy, "record", "--pid", str(worker.process.pid), "--rate", "200", "--format", "raw",
+                             "--output", str(tmp / "profile.raw"), "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def finish_profile(spy: subprocess.Popen, out: Path, tmp: Path, top: int = 40) -> None:
+    """Stop py-spy and summarise its folded stacks: own time (the leaf frame) and total time per function."""
+    spy.send_signal(2)
+    spy.wait(timeout=60)
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    samples = 0
+    for line in (tmp / "profile.raw").read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        n = int(count)
+        frames = stack.split(";")
+        samples += n
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for frame in set(frames):
+            total[frame] = total.get(frame, 0) + n
+    lines = [f"{samples} samples", "", "own time:"]
+    lines += [f"{100 * n / samples:5.1f}%  {f}" for f, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]]
+    lines += ["", "total time:"]
+    lines += [f"{100 * n / samples:5.1f}%  {f}" for f, n in sorted(total.items(), key=lambda kv: -kv[1])[:top]]
+    out.write_text("\n".join(lines) + "\n")
+    shutil.copy(tmp / "profile.raw", out.with_suffix(".folded"))  # for flame graphs and closer reading
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--traces", type=int, default=3000)
     parser.add_argument("--spans", type=int, default=10)
+    parser.add_argument("--profile", type=Path, default=None, help="write a py-spy profile of the worker here")
     args = parser.parse_args()
     messages = trace_batches(args.traces, args.spans)
     size = sum(len(v) for _, v in messages) / len(messages)
@@ -95,11 +132,14 @@ def main() -> None:
                                {"EVALSTREAM_TOPIC_PARTITIONS": "8", "EVALSTREAM_LOG_LEVEL": "warn"}).start()
         try:
             time.sleep(12)  # let both consumer groups join (Tansu: half the session timeout each)
+            spy = start_profile(worker, args.profile, Path(tmp)) if args.profile else None
             started = asyncio.run(produce(broker.bootstrap, messages))
             target = 2 * args.traces
             worker.wait_for(lambda: worker.scalar("SELECT count() FROM evalstream.scores") >= target,
                             timeout_s=1800, what="all scores stored")
             elapsed = time.perf_counter() - started
+            if spy is not None:
+                finish_profile(spy, args.profile, Path(tmp))
         finally:
             worker.stop()
 
