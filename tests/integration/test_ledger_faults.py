@@ -67,3 +67,40 @@ def test_a_trace_of_10k_spans_is_stored_whole_and_scored_once_beside_ordinary_tr
         assert worker.scalar("SELECT span_count FROM evalstream.traces_current WHERE trace_id = 'big000000'") == 10_000
     finally:
         worker.stop()
+
+
+def test_sigkill_of_each_role_process_mid_stream_loses_and_duplicates_nothing(broker: str, tmp_path: Path) -> None:
+    """A front process (assembler, router, alerter, and the sink that owns chDB) and a scorer process; each is
+    SIGKILLed in turn while traffic flows, and started again while more arrives."""
+    ledger = Ledger.traffic(RULES, traces=300 * SCALE, spans_per_trace=5, seed=3)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES_YAML)
+
+    def front() -> WorkerProcess:
+        return WorkerProcess(tmp_path / "front", broker, rules, {"EVALSTREAM_ROLES": "assembler,router,alerter"})
+
+    def scorer() -> WorkerProcess:
+        return WorkerProcess(tmp_path / "scorer", broker, rules,
+                             {"EVALSTREAM_ROLES": "scorer", "EVALSTREAM_SINK_ENABLED": "false"})
+
+    third = len(ledger.messages) // 3
+    parts = [ledger.messages[:third], ledger.messages[third:2 * third], ledger.messages[2 * third:]]
+    head, scoring = front().start(), scorer().start()
+    try:
+        produce(broker, parts[0])
+        head.wait_for(lambda: head.scalar("SELECT count() FROM evalstream.scores_current") >= 50, timeout_s=90,
+                      what="scores before the scorer is killed")
+        scoring.kill()  # SIGKILL: no flush, no commit
+        produce(broker, parts[1])
+        scoring = scorer().start()
+        head.wait_for(lambda: head.scalar("SELECT count() FROM evalstream.scores_current") >= len(ledger.sampled()) // 2,
+                      timeout_s=90, what="scores after the scorer's restart")
+        head.kill()  # the assembler with open traces, the router and the sink with an unwritten batch
+        produce(broker, parts[2])
+        head = front().start()
+        head.wait_for(lambda: head.scalar("SELECT count() FROM evalstream.scores_current") >= len(ledger.sampled()),
+                      timeout_s=120, what="every sampled trace scored after both restarts")
+        assert ledger.account(head.query) == []
+    finally:
+        scoring.stop()
+        head.stop()
