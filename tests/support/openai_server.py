@@ -127,6 +127,11 @@ class OpenAIServer:
         with self._lock:
             self._responder = responder
 
+    def failures_left(self) -> int:
+        """Scripted failures not yet answered."""
+        with self._lock:
+            return len(self._failures)
+
     def fail_next(self, count: int, status: int = 429, retry_after: float | None = None) -> None:
         """The next `count` requests get an OpenAI-style error with `status` (and a Retry-After header)."""
         with self._lock:
