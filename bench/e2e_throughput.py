@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.admin import ensure_topics
 from pipeline.embedded import EmbeddedBroker
 from tests.integration.harness import WorkerProcess, batch, span
+from tests.integration.ledger import Ledger, LedgerRule
 
 RULES = """
 rules:
@@ -140,6 +141,13 @@ def main() -> None:
             elapsed = time.perf_counter() - started
             if spy is not None:
                 finish_profile(spy, args.profile, Path(tmp))
+            ledger = Ledger([LedgerRule("errors"), LedgerRule("latency")],
+                            spans={key.decode(): args.spans for key, _ in messages}, messages=messages)
+            try:  # decisions and the last inserts may trail the scores by a flush
+                worker.wait_for(lambda: not ledger.account(worker.query), timeout_s=30, what="the ledger to balance")
+            except AssertionError:
+                pass
+            problems = ledger.account(worker.query)
         finally:
             worker.stop()
 
@@ -151,6 +159,8 @@ def main() -> None:
           f"{elapsed:.1f} s for all scores stored")
     print(f"ratio pipeline / raw produce: {traces_s / produce_rate:.3f}; target 2000 traces/s: "
           f"{traces_s / 2000:.2f}x")
+    print(f"ledger: {args.traces * args.spans} spans, {args.traces} traces, {2 * args.traces} scores accounted for: "
+          + ("all" if not problems else "; ".join(problems)))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import topics
+from pipeline.sampling import is_sampled
 from tests.integration.harness import FAST_ENV, WorkerProcess, batch, produce, span
 from tests.integration.test_metrics import metrics_url, scrape
 
@@ -99,6 +100,9 @@ def test_two_scorer_processes_share_the_jobs_partitions_and_score_each_trace_onc
         assert dict(front.query("SELECT rule, count() FROM evalstream.scores FINAL GROUP BY rule")) \
             == {"errors": N, "latency": sampled}
         assert front.scalar("SELECT uniqExact(rule, trace_id) FROM evalstream.scores") == N + sampled
+        # Sampling does not depend on how many processes route or score: the same set as the pure function's.
+        latency = {t for (t,) in front.query("SELECT trace_id FROM evalstream.scores FINAL WHERE rule = 'latency'")}
+        assert latency == {f"r{i:04d}" for i in range(N) if is_sampled(f"r{i:04d}", "latency", 0.5)}
 
         # Both processes did part of the work, and between them all of it.
         done = [sum(scrape(metrics_url(w)).get("evalstream_scores_total", {}).values()) for w in scorers]
