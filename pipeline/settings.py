@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     session_idle_timeout_s: float = Field(default=600.0, gt=0)
     session_reopen_window_s: float = Field(default=1800.0, ge=0)  # a later turn re-opens it as version + 1
     session_tombstone_ttl_s: float | None = Field(default=None, gt=0)  # None: remember the last version for ever
+    # After a turn with the end marker, wait this long for earlier turns whose traces closed later (each would
+    # otherwise re-open the conversation as a new version); 0 closes at once.
+    session_end_grace_s: float = Field(default=2.0, ge=0)
 
     # Scoring
     scorer_timeout_s: float = Field(default=30.0, gt=0)
@@ -165,7 +168,8 @@ class Settings(BaseSettings):
 
     @property
     def sessions(self) -> SessionConfig:
-        return SessionConfig(self.session_idle_timeout_s, self.session_reopen_window_s, self.session_tombstone_ttl_s)
+        return SessionConfig(self.session_idle_timeout_s, self.session_reopen_window_s, self.session_tombstone_ttl_s,
+                             self.session_end_grace_s)
 
     @property
     def retry_policy(self) -> RetryPolicy:

@@ -8,6 +8,8 @@ import time
 
 from pipeline.sdk import Tracer
 
+TURNS = 6  # requests per conversation
+
 
 class ToolError(RuntimeError):
     pass
@@ -61,7 +63,10 @@ def build(tracer: Tracer):
         return response
 
     @tracer.agent("planner")
-    def planner(question: str, *, slow: bool = False, fail: bool = False, loop: bool = False) -> dict:
+    def planner(question: str, *, slow: bool = False, fail: bool = False, loop: bool = False,
+                last_turn: bool = False) -> dict:
+        if last_turn:
+            tracer.end_session()  # the customer said goodbye: the conversation closes with this turn
         plan = call_llm(f"plan: {question}", slow=slow)
         summary = researcher(question, fail, loop)
         ticket = task_agent(summary)
@@ -85,7 +90,10 @@ def run(tracer: Tracer, traces: int, seed: int = 7) -> dict[str, int]:
     for i in range(traces):
         kind = rng.choices(list(kinds), weights=[6, 1, 2, 2])[0]
         kinds[kind] += 1
-        planner(f"customer question {i}: where is my package?", slow=kind == "slow", fail=kind == "tool_error", loop=kind == "loop")
+        # Every TURNS requests are the turns of one customer's conversation (a session).
+        with tracer.session(f"demo-conversation-{i // TURNS + 1}"):
+            planner(f"customer question {i}: where is my package?", slow=kind == "slow", fail=kind == "tool_error",
+                    loop=kind == "loop", last_turn=i % TURNS == TURNS - 1 or i == traces - 1)
     # One trace whose root never ends (the process "crashed" mid-request): closed as incomplete.
     root = tracer.start_span("planner", "agent", parent=None)
     tracer.start_span("web_search", "tool", parent=root).end()

@@ -238,3 +238,29 @@ def _report(reader, since: float, console: Console) -> None:
     ).rows
     if failing:
         console.print(f"A failing trace to explore: evalstream why {failing[0][0]}")
+    _report_sessions(reader, since, console)
+
+
+def _report_sessions(reader, since: float, console: Console, timeout_s: float = 30) -> None:
+    """Conversations: the closing verdicts, and the ones flagged while they were still going."""
+    db = reader.database
+    deadline = time.monotonic() + timeout_s
+    while True:  # the last conversation's verdict comes a moment after its last turn's trace closes
+        closed, judged = reader.query(
+            f"SELECT countIf(status != 'open'), (SELECT count() FROM {db}.session_scores_current "
+            f"WHERE scored_at >= toDateTime64({since}, 6)) FROM {db}.sessions_current "
+            f"WHERE updated_at >= toDateTime64({since}, 6)").rows[0]
+        if (closed and judged >= closed) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    failed = reader.query(
+        f"SELECT count() FROM {db}.session_scores_current WHERE scored_at >= toDateTime64({since}, 6) "
+        f"AND passed = false").rows[0][0]
+    console.print(f"Conversations: {closed} closed, {judged} judged at their close, {failed} failed")
+    flagged = reader.query(
+        f"SELECT session_id, min(turn) FROM {db}.session_scores FINAL WHERE scored_at >= toDateTime64({since}, 6) "
+        f"AND NOT final AND passed = false GROUP BY session_id ORDER BY session_id").rows
+    for session_id, turn in flagged[:5]:
+        console.print(f"  {escape(session_id)}: flagged after turn {turn}, while it was still going")
+    if flagged:
+        console.print(f"  the transcript with its verdicts: evalstream sessions show {flagged[0][0]}")

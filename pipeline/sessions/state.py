@@ -8,7 +8,9 @@ State is a JSON-able dict (it lives in a Faust table keyed by session id, and it
     finished {rule: turn}          rules that judge each turn and reached their verdict on this version
     opened_at_ns, last_turn_at_ns, closed_at_ns
 
-open --(the latest turn, in turn order, carries the end marker)--> closed at once, `end_marker`
+open --(the latest turn, in turn order, carries the end marker, and end_grace_s passed with no
+        new turn)--> closed, `end_marker` (the grace lets earlier turns whose traces closed later
+        arrive first, instead of each re-opening the session; 0 closes at once)
 open --(no new turn for idle_timeout_s)---------------------------> closed, `idle_timeout`
 closed --(a new turn within reopen_window_s)--> open again as version + 1, with every turn, old and new
 closed --(reopen_window_s passed)--> tombstone: turns dropped, version kept
@@ -40,10 +42,11 @@ class SessionConfig:
     idle_timeout_s: float = 600.0
     reopen_window_s: float = 1_800.0
     tombstone_ttl_s: float | None = None  # None: keep the last version for ever (a few hundred bytes)
+    end_grace_s: float = 0.0  # after the end marker, wait this long for earlier turns still on their way
 
     def __post_init__(self) -> None:
-        if self.idle_timeout_s <= 0 or self.reopen_window_s < 0:
-            raise ValueError("idle_timeout_s must be > 0 and reopen_window_s >= 0")
+        if self.idle_timeout_s <= 0 or self.reopen_window_s < 0 or self.end_grace_s < 0:
+            raise ValueError("idle_timeout_s must be > 0, reopen_window_s and end_grace_s >= 0")
         if self.tombstone_ttl_s is not None and self.tombstone_ttl_s < self.reopen_window_s:
             raise ValueError("tombstone_ttl_s must be at least reopen_window_s")
 
@@ -62,7 +65,7 @@ def add_turns(state: State | None, turns: Iterable[Turn], now_ns: int,
 
     Whatever was already due closes first (so the result does not depend on when ticks ran); then a
     closed session re-opens, a tombstone starts a fresh assembly, and a session whose latest turn
-    carries the end marker closes at once."""
+    carries the end marker closes (at once when `end_grace_s` is 0, else on the tick after it)."""
     turns = list(turns)
     closed: list[Session] = []
     if state is not None:
@@ -86,8 +89,7 @@ def add_turns(state: State | None, turns: Iterable[Turn], now_ns: int,
         state["turns"][turn.trace_id] = turn.model_dump(mode="json")
         state["seen"].pop(turn.trace_id, None)
     state["last_turn_at_ns"] = now_ns
-    ordered = _ordered(state)
-    if ordered[-1]["ends_session"]:
+    if _ends(state) and cfg.end_grace_s == 0:
         closed.append(_close(state, SessionCloseReason.END, now_ns))
     return state, closed
 
@@ -99,7 +101,8 @@ def close_due(state: State, now_ns: int, cfg: SessionConfig = DEFAULT_CONFIG) ->
     if due is None or now_ns < due:
         return state, []
     if state["open"]:
-        return state, [_close(state, SessionCloseReason.IDLE, now_ns)]
+        reason = SessionCloseReason.END if _ends(state) else SessionCloseReason.IDLE
+        return state, [_close(state, reason, now_ns)]
     if not state["tombstone"]:
         seen = {**state["seen"], **{tid: t["trace_version"] for tid, t in _ordered_items(state)}}
         state.update(tombstone=True, turns={}, seen=dict(list(seen.items())[-MAX_SEEN:]))
@@ -131,7 +134,8 @@ def snapshot(state: State, now_ns: int) -> Session:
 def deadline_ns(state: State, cfg: SessionConfig = DEFAULT_CONFIG) -> int | None:
     """When this state next needs `close_due` (None: never)."""
     if state["open"]:
-        return state["last_turn_at_ns"] + _ns(cfg.idle_timeout_s)
+        wait = cfg.end_grace_s if _ends(state) else cfg.idle_timeout_s
+        return state["last_turn_at_ns"] + _ns(wait)
     if not state["tombstone"]:
         return state["closed_at_ns"] + _ns(cfg.reopen_window_s)
     if cfg.tombstone_ttl_s is None:
@@ -168,6 +172,12 @@ def _ordered_items(state: State) -> list[tuple[str, dict[str, Any]]]:
 
 def _ordered(state: State) -> list[dict[str, Any]]:
     return [t for _, t in _ordered_items(state)]
+
+
+def _ends(state: State) -> bool:
+    """The latest turn, in turn order, carries the end marker."""
+    ordered = _ordered(state)
+    return bool(ordered) and bool(ordered[-1]["ends_session"])
 
 
 def _close(state: State, reason: SessionCloseReason, now_ns: int) -> Session:

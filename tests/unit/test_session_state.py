@@ -103,6 +103,27 @@ def test_end_marker_that_arrives_before_earlier_turns_closes_again_when_they_com
     assert [(s.version, s.close_reason, numbers(s)) for s in closed] == [(2, "end_marker", [1, 2, 3])]
 
 
+def test_with_an_end_grace_earlier_turns_that_come_after_the_marker_join_the_one_close() -> None:
+    grace = SessionConfig(idle_timeout_s=600, reopen_window_s=1_800, end_grace_s=2)
+    state, closed = add_turns(None, [turn("s", 3, ends_session=True)], T0, grace)
+    assert closed == [] and deadline_ns(state, grace) == T0 + 2 * S
+    state, closed = add_turns(state, [turn("s", 1)], T0 + S, grace)  # within the grace: waits again
+    assert closed == [] and deadline_ns(state, grace) == T0 + 3 * S
+    state, closed = add_turns(state, [turn("s", 2)], T0 + 2 * S, grace)
+    assert close_due(state, T0 + 4 * S - 1, grace)[1] == []
+    state, closed = close_due(state, T0 + 4 * S, grace)
+    assert [(s.version, s.close_reason, numbers(s)) for s in closed] == [(1, "end_marker", [1, 2, 3])]
+
+
+def test_with_an_end_grace_a_later_turn_than_the_marker_keeps_the_session_open_until_idle() -> None:
+    grace = SessionConfig(idle_timeout_s=600, reopen_window_s=1_800, end_grace_s=2)
+    state, _ = add_turns(None, [turn("s", 1, ends_session=True)], T0, grace)
+    state, closed = add_turns(state, [turn("s", 2)], T0 + S, grace)  # the user came back before the close
+    assert closed == [] and deadline_ns(state, grace) == T0 + S + 600 * S
+    state, closed = close_due(state, T0 + 601 * S, grace)
+    assert [(s.version, s.close_reason, numbers(s)) for s in closed] == [(1, "idle_timeout", [1, 2])]
+
+
 def test_a_turn_after_the_end_marker_reopens_until_idle() -> None:
     state, _ = feed(None, [turn("s", 1, ends_session=True)], T0)
     state, closed = feed(state, [turn("s", 2)], T0 + S)
