@@ -81,6 +81,11 @@ class StorageError(EvalstreamError):
     pass
 
 
+class TraceNotLoadedError(RetryableScorerError, LookupError):
+    """A session scorer could not open a turn's trace: not stored yet (the sink lags) or storage not
+    reachable. Transient: the job is retried, and dead-lettered if it still fails."""
+
+
 class BrokerError(EvalstreamError):
     pass
 

@@ -44,8 +44,10 @@ def group_key(alert_name: str, group: dict[str, str]) -> str:
 
 def applies(alert: AlertRule, result: ScoreResult) -> bool:
     """The alert watches this result's rule (a rate needs every such result, matched or not). A look at
-    a running session that reached no verdict yet ("continue") is not a result to count."""
-    if result.is_session and not result.final and result.passed is None and result.status == ScoreStatus.SCORED:
+    a running session that reached no verdict yet ("continue") is not a result to count, and neither is
+    a look that errored: it does not finish the rule, so it would come again after every turn; the
+    closing verdict reports the error once."""
+    if result.is_session and not result.final and (result.passed is None or result.status != ScoreStatus.SCORED):
         return False
     return alert.rule is None or alert.rule == result.rule
 

@@ -61,6 +61,9 @@ def active_tracer() -> Tracer | None:
     return _latest() if _latest is not None else None
 
 
+MAX_SESSION_ID = 256  # the pipeline's limit (pipeline/contracts/sessions.py): longer ids cannot be assembled
+
+
 class Tracer:
     def __init__(self, project: str | None = None, *, service: str | None = None,
                  bootstrap_servers: str | None = None, enabled: bool | None = None, evaluations: bool | None = None,
@@ -171,8 +174,9 @@ class Tracer:
         """`with tracer.session(conversation_id):` — every trace started inside is a turn of that
         conversation (its spans carry `session_id`), in threads bound with `bind_context` and in asyncio
         tasks too. Set it once per conversation; `span(..., session_id=...)` sets it for one trace."""
-        if not isinstance(session_id, str) or not session_id:
-            report("session", ValueError(f"session id must be a non-empty string, not {session_id!r}"))
+        if not isinstance(session_id, str) or not session_id or len(session_id) > MAX_SESSION_ID:
+            report("session", ValueError(f"session id must be a non-empty string of at most {MAX_SESSION_ID} "
+                                         f"characters, not {session_id[:80] if isinstance(session_id, str) else session_id!r}"))
             yield session_id
             return
         token = current_session.set(session_id)

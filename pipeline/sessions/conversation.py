@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from pipeline.contracts.sessions import Session, Turn
 from pipeline.contracts.traces import Trace
+from pipeline.errors import StorageError, TraceNotLoadedError
 from pipeline.sessions.transcript import MAX_TRANSCRIPT_CHARS, render_transcript
 
 TraceLoader = Callable[[str, int], Awaitable[Trace | None]]  # (trace_id, trace_version) -> the stored trace
@@ -58,17 +59,25 @@ class Conversation:
     async def trace(self, n: int) -> Trace:
         """The full trace of turn n. The turn's trace is known to exist, so one the sink has not stored yet
         is waited for, up to `store_wait_s`. LookupError when it cannot be loaded (no storage, or still
-        not stored)."""
+        not stored): a TraceNotLoadedError when the storage lags or cannot be reached, which the scorer
+        runner retries."""
         turn = self.turn(n)
         if self.load_trace is None:
             raise LookupError("no trace storage is available to this scorer")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.store_wait_s
         delay = 0.1
-        while (trace := await self.load_trace(turn.trace_id, turn.trace_version)) is None:
+        while (trace := await self._load(turn.trace_id, turn.trace_version)) is None:
             if loop.time() + delay > deadline:
-                raise LookupError(f"trace {turn.trace_id} v{turn.trace_version} of turn {n} is not stored "
-                                  f"after {self.store_wait_s:g} s")
+                raise TraceNotLoadedError(f"trace {turn.trace_id} v{turn.trace_version} of turn {n} is not stored "
+                                          f"after {self.store_wait_s:g} s")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
         return trace
+
+    async def _load(self, trace_id: str, version: int) -> Trace | None:
+        assert self.load_trace is not None
+        try:
+            return await self.load_trace(trace_id, version)
+        except StorageError as exc:
+            raise TraceNotLoadedError(str(exc)) from exc

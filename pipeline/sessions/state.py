@@ -95,19 +95,24 @@ def add_turns(state: State | None, turns: Iterable[Turn], now_ns: int,
 
 
 def close_due(state: State, now_ns: int, cfg: SessionConfig = DEFAULT_CONFIG) -> tuple[State | None, list[Session]]:
-    """Close an idle session, compact a closed one into a tombstone, or forget an expired tombstone.
-    Returns None as the state when the key can be deleted."""
-    due = deadline_ns(state, cfg)
-    if due is None or now_ns < due:
-        return state, []
-    if state["open"]:
-        reason = SessionCloseReason.END if _ends(state) else SessionCloseReason.IDLE
-        return state, [_close(state, reason, now_ns)]
-    if not state["tombstone"]:
-        seen = {**state["seen"], **{tid: t["trace_version"] for tid, t in _ordered_items(state)}}
-        state.update(tombstone=True, turns={}, seen=dict(list(seen.items())[-MAX_SEEN:]))
-        return state, []
-    return None, []
+    """Close an idle session, compact a closed one into a tombstone, or forget an expired tombstone: every
+    step that is due by `now_ns`, each at its own deadline (ticks may have been missed). Returns None as
+    the state when the key can be deleted."""
+    closed: list[Session] = []
+    current: State | None = state
+    while current is not None:  # every step that is due, as if each tick had come on time
+        due = deadline_ns(current, cfg)
+        if due is None or now_ns < due:
+            break
+        if current["open"]:  # closed at its deadline, so a late tick does not stretch the reopen window
+            reason = SessionCloseReason.END if _ends(current) else SessionCloseReason.IDLE
+            closed.append(_close(current, reason, due))
+        elif not current["tombstone"]:
+            seen = {**current["seen"], **{tid: t["trace_version"] for tid, t in _ordered_items(current)}}
+            current.update(tombstone=True, turns={}, seen=dict(list(seen.items())[-MAX_SEEN:]))
+        else:
+            current = None
+    return current, closed
 
 
 def mark_finished(state: State | None, finished: Iterable[RuleFinished]) -> bool:

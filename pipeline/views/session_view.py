@@ -196,8 +196,8 @@ def load_session(reader: Reader, session_id: str, version: int | None = None) ->
 
 def _failed_sql(db: str, rule: str | None = None) -> str:
     """(session_id, failed rules): the current closing verdict failed (session_scores_current: the latest
-    closed version's), or, while the latest version is open, a look on it finished with a fail. An
-    error counts as a fail."""
+    closed version's; an error counts as a fail there), or, while the latest version is open, a look on it
+    finished with a fail (a look that errored did not finish anything)."""
     failed = "(passed = false OR status = 'error')"
     only = f"WHERE rule = {_quote(rule)} " if rule else ""
     return (
@@ -206,7 +206,7 @@ def _failed_sql(db: str, rule: str | None = None) -> str:
         "UNION ALL "
         "SELECT sc.session_id AS session_id, sc.rule AS rule "
         f"FROM (SELECT session_id, session_version, rule FROM {db}.session_scores FINAL "
-        f"WHERE NOT final AND {failed}) AS sc "
+        "WHERE NOT final AND passed = false AND status = 'scored') AS sc "
         f"INNER JOIN (SELECT session_id, version FROM {db}.sessions_current WHERE status = 'open') AS cur "
         "ON cur.session_id = sc.session_id AND cur.version = sc.session_version"
         f") {only}GROUP BY session_id"

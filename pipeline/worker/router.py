@@ -44,14 +44,25 @@ class Router:
             if routed.decisions:
                 await self.ctx.send(topics.DECISIONS, trace.trace_id, encode(DecisionBatch(decisions=routed.decisions)))
             self.ctx.counters.inc("jobs_queued", len(routed.jobs))
-            turn = turn_from_trace(trace)
-            if turn is not None:  # a turn of a conversation: to its session's assembler
-                await self.ctx.send(topics.SESSION_TURNS, turn.session_id,
-                                    encode(SessionTurns(session_id=turn.session_id, turns=[turn])))
         except Exception as exc:
             log.exception("router: failed on trace %s (%s[%d]@%d)", trace_id, message.topic, message.partition,
                           message.offset)
             await self.ctx.dead_letter(dead_letter_for("router", message, exc, trace_id=trace_id))
+            return
+        await self._send_turn(message, trace)
+
+    async def _send_turn(self, message: Any, trace: Trace) -> None:
+        """A trace with a session id is a turn of a conversation: to its session's assembler. Apart from
+        routing, so a bad turn (say, a session id too long to be one) is dead-lettered alone, stage
+        `session-turn`, and the trace's jobs and decisions, already sent, are not routed again on replay."""
+        try:
+            turn = turn_from_trace(trace)
+            if turn is not None:
+                await self.ctx.send(topics.SESSION_TURNS, turn.session_id,
+                                    encode(SessionTurns(session_id=turn.session_id, turns=[turn])))
+        except Exception as exc:
+            log.exception("router: trace %s is not a valid turn of its session", trace.trace_id)
+            await self.ctx.dead_letter(dead_letter_for("session-turn", message, exc, trace_id=trace.trace_id))
 
     async def handle_backfill(self, event: Any) -> None:
         """One job batch per sampled trace, keyed by trace id so scorers share them by partition; the

@@ -16,7 +16,7 @@ import orjson
 
 from pipeline import topics
 from pipeline.assembly import DeadlineIndex
-from pipeline.contracts import Session, SessionTurns, decode, encode
+from pipeline.contracts import DeadLetter, Session, SessionTurns, decode, encode
 from pipeline.errors import DecodeError
 from pipeline.sessions.state import add_turns, close_due, deadline_ns, mark_finished, snapshot
 from pipeline.worker.assembler import partition_for
@@ -25,6 +25,7 @@ from pipeline.worker.deadletter import dead_letter_for
 
 log = logging.getLogger(__name__)
 
+CLOSE_RETRY_S = 30.0  # a session whose close could not be sent stays due, and is tried again this much later
 TICK_KEY = b"__tick__"
 TICK = orjson.dumps({"v": 1, "kind": "session_turns", "tick": True})
 
@@ -48,10 +49,13 @@ class SessionAssembler:
             if state and partition_for(session_id, parts) == partition:
                 self._schedule(partition, session_id, state)
 
-    def _schedule(self, partition: int, session_id: str, state: dict[str, Any] | None) -> None:
+    def _schedule(self, partition: int, session_id: str, state: dict[str, Any] | None,
+                  retry_s: float | None = None) -> None:
         due = deadline_ns(state, self.cfg) if state is not None else None
         if due is None:
             self.index.remove(partition, session_id)
+        elif retry_s is not None:  # it failed to close: try again a little later
+            self.index.set(partition, session_id, time.time() + retry_s)
         else:
             self.index.set(partition, session_id, due / 1e9)
 
@@ -87,6 +91,8 @@ class SessionAssembler:
         last_turn_at = state["last_turn_at_ns"] if state else None
         state, closed = add_turns(state, batch.turns, now, self.cfg) if batch.turns else (state, [])
         finished = mark_finished(state, batch.finished)
+        for session in closed:  # sent before the state is saved: if a send fails, nothing was recorded closed
+            await self._emit(session)
         if state is None:
             if session_id in self.table:
                 del self.table[session_id]
@@ -94,8 +100,6 @@ class SessionAssembler:
             self.table[session_id] = state
         self._schedule(message.partition, session_id, state)
         took_turns = state is not None and state["last_turn_at_ns"] != last_turn_at
-        for session in closed:
-            await self._emit(session)
         if took_turns and state is not None and state["open"] and self.ctx.ruleset.judges_each_turn:
             await self._emit(snapshot(state, now))
         if took_turns:
@@ -107,14 +111,23 @@ class SessionAssembler:
             state = self.table.get(session_id)
             if state is None:
                 continue
-            state, closed = close_due(state, now, self.cfg)
+            before = orjson.dumps(state)
+            try:
+                state, closed = close_due(state, now, self.cfg)
+                for session in closed:  # sent before the state says closed: a failed send closes again
+                    await self._emit(session)
+            except Exception as exc:
+                log.exception("session-assembler: closing session %s failed; trying again in %g s", session_id,
+                              CLOSE_RETRY_S)
+                self.table[session_id] = orjson.loads(before)  # close_due changed it in place: undo that
+                self._schedule(partition, session_id, self.table[session_id], retry_s=CLOSE_RETRY_S)
+                await self.ctx.dead_letter(_close_failure(session_id, exc))
+                continue
             if state is None:
                 del self.table[session_id]
             else:
                 self.table[session_id] = state
             self._schedule(partition, session_id, state)
-            for session in closed:
-                await self._emit(session)
 
     async def _emit(self, session: Session) -> None:
         await self.ctx.send(topics.SESSIONS, session.session_id, encode(session))
@@ -127,3 +140,9 @@ class SessionAssembler:
         for tp in self.ctx.app.assignor.assigned_actives():
             if tp.topic == topics.SESSION_TURNS:
                 await self.ctx.send(topics.SESSION_TURNS, TICK_KEY, TICK, partition=tp.partition)
+
+
+def _close_failure(session_id: str, exc: Exception) -> DeadLetter:
+    return DeadLetter(stage="session-assembler", source_topic=topics.SESSION_TURNS, partition=-1, offset=-1,
+                      key=session_id, job_id=session_id, error_type=type(exc).__name__,
+                      reason=f"closing failed: {exc}"[:2000], at_ns=time.time_ns())

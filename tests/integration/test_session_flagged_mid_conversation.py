@@ -81,7 +81,9 @@ def test_a_broken_must_not_is_flagged_and_alerted_after_turn_3_of_10(
         try:
             for n in (1, 2, 3):  # one turn at a time, each look done before the user says more
                 produce(broker, [turn(n)])
-                worker.wait_for(lambda n=n: len(looks(worker)) == n, timeout_s=30, what=f"the look after turn {n}")
+                # the first look waits for the consumer groups to join and litellm to load in the worker
+                worker.wait_for(lambda n=n: len(looks(worker)) == n, timeout_s=90 if n == 1 else 30,
+                                what=f"the look after turn {n}")
             assert looks(worker) == [[1, False, None], [2, False, None], [3, False, False]]
             flag = worker.query("SELECT reason, trace_id FROM evalstream.session_scores FINAL "
                                 f"WHERE session_id = '{SESSION}' AND turn = 3")

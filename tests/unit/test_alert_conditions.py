@@ -123,6 +123,9 @@ def test_session_verdicts_alert_with_their_conversation_and_a_continue_is_not_co
                            session_id="conv-7", session_version=1, turn=turn, final=final)
 
     assert not applies(alert, look(2, None))  # "continue": no verdict yet
+    errored = look(4, None).model_copy(update={"status": "error", "error_type": "TimeoutError"})
+    assert not applies(alert, errored)  # a look that errored comes back every turn: the close reports it once
+    assert applies(alert, errored.model_copy(update={"final": True}))
     assert applies(alert, look(3, False)) and applies(alert, look(10, False, final=True))
     seen = observation(alert, look(3, False), matched=True)
     assert seen.trace_id == "t3" and seen.reason == "session conv-7 v1 after turn 3, still running: promised a refund"

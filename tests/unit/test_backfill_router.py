@@ -1,5 +1,5 @@
 """pipeline/worker/router.py, backfill agent: one job batch per sampled trace, decisions batched, failures
-dead-lettered; no broker."""
+dead-lettered; and the live agent's turns, dead-lettered apart from the routing. No broker."""
 
 from __future__ import annotations
 
@@ -82,3 +82,17 @@ async def test_an_undecodable_backfill_message_is_dead_lettered() -> None:
     (dead,) = ctx.dead
     assert dead.stage == "backfill-router" and dead.source_topic == topics.BACKFILL and dead.offset == 7
     assert ctx.sent == []
+
+
+async def test_a_live_trace_whose_turn_is_invalid_is_routed_once_and_only_the_turn_is_dead_lettered() -> None:
+    ctx = FakeContext()
+    span = Span(trace_id="t-long", span_id="r", name="root", start_ns=0, end_ns=10, session_id="s" * 300)
+    live = Trace(trace_id="t-long", version=1, status="complete", close_reason="final_marker", root_span_id="r",
+                 spans=[span])
+    message = SimpleNamespace(value=orjson.dumps(live.model_dump(mode="json")), key=b"t-long", topic=topics.TRACES,
+                              partition=0, offset=3)
+    await Router(ctx).handle(SimpleNamespace(message=message))  # type: ignore[arg-type]
+    assert [t for t, _, _ in ctx.sent].count(topics.JOBS) == 1  # routed, once
+    assert topics.SESSION_TURNS not in [t for t, _, _ in ctx.sent]
+    (dead,) = ctx.dead
+    assert dead.stage == "session-turn" and dead.trace_id == "t-long" and "256" in dead.reason

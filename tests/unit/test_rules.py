@@ -104,7 +104,8 @@ def test_valid_toml_file_loads(tmp_path: Path) -> None:
 def test_the_shipped_demo_rules_load() -> None:
     path = Path(__file__).resolve().parents[2] / "pipeline" / "demo" / "rules.yaml"
     rs = load_rules(path)
-    assert {r.name for r in rs.active} == {"slow-traces", "tool-errors", "tool-loops"}
+    assert {r.name for r in rs.trace_rules} == {"slow-traces", "tool-errors", "tool-loops"}
+    assert [(r.name, r.each_turn) for r in rs.session_rules] == [("conversation-errors", True)]
 
 
 def test_empty_yaml_file_is_an_empty_ruleset(tmp_path: Path) -> None:

@@ -58,6 +58,8 @@ def test_a_bad_session_id_is_reported_not_used() -> None:
     tracer, _ = recording_tracer()
     with pytest.raises(ValueError, match="non-empty string"), tracer.session(""):  # raised only under pytest
         pass
+    with pytest.raises(ValueError, match="at most 256 characters"), tracer.session("x" * 257):
+        pass
 
 
 def test_end_session_marks_the_last_turn_so_the_pipeline_closes_the_conversation_with_it() -> None:

@@ -252,3 +252,14 @@ def test_a_rule_done_with_a_version_is_listed_in_its_snapshots_until_the_session
     assert closed and closed[0].finished_rules == []  # a closing version is judged by every rule
     state, _ = feed(state, [turn("s", 5)], T0 + 700 * S)  # a late turn: version 2 is judged afresh
     assert state is not None and state["version"] == 2 and snapshot(state, T0 + 700 * S).finished_rules == []
+
+
+def test_missed_ticks_give_the_same_result_as_ticks_on_time() -> None:
+    """No tick ran for longer than the idle timeout and the reopen window together (a worker was down):
+    the session closed at its deadline, was compacted, and a new turn starts a fresh version."""
+    state, _ = feed(None, [turn("s", 1), turn("s", 2)], T0)
+    late = T0 + (600 + 1_800 + 5) * S
+    state, closed = feed(state, [turn("s", 3)], late)
+    assert [(s.version, s.close_reason, s.closed_at_ns, numbers(s)) for s in closed] == [
+        (1, "idle_timeout", T0 + 600 * S, [1, 2])]
+    assert state["version"] == 2 and [t.trace_id for t in open_turns(state)] == ["s-t03"]  # not the old turns
