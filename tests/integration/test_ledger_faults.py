@@ -29,11 +29,15 @@ def run(tmp_path: Path, broker: str, ledger: Ledger, timeout_s: float = 120,
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES_YAML)
     worker = WorkerProcess(tmp_path / "data", broker, rules, env).start()
-    produce(broker, ledger.messages)
-    expected = len(ledger.sampled())
-    worker.wait_for(lambda: worker.scalar("SELECT count() FROM evalstream.scores_current") >= expected
-                    and worker.scalar("SELECT count() FROM evalstream.dead_letters FINAL") >= len(ledger.poison),
-                    timeout_s=timeout_s, what="every sampled trace scored and every poison message dead-lettered")
+    try:
+        produce(broker, ledger.messages)
+        expected = len(ledger.sampled())
+        worker.wait_for(lambda: worker.scalar("SELECT count() FROM evalstream.scores_current") >= expected
+                        and worker.scalar("SELECT count() FROM evalstream.dead_letters FINAL") >= len(ledger.poison),
+                        timeout_s=timeout_s, what="every sampled trace scored and every poison message dead-lettered")
+    except BaseException:
+        worker.stop()  # the caller's try/finally has not begun: do not leave the worker running
+        raise
     return worker
 
 
