@@ -145,8 +145,9 @@ def _wait_done(reader, since: float, expected_traces: int, timeout_s: float = 12
         pending = reader.query(
             f"SELECT count() FROM {db}.decisions_current WHERE decided_at >= toDateTime64({since}, 6) AND outcome = 'queued'"
         ).rows[0][0]
-        decided = reader.query(f"SELECT count() FROM {db}.decisions_current WHERE decided_at >= toDateTime64({since}, 6)").rows[0][0]
-        if traces >= expected_traces and decided and not pending:
+        decided = reader.query(f"SELECT uniqExact(trace_id) FROM {db}.decisions_current "
+                               f"WHERE decided_at >= toDateTime64({since}, 6)").rows[0][0]
+        if traces >= expected_traces and decided >= expected_traces and not pending:  # every trace decided
             return
         time.sleep(0.5)
     raise EvalstreamError(f"timed out waiting for the pipeline: {traces}/{expected_traces} traces, {pending} pending")
