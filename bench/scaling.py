@@ -24,7 +24,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline import topics
 from pipeline.admin import ensure_topics
-from pipeline.contracts import CloseReason, ScoreJob, ScoreJobBatch, Span, Trace, TraceStatus, encode
+from pipeline.contracts import (
+    CloseReason,
+    ScoreJob,
+    ScoreJobBatch,
+    ScoreJobBundle,
+    Span,
+    Trace,
+    TraceStatus,
+    encode,
+)
 from pipeline.embedded import EmbeddedBroker
 from tests.integration.harness import WorkerProcess
 
@@ -51,7 +60,7 @@ def job_messages(tag: str, n_traces: int, spans: int) -> list[tuple[bytes, bytes
                          trace_version=1, params=params, created_ns=now)
                 for rule, scorer, params in (("errors", "error_spans", {}), ("latency", "trace_latency",
                                                                                {"max_ms": 1000}))]
-        out.append((trace_id.encode(), encode(ScoreJobBatch(trace=trace, jobs=jobs))))
+        out.append((trace_id.encode(), encode(ScoreJobBundle(batches=[ScoreJobBatch(trace=trace, jobs=jobs)]))))
     return out
 
 

@@ -1,12 +1,16 @@
-"""Topic names: `evalstream.<entity>.v1`. The version changes only with an incompatible contract."""
+"""Topic names: `evalstream.<entity>.v1`. The version changes only with an incompatible contract (traces and
+jobs are `.v2` since they carry many traces per message).
+
+Every topic has the same partition count, and a trace's messages go to the partition Kafka's default
+partitioner picks for its id (`partition_for`) on every topic keyed by trace id."""
 
 from __future__ import annotations
 
 SPANS = "evalstream.spans.v1"  # SpanBatch, keyed by trace id; also carries assembler ticks
-TRACES = "evalstream.traces.v1"  # Trace, keyed by trace id: every closed version
-JOBS = "evalstream.jobs.v1"  # ScoreJobBatch, keyed by trace id
+TRACES = "evalstream.traces.v2"  # TraceBatch: one partition's closed versions of a tick, keyed by the first
+JOBS = "evalstream.jobs.v2"  # ScoreJobBundle: job batches of traces of one partition, keyed by the first
 JOBS_DEFERRED = "evalstream.jobs-deferred.v1"  # ScoreJobBatch waiting for a rule's budget (not_before_ns)
-SCORES = "evalstream.scores.v1"  # ScoreResultBatch, keyed by trace id
+SCORES = "evalstream.scores.v1"  # ScoreResultBatch, keyed by its first trace id
 DECISIONS = "evalstream.decisions.v1"  # DecisionBatch, keyed by trace id
 ALERT_OBSERVATIONS = "evalstream.alert-observations.v1"  # AlertObservationBatch by alert rule; also alerter ticks
 ALERT_RETRIES = "evalstream.alert-retries.v1"  # AlertRetry: failed deliveries waiting to be sent again
@@ -26,3 +30,10 @@ ALL = (SPANS, TRACES, JOBS, JOBS_DEFERRED, SCORES, DECISIONS, ALERT_OBSERVATIONS
 
 # Topic configs beyond the defaults, applied when a topic is created.
 CONFIGS: dict[str, dict[str, str]] = {SCORERS: {"cleanup.policy": "compact"}}
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2) picks for this key."""
+    from aiokafka.partitioner import murmur2  # lazily: the SDK imports this module without aiokafka
+
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions

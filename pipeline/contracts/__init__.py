@@ -18,7 +18,7 @@ from pipeline.contracts.alerts import (
     DeliveryStatus,
 )
 from pipeline.contracts.backfill import BackfillBatch
-from pipeline.contracts.codec import decode, encode
+from pipeline.contracts.codec import decode, encode, pack_items
 from pipeline.contracts.deadletters import DeadLetter
 from pipeline.contracts.jobs import (
     CriterionVerdict,
@@ -29,6 +29,7 @@ from pipeline.contracts.jobs import (
     JobSource,
     ScoreJob,
     ScoreJobBatch,
+    ScoreJobBundle,
     ScoreResult,
     ScoreResultBatch,
     ScoreStatus,
@@ -55,7 +56,7 @@ from pipeline.contracts.spans import (
     SpanStatus,
     SpanType,
 )
-from pipeline.contracts.traces import CloseReason, Trace, TraceStatus
+from pipeline.contracts.traces import CloseReason, Trace, TraceBatch, TraceStatus
 
 __all__ = [
     "CONTRACT_VERSION",
@@ -84,6 +85,7 @@ __all__ = [
     "RuleFinished",
     "ScoreJob",
     "ScoreJobBatch",
+    "ScoreJobBundle",
     "ScoreResult",
     "ScoreResultBatch",
     "ScoreStatus",
@@ -99,10 +101,12 @@ __all__ = [
     "SpanStatus",
     "SpanType",
     "Trace",
+    "TraceBatch",
     "TraceStatus",
     "Turn",
     "Verdict",
     "WorkerMetrics",
     "decode",
     "encode",
+    "pack_items",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import TypeVar
 
 import orjson
@@ -17,6 +18,21 @@ _ORJSON_WRITE_DEPTH = 254  # orjson reads 1024 levels of nesting but writes only
 
 def encode(model: BaseModel) -> bytes:
     return orjson.dumps(model.model_dump(mode="json", exclude_none=True))
+
+
+def pack_items(field: str, parts: Sequence[bytes], max_bytes: int = DEFAULT_MAX_BYTES) -> Iterator[tuple[bytes, int]]:
+    """Encoded items -> `{"v": 1, field: [items]}` messages of at most `max_bytes`, in order, with the index
+    of each message's first item. An item too big to share a message goes alone, so its reader's size
+    check names it rather than the packer dropping it."""
+    head, tail = b'{"v":1,"' + field.encode() + b'":[', b"]}"
+    start, size = 0, len(head) + len(tail)
+    for i, part in enumerate(parts):
+        if i > start and size + len(part) + 1 > max_bytes:
+            yield head + b",".join(parts[start:i]) + tail, start
+            start, size = i, len(head) + len(tail)
+        size += len(part) + 1
+    if start < len(parts):
+        yield head + b",".join(parts[start:]) + tail, start
 
 
 def decode(raw: bytes | None, model: type[M], *, max_bytes: int = DEFAULT_MAX_BYTES) -> M:

@@ -64,6 +64,14 @@ class ScoreJobBatch(_Wire):
     deferrals: int = 0  # how many times these jobs were deferred so far
 
 
+class ScoreJobBundle(_Wire):
+    """The job batches of several traces of one partition, in one message (`evalstream.jobs.v2`): a scorer
+    handles them as one event and answers with one result batch."""
+
+    v: Literal[1] = 1
+    batches: list[ScoreJobBatch]
+
+
 class Verdict(StrEnum):
     TRUE = "true"
     FALSE = "false"

@@ -1,4 +1,4 @@
-"""Assembler agent: SpanBatch messages -> trace state (Faust table) -> Trace on close.
+"""Assembler agent: SpanBatch messages -> trace state (Faust table) -> TraceBatch of a tick's closes.
 
 Closing is driven by tick messages that a timer sends to each partition this worker owns:
 Faust lets a table be written only while handling an event of that partition, and ticks
@@ -12,13 +12,12 @@ import time
 from typing import Any
 
 import orjson
-from aiokafka.partitioner import murmur2
 
 from pipeline import topics
 from pipeline.assembly import DeadlineIndex, close_trace, due_action, merge_spans
 from pipeline.assembly.enrich import Prices, enrich_trace
 from pipeline.assembly.state import DueAction, deadline
-from pipeline.contracts import SpanBatch, decode
+from pipeline.contracts import SpanBatch, decode, pack_items
 from pipeline.errors import DecodeError
 from pipeline.worker.context import WorkerContext
 from pipeline.worker.deadletter import dead_letter_for
@@ -27,11 +26,6 @@ log = logging.getLogger(__name__)
 
 TICK_KEY = b"__tick__"
 TICK = orjson.dumps({"v": 1, "kind": "tick"})
-
-
-def partition_for(trace_id: str, partitions: int) -> int:
-    """The partition Kafka's default partitioner picks for this key."""
-    return (murmur2(trace_id.encode()) & 0x7FFFFFFF) % partitions
 
 
 class Assembler:
@@ -81,7 +75,7 @@ class Assembler:
                         message.offset, exc)
             await self.ctx.dead_letter(dead_letter_for("assembler", message, exc))
             return
-        home = partition_for(batch.trace_id, settings.topic_partitions)
+        home = topics.partition_for(batch.trace_id, settings.topic_partitions)
         if home != message.partition:
             # Sent with another key: forward to the trace's partition so its state lives in one place.
             self.ctx.counters.inc("spans_forwarded", len(batch.spans))
@@ -101,7 +95,11 @@ class Assembler:
             log.info("assembler: trace %s re-opened as version %d by a late span", batch.trace_id, state["version"])
 
     async def _close_due(self, partition: int) -> None:
+        """Close what is due and send the closed versions as TraceBatch messages on this partition. The
+        closed states are saved after the sends, so a crash in between re-sends a version (same ids
+        downstream) rather than marking it closed unsent."""
         now = time.time()
+        closed: list[tuple[str, bytes, dict[str, Any]]] = []
         for trace_id in self.index.pop_due(partition, now):
             state = self.table.get(trace_id)
             if state is None:
@@ -113,12 +111,16 @@ class Assembler:
                 del self.table[trace_id]
             else:
                 payload = enrich_trace(close_trace(state, action, now), self.prices)
-                self.table[trace_id] = state
                 self.index.set(partition, trace_id, deadline(state, self.cfg))
-                await self.ctx.send(topics.TRACES, trace_id, orjson.dumps(payload))
+                closed.append((trace_id, orjson.dumps(payload), state))
                 # a version after a late span counts as reopened; a first version by its status
                 status = "reopened" if payload.get("version", 1) > 1 else payload["status"]
                 self.ctx.counters.inc("traces_closed", status=status)
+        parts = [raw for _, raw, _ in closed]
+        for value, first in pack_items("traces", parts, self.ctx.settings.max_message_bytes):
+            await self.ctx.send(topics.TRACES, closed[first][0], value, partition=partition)
+        for trace_id, _, state in closed:
+            self.table[trace_id] = state
 
     async def send_ticks(self) -> None:
         assigned = self.ctx.app.assignor.assigned_actives()

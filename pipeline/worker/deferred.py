@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from pipeline import topics
-from pipeline.contracts import ScoreJobBatch, decode, encode
+from pipeline.contracts import ScoreJobBatch, ScoreJobBundle, decode, encode
 from pipeline.worker.context import WorkerContext
 from pipeline.worker.deadletter import dead_letter_for
 
@@ -40,5 +40,5 @@ class DeferredJobs:
         if time.time_ns() < batch.not_before_ns:
             await self.ctx.send(topics.JOBS_DEFERRED, trace_id, message.value)
             return
-        await self.ctx.send(topics.JOBS, trace_id, encode(batch))
+        await self.ctx.send(topics.JOBS, trace_id, encode(ScoreJobBundle(batches=[batch])))
         self.ctx.counters.inc("jobs_resumed")

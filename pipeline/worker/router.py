@@ -1,6 +1,7 @@
-"""Router agents: a closed Trace -> a decision for every rule, one job batch for the sampled ones, and
-its turn to the session assembler when it carries a session id; a BackfillBatch of stored traces ->
-the same for the rules it names, marked `source=backfill` (no turns: their sessions are stored)."""
+"""Router agents: a TraceBatch of closed traces -> a decision for every (rule, trace), the sampled traces'
+job batches bundled in a few messages, and each trace's turn to the session assembler when it carries a
+session id; a BackfillBatch of stored traces -> the same for the rules it names, marked `source=backfill`
+(no turns: their sessions are stored)."""
 
 from __future__ import annotations
 
@@ -11,21 +12,20 @@ from pipeline import topics
 from pipeline.contracts import (
     BackfillBatch,
     Decision,
-    DecisionBatch,
     ScoreJobBatch,
     SessionTurns,
     Trace,
+    TraceBatch,
     decode,
     encode,
 )
 from pipeline.routing import route_backfill, route_trace
 from pipeline.sessions.transcript import turn_from_trace
+from pipeline.worker.bundles import send_decisions, send_job_bundles
 from pipeline.worker.context import WorkerContext
 from pipeline.worker.deadletter import dead_letter_for
 
 log = logging.getLogger(__name__)
-
-DECISIONS_PER_MESSAGE = 2000
 
 
 class Router:
@@ -33,23 +33,37 @@ class Router:
         self.ctx = ctx
 
     async def handle(self, event: Any) -> None:
+        """A TraceBatch -> one job bundle and a few decision batches for all its traces. A trace that
+        fails to route is dead-lettered alone; the others go on."""
         message = event.message
-        trace_id = None
         try:
-            trace = decode(message.value, Trace, max_bytes=self.ctx.settings.max_message_bytes)
-            trace_id = trace.trace_id
-            routed = route_trace(trace, self.ctx.ruleset)
-            if routed.jobs:
-                await self.ctx.send(topics.JOBS, trace.trace_id, encode(ScoreJobBatch(trace=trace, jobs=routed.jobs)))
-            if routed.decisions:
-                await self.ctx.send(topics.DECISIONS, trace.trace_id, encode(DecisionBatch(decisions=routed.decisions)))
-            self.ctx.counters.inc("jobs_queued", len(routed.jobs))
-        except Exception as exc:
-            log.exception("router: failed on trace %s (%s[%d]@%d)", trace_id, message.topic, message.partition,
-                          message.offset)
-            await self.ctx.dead_letter(dead_letter_for("router", message, exc, trace_id=trace_id))
+            batch = decode(message.value, TraceBatch, max_bytes=self.ctx.settings.max_message_bytes)
+        except Exception as exc:  # noqa: BLE001 - an undecodable message becomes a dead letter
+            log.error("router: dead-lettering %s[%d]@%d: %s", message.topic, message.partition, message.offset, exc)
+            await self.ctx.dead_letter(dead_letter_for("router", message, exc))
             return
-        await self._send_turn(message, trace)
+        jobs: list[tuple[str, bytes]] = []
+        decisions: list[Decision] = []
+        routed_traces: list[Trace] = []
+        queued = 0
+        for trace in batch.traces:
+            try:
+                routed = route_trace(trace, self.ctx.ruleset)
+                if routed.jobs:
+                    jobs.append((trace.trace_id, encode(ScoreJobBatch(trace=trace, jobs=routed.jobs))))
+            except Exception as exc:
+                log.exception("router: failed on trace %s (%s[%d]@%d)", trace.trace_id, message.topic,
+                              message.partition, message.offset)
+                await self.ctx.dead_letter(dead_letter_for("router", message, exc, trace_id=trace.trace_id))
+                continue
+            decisions.extend(routed.decisions)
+            queued += len(routed.jobs)
+            routed_traces.append(trace)
+        await send_job_bundles(self.ctx, jobs, partition=message.partition)
+        await send_decisions(self.ctx, decisions)
+        self.ctx.counters.inc("jobs_queued", queued)
+        for trace in routed_traces:
+            await self._send_turn(message, trace)
 
     async def _send_turn(self, message: Any, trace: Trace) -> None:
         """A trace with a session id is a turn of a conversation: to its session's assembler. Apart from
@@ -65,8 +79,9 @@ class Router:
             await self.ctx.dead_letter(dead_letter_for("session-turn", message, exc, trace_id=trace.trace_id))
 
     async def handle_backfill(self, event: Any) -> None:
-        """One job batch per sampled trace, keyed by trace id so scorers share them by partition; the
-        decisions of the whole message in a few batches. A trace that fails is dead-lettered alone."""
+        """The sampled traces' job batches, bundled per partition of their trace ids so scorers share them
+        as they share live jobs; the decisions of the whole message in a few batches. A trace that fails
+        is dead-lettered alone."""
         message = event.message
         try:
             batch = decode(message.value, BackfillBatch, max_bytes=self.ctx.settings.max_message_bytes)
@@ -76,13 +91,15 @@ class Router:
             await self.ctx.dead_letter(dead_letter_for("backfill-router", message, exc))
             return
         decisions: list[Decision] = []
+        by_partition: dict[int, list[tuple[str, bytes]]] = {}
         jobs = 0
+        partitions = self.ctx.settings.topic_partitions
         for trace in batch.traces:
             try:
                 routed = route_backfill(trace, self.ctx.ruleset, batch.rules)
                 if routed.jobs:
-                    await self.ctx.send(topics.JOBS, trace.trace_id,
-                                        encode(ScoreJobBatch(trace=trace, jobs=routed.jobs)))
+                    by_partition.setdefault(topics.partition_for(trace.trace_id, partitions), []).append(
+                        (trace.trace_id, encode(ScoreJobBatch(trace=trace, jobs=routed.jobs))))
                 decisions.extend(routed.decisions)
                 jobs += len(routed.jobs)
             except Exception as exc:
@@ -90,8 +107,9 @@ class Router:
                               batch.backfill_id, message.topic, message.partition, message.offset)
                 await self.ctx.dead_letter(dead_letter_for("backfill-router", message, exc,
                                                            trace_id=trace.trace_id))
-        for start in range(0, len(decisions), DECISIONS_PER_MESSAGE):
-            chunk = decisions[start:start + DECISIONS_PER_MESSAGE]
-            await self.ctx.send(topics.DECISIONS, chunk[0].trace_id, encode(DecisionBatch(decisions=chunk)))
+        for partition, parts in by_partition.items():  # the trace's own partition, as live jobs go
+            await send_job_bundles(self.ctx, parts, partition=partition)
+        await send_decisions(self.ctx, decisions)
         self.ctx.counters.inc("jobs_queued", jobs)
         self.ctx.counters.inc("backfill_traces", len(batch.traces))
+

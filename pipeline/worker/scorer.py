@@ -1,4 +1,4 @@
-"""Scorer agent: runs a trace's jobs concurrently (bounded per process) and always emits a result per job.
+"""Scorer agent: runs a bundle's jobs concurrently (bounded per process) and always emits a result per job.
 
 A job whose rule has spent its hourly budget is not run: it goes to the deferred topic with the
 time its budget frees up, and its decision row says so. `worker/deferred.py` sends it back then.
@@ -18,13 +18,15 @@ from pipeline.contracts import (
     DecisionOutcome,
     ScoreJob,
     ScoreJobBatch,
-    ScoreResultBatch,
+    ScoreJobBundle,
     ScoreStatus,
     decode,
     encode,
+    pack_items,
 )
 from pipeline.scoring import JobOutcome, ScorerCache, run_job
 from pipeline.scoring.budget import Spend, SpendLedger
+from pipeline.worker.bundles import send_decisions
 from pipeline.worker.context import WorkerContext
 from pipeline.worker.deadletter import dead_letter_for
 
@@ -50,18 +52,16 @@ class ScorerWorker:
                 self.ctx.counters.set("jobs_running", self.running)
 
     async def handle(self, event: Any) -> None:
+        """A ScoreJobBundle -> every job run (bounded by the process's slots), one result batch and one
+        decision batch for the whole bundle."""
         message = event.message
         try:
-            batch = decode(message.value, ScoreJobBatch, max_bytes=self.ctx.settings.max_message_bytes)
+            bundle = decode(message.value, ScoreJobBundle, max_bytes=self.ctx.settings.max_message_bytes)
         except Exception as exc:  # noqa: BLE001 - any undecodable job becomes a dead letter
             log.error("scorer: dead-lettering %s[%d]@%d: %s", message.topic, message.partition, message.offset, exc)
             await self.ctx.dead_letter(dead_letter_for("scorer", message, exc))
             return
-        runnable = await self._defer_over_budget(batch)
-        outcomes = await asyncio.gather(*(self._run(job, batch) for job in runnable))
-        done = time.time()
-        for outcome in outcomes:
-            self.ledger.charge(outcome.result.rule, Spend.from_metadata(outcome.result.metadata), done)
+        outcomes = await self._run_bundle(bundle)
         if not outcomes:
             return
         results = [o.result for o in outcomes]
@@ -75,25 +75,57 @@ class ScorerWorker:
             )
             for r in results
         ]
-        trace_id = batch.trace.trace_id
-        await self.ctx.send(topics.SCORES, trace_id, encode(ScoreResultBatch(results=results)))
-        await self.ctx.send(topics.DECISIONS, trace_id, encode(DecisionBatch(decisions=decisions)))
+        max_bytes = self.ctx.settings.max_message_bytes
+        for value, first in pack_items("results", [encode(r) for r in results], max_bytes):
+            await self.ctx.send(topics.SCORES, results[first].trace_id, value)
+        await send_decisions(self.ctx, decisions)
         for outcome in outcomes:
             status = outcome.result.status.value
             self.ctx.counters.inc("scores", status=status, rule=outcome.result.rule)
             if outcome.dead_letter:
-                await self.ctx.dead_letter(dead_letter_for("scorer", message, _GaveUp(outcome), trace_id=trace_id,
+                await self.ctx.dead_letter(dead_letter_for("scorer", message, _GaveUp(outcome),
+                                                           trace_id=outcome.result.trace_id,
                                                            job_id=outcome.result.job_id))
 
+    async def _run_bundle(self, bundle: ScoreJobBundle) -> list[JobOutcome]:
+        """Jobs of rules without a budget all at once. Jobs of budgeted rules in waves of at most
+        `scorer_concurrency` traces, each wave checked against what the waves before it spent, so that a
+        bundle cannot overspend a budget by more than one trace per slot (as separate messages could not)."""
+        def budgeted(job: ScoreJob) -> bool:
+            rule = self.ctx.ruleset.rule(job.rule)
+            return rule is not None and rule.budget is not None
 
-    async def _defer_over_budget(self, batch: ScoreJobBatch) -> list[ScoreJob]:
-        """Send jobs of rules over budget to the deferred topic; return the ones to run now."""
+        free = asyncio.gather(*(self._run(job, batch) for batch in bundle.batches for job in batch.jobs
+                                if not budgeted(job)))
+        waiting = [(batch, jobs) for batch in bundle.batches if (jobs := [j for j in batch.jobs if budgeted(j)])]
+        outcomes: list[JobOutcome] = []
+        wave = max(1, self.ctx.settings.scorer_concurrency)
+        try:
+            for start in range(0, len(waiting), wave):
+                runnable = [(job, batch) for batch, jobs in waiting[start:start + wave]
+                            for job in await self._defer_over_budget(batch, jobs)]
+                done = await asyncio.gather(*(self._run(job, batch) for job, batch in runnable))
+                self._charge(done)
+                outcomes += done
+        finally:
+            unbudgeted = await free
+        self._charge(unbudgeted)
+        return [*unbudgeted, *outcomes]
+
+    def _charge(self, outcomes: list[JobOutcome]) -> None:
+        done = time.time()
+        for outcome in outcomes:
+            self.ledger.charge(outcome.result.rule, Spend.from_metadata(outcome.result.metadata), done)
+
+    async def _defer_over_budget(self, batch: ScoreJobBatch, jobs: list[ScoreJob]) -> list[ScoreJob]:
+        """Send those of a trace's `jobs` whose rules are over budget to the deferred topic; return the
+        ones to run now."""
         now = time.time()
         runnable: list[ScoreJob] = []
         deferred: list[ScoreJob] = []
         decisions: list[Decision] = []
         not_before = 0.0
-        for job in batch.jobs:
+        for job in jobs:
             rule = self.ctx.ruleset.rule(job.rule)
             budget = rule.budget if rule is not None else None
             until = self.ledger.blocked_until(job.rule, budget, now)

@@ -19,7 +19,6 @@ from pipeline.assembly import DeadlineIndex
 from pipeline.contracts import DeadLetter, Session, SessionTurns, decode, encode
 from pipeline.errors import DecodeError
 from pipeline.sessions.state import add_turns, close_due, deadline_ns, mark_finished, snapshot
-from pipeline.worker.assembler import partition_for
 from pipeline.worker.context import WorkerContext
 from pipeline.worker.deadletter import dead_letter_for
 
@@ -46,7 +45,7 @@ class SessionAssembler:
         self.index.init_partition(partition)
         parts = self.ctx.settings.topic_partitions
         for session_id, state in list(self.table.items()):
-            if state and partition_for(session_id, parts) == partition:
+            if state and topics.partition_for(session_id, parts) == partition:
                 self._schedule(partition, session_id, state)
 
     def _schedule(self, partition: int, session_id: str, state: dict[str, Any] | None,
@@ -82,7 +81,7 @@ class SessionAssembler:
             await self.ctx.dead_letter(dead_letter_for("session-assembler", message, exc))
             return
         session_id = batch.session_id
-        home = partition_for(session_id, self.ctx.settings.topic_partitions)
+        home = topics.partition_for(session_id, self.ctx.settings.topic_partitions)
         if home != message.partition:  # sent with another key: its state lives on its own partition
             await self.ctx.send(topics.SESSION_TURNS, session_id, message.value, partition=home)
             return

@@ -76,7 +76,9 @@ def messages() -> list[tuple[str, bytes]]:
             final=final, scored_at_ns=latest.ended_ns + 2 * S,
             **({"error_type": "TimeoutError", "error_message": "judge took 30 s"} if status == "error" else {}))
 
-    out = [(topics.TRACES, encode(t)) for ts in traces.values() for t in ts]
+    from pipeline.contracts import TraceBatch
+
+    out = [(topics.TRACES, encode(TraceBatch(traces=[t]))) for ts in traces.values() for t in ts]
     out += [(topics.SESSIONS, session("chat-1", 1, 2, "complete", "idle_timeout")),
             (topics.SESSIONS, session("chat-1", 1, 1, "open")),  # redelivered after the close
             (topics.SESSIONS, session("chat-1", 1, 2, "open")),

@@ -14,7 +14,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from pipeline import topics
-from pipeline.contracts import Span, Trace, encode
+from pipeline.contracts import Span, Trace, TraceBatch, encode
 from pipeline.errors import StorageError
 from pipeline.metrics import Counters
 from pipeline.storage.client import embedded_dsn
@@ -44,8 +44,9 @@ class Unavailable:
 def trace(i: int) -> bytes:
     trace_id = f"o{i:04d}"
     root = Span(trace_id=trace_id, span_id=f"{trace_id}-r", name="handle", start_ns=1, end_ns=2, project="itest")
-    return encode(Trace(trace_id=trace_id, version=1, project="itest", status="complete", close_reason="final_marker",
-                        root_span_id=root.span_id, name="handle", start_ns=1, end_ns=2, spans=[root]))
+    return encode(TraceBatch(traces=[Trace(trace_id=trace_id, version=1, project="itest", status="complete",
+                                           close_reason="final_marker", root_span_id=root.span_id, name="handle",
+                                           start_ns=1, end_ns=2, spans=[root])]))
 
 
 def test_the_sink_waits_out_a_storage_outage_without_consuming_committing_or_dropping(

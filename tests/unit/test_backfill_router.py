@@ -1,5 +1,5 @@
-"""pipeline/worker/router.py, backfill agent: one job batch per sampled trace, decisions batched, failures
-dead-lettered; and the live agent's turns, dead-lettered apart from the routing. No broker."""
+"""pipeline/worker/router.py, backfill agent: a job batch per sampled trace, bundled by partition, decisions
+batched, failures dead-lettered; and the live agent's turns, dead-lettered apart from the routing. No broker."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from pipeline.contracts import (
     DecisionBatch,
     DecisionOutcome,
     JobSource,
-    ScoreJobBatch,
+    ScoreJobBundle,
     Span,
     Trace,
+    TraceBatch,
     decode,
 )
 from pipeline.metrics import Counters
@@ -33,14 +34,16 @@ RULES = parse_rules({"rules": [
 
 class FakeContext:
     def __init__(self) -> None:
-        self.settings = SimpleNamespace(max_message_bytes=1024 * 1024)
+        self.settings = SimpleNamespace(max_message_bytes=1024 * 1024, topic_partitions=8)
         self.ruleset = RULES
         self.counters = Counters()
         self.sent: list[tuple[str, str, bytes]] = []
+        self.sent_to: list[tuple[str, str, bytes, int | None]] = []
         self.dead: list[DeadLetter] = []
 
     async def send(self, topic: str, key: str, value: bytes, partition: int | None = None) -> None:
         self.sent.append((topic, key, value))
+        self.sent_to.append((topic, key, value, partition))
 
     async def dead_letter(self, dl: DeadLetter) -> None:
         self.dead.append(dl)
@@ -63,11 +66,16 @@ async def test_a_backfill_message_becomes_job_batches_per_trace_and_its_decision
     (message,) = pack("bf", ["half"], [trace(i) for i in range(40)], max_bytes=1024 * 1024).messages
     await Router(ctx).handle_backfill(event(message))  # type: ignore[arg-type]
 
-    jobs = [(key, decode(value, ScoreJobBatch)) for topic, key, value in ctx.sent if topic == topics.JOBS]
+    bundles = [(key, partition, decode(value, ScoreJobBundle)) for topic, key, value, partition in ctx.sent_to
+               if topic == topics.JOBS]
     sampled = {f"t-{i}" for i in range(40) if is_sampled(f"t-{i}", "half", 0.5)}
-    assert {key for key, _ in jobs} == sampled  # keyed by trace id: scorers share them by partition
-    for key, batch in jobs:
-        assert batch.trace.trace_id == key and [j.rule for j in batch.jobs] == ["half"]
+    jobs = [batch for _, _, bundle in bundles for batch in bundle.batches]
+    assert sorted(batch.trace.trace_id for batch in jobs) == sorted(sampled)  # each sampled trace once
+    for key, partition, bundle in bundles:  # bundled by the partition of their trace ids: scorers share them
+        assert key == bundle.batches[0].trace.trace_id
+        assert {topics.partition_for(b.trace.trace_id, 8) for b in bundle.batches} == {partition}
+    for batch in jobs:
+        assert [j.rule for j in batch.jobs] == ["half"]
         assert batch.jobs[0].source == JobSource.BACKFILL
     decisions = [d for topic, _, value in ctx.sent if topic == topics.DECISIONS
                  for d in decode(value, DecisionBatch).decisions]
@@ -89,8 +97,8 @@ async def test_a_live_trace_whose_turn_is_invalid_is_routed_once_and_only_the_tu
     span = Span(trace_id="t-long", span_id="r", name="root", start_ns=0, end_ns=10, session_id="s" * 300)
     live = Trace(trace_id="t-long", version=1, status="complete", close_reason="final_marker", root_span_id="r",
                  spans=[span])
-    message = SimpleNamespace(value=orjson.dumps(live.model_dump(mode="json")), key=b"t-long", topic=topics.TRACES,
-                              partition=0, offset=3)
+    message = SimpleNamespace(value=orjson.dumps(TraceBatch(traces=[live]).model_dump(mode="json")), key=b"t-long",
+                              topic=topics.TRACES, partition=0, offset=3)
     await Router(ctx).handle(SimpleNamespace(message=message))  # type: ignore[arg-type]
     assert [t for t, _, _ in ctx.sent].count(topics.JOBS) == 1  # routed, once
     assert topics.SESSION_TURNS not in [t for t, _, _ in ctx.sent]

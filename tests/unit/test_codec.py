@@ -11,8 +11,10 @@ from pipeline.contracts import (
     Span,
     SpanBatch,
     Trace,
+    TraceBatch,
     decode,
     encode,
+    pack_items,
 )
 from pipeline.errors import DecodeError, OversizedError
 
@@ -136,3 +138,20 @@ def test_unknown_extra_fields_are_ignored_at_every_level() -> None:
     back = decode(orjson.dumps(data), SpanBatch)
     assert back == _batch()
     assert not hasattr(back, "added_in_v1_1")
+
+
+def test_pack_items_splits_at_the_size_limit_keeps_order_and_sends_an_oversized_item_alone() -> None:
+    traces = [Trace(trace_id=f"t{i}", version=1, status="complete", close_reason="final_marker",
+                    spans=[Span(trace_id=f"t{i}", span_id="r", name="x", outputs="y" * (5000 if i == 3 else 10), start_ns=0,
+                                end_ns=1)]) for i in range(8)]
+    parts = [encode(t) for t in traces]
+    messages = list(pack_items("traces", parts, max_bytes=1200))
+
+    decoded = [(decode(value, TraceBatch, max_bytes=10_000), first) for value, first in messages]
+    assert [t.trace_id for batch, _ in decoded for t in batch.traces] == [f"t{i}" for i in range(8)]
+    firsts = [first for _, first in decoded]
+    assert 3 in firsts and 4 in firsts  # t3 travels alone
+    assert all(len(value) <= 1200 for value, first in messages if first != 3)
+    for (value, first), nxt in zip(messages, [*firsts[1:], len(parts)], strict=True):  # each message is full
+        assert nxt == len(parts) or first == 3 or nxt == 3 or len(value) + len(parts[nxt]) + 1 > 1200
+    assert list(pack_items("traces", [], max_bytes=1200)) == []
