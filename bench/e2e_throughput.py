@@ -1,6 +1,6 @@
 """End-to-end throughput: traces/s and spans/s through the whole path, against the raw broker.
 
-    .venv/bin/python bench/e2e_throughput.py [--traces 3000] [--spans 10] [--profile out.txt]
+    .venv/bin/python bench/e2e_throughput.py [--traces 3000] [--spans 10] [--profile out.txt] [--latency-traces 2000]
 
 --profile samples the worker with py-spy (`pip install py-spy`) while the traces go through, and
 writes the top functions by own time and by total time.
@@ -8,12 +8,15 @@ writes the top functions by own time and by total time.
 Baseline (same run, same broker): aiokafka producing and consuming messages of the same size as
 one trace's SpanBatch. Pipeline: one worker process (assembler, router, scorer, alerter, sink)
 scoring every trace with two code scorers; the clock stops when the last score row is in chDB.
+Then a latency phase sends traces at a steady rate (half the throughput measured) and reads, per score
+row, the time from its trace's close to the row's insert. EVALSTREAM_* variables reach the worker.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import subprocess
 import sys
@@ -30,6 +33,8 @@ from pipeline.embedded import EmbeddedBroker
 from tests.integration.harness import WorkerProcess, batch, span
 from tests.integration.ledger import Ledger, LedgerRule
 
+EXTRA_ENV = {k: v for k, v in os.environ.items() if k.startswith("EVALSTREAM_")}  # settings to try, passed on
+
 RULES = """
 rules:
   - name: errors
@@ -40,10 +45,10 @@ rules:
 """
 
 
-def trace_batches(n: int, spans: int) -> list[tuple[bytes, bytes]]:
+def trace_batches(n: int, spans: int, prefix: str = "b") -> list[tuple[bytes, bytes]]:
     out = []
     for i in range(n):
-        trace_id = f"b{i:07d}"
+        trace_id = f"{prefix}{i:07d}"
         root = span(trace_id, f"{trace_id}-r", None, "root", dur_ms=20)
         kids = [span(trace_id, f"{trace_id}-{j}", root["span_id"], f"tool{j % 3}", start_ms=j, span_type="tool",
                      inputs={"q": f"query {j}"}, outputs={"ok": True}) for j in range(spans - 1)]
@@ -73,11 +78,14 @@ async def raw_broker(bootstrap: str, messages: list[tuple[bytes, bytes]]) -> tup
     return len(messages) / produce_s, len(messages) / consume_s
 
 
-async def produce(bootstrap: str, messages: list[tuple[bytes, bytes]]) -> float:
+async def produce(bootstrap: str, messages: list[tuple[bytes, bytes]], rate: float | None = None) -> float:
+    """Send as fast as the producer goes, or at `rate` traces/s in 10 ms steps."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=16 * 1024 * 1024)
     await producer.start()
     started = time.perf_counter()
-    for key, value in messages:
+    for i, (key, value) in enumerate(messages):
+        if rate is not None and (ahead := i / rate - (time.perf_counter() - started)) > 0.01:
+            await asyncio.sleep(ahead)
         await producer.send("evalstream.spans.v1", value, key=key)
     await producer.flush()
     await producer.stop()
@@ -120,6 +128,10 @@ def main() -> None:
     parser.add_argument("--traces", type=int, default=3000)
     parser.add_argument("--spans", type=int, default=10)
     parser.add_argument("--profile", type=Path, default=None, help="write a py-spy profile of the worker here")
+    parser.add_argument("--latency-traces", type=int, default=2000,
+                        help="then send this many traces at a steady rate and measure close -> score row")
+    parser.add_argument("--latency-rate", type=float, default=None,
+                        help="traces/s of the latency phase (default: half the measured throughput)")
     args = parser.parse_args()
     messages = trace_batches(args.traces, args.spans)
     size = sum(len(v) for _, v in messages) / len(messages)
@@ -130,7 +142,7 @@ def main() -> None:
         rules = Path(tmp) / "rules.yaml"
         rules.write_text(RULES)
         worker = WorkerProcess(Path(tmp) / "data", broker.bootstrap, rules,
-                               {"EVALSTREAM_TOPIC_PARTITIONS": "8", "EVALSTREAM_LOG_LEVEL": "warn"}).start()
+                               {"EVALSTREAM_TOPIC_PARTITIONS": "8", "EVALSTREAM_LOG_LEVEL": "warn", **EXTRA_ENV}).start()
         try:
             time.sleep(12)  # let both consumer groups join (Tansu: half the session timeout each)
             spy = start_profile(worker, args.profile, Path(tmp)) if args.profile else None
@@ -148,6 +160,8 @@ def main() -> None:
             except AssertionError:
                 pass
             problems = ledger.account(worker.query)
+            latency_rate = args.latency_rate or max(1.0, args.traces / elapsed / 2)
+            latency = measure_latency(worker, broker.bootstrap, args.latency_traces, args.spans, latency_rate)
         finally:
             worker.stop()
 
@@ -161,6 +175,29 @@ def main() -> None:
           f"{traces_s / 2000:.2f}x")
     print(f"ledger: {args.traces * args.spans} spans, {args.traces} traces, {2 * args.traces} scores accounted for: "
           + ("all" if not problems else "; ".join(problems)))
+    if latency:
+        p50, p95, p99, worst = latency
+        print(f"latency at {latency_rate:.0f} traces/s, trace closed -> score row stored: p50 {p50:.0f} ms, "
+              f"p95 {p95:.0f} ms, p99 {p99:.0f} ms, max {worst:.0f} ms (target p95 <= 1000 ms)")
+
+
+def measure_latency(worker: WorkerProcess, bootstrap: str, n: int, spans: int, rate: float
+                    ) -> tuple[float, float, float, float] | None:
+    """Send n traces at a steady rate, wait for their scores, and read each score row's insert time against
+    its trace's close time from the tables (`scores.ingested_at` - `traces.closed_at`)."""
+    if n <= 0:
+        return None
+    before = worker.scalar("SELECT count() FROM evalstream.scores")
+    asyncio.run(produce(bootstrap, trace_batches(n, spans, prefix="l"), rate=rate))
+    worker.wait_for(lambda: worker.scalar("SELECT count() FROM evalstream.scores") >= before + 2 * n,
+                    timeout_s=600, what="the latency phase's scores")
+    (row,) = worker.query(
+        "SELECT quantiles(0.5, 0.95, 0.99)(ms), max(ms) FROM (SELECT (toUnixTimestamp64Micro(s.ingested_at)"
+        " - toUnixTimestamp64Micro(t.closed_at)) / 1000 AS ms FROM evalstream.scores AS s"
+        " INNER JOIN evalstream.traces AS t ON s.trace_id = t.trace_id AND s.trace_version = t.version"
+        " WHERE startsWith(s.trace_id, 'l'))")
+    (p50, p95, p99), worst = row[0], row[1]
+    return p50, p95, p99, worst
 
 
 if __name__ == "__main__":
