@@ -1,5 +1,6 @@
 """Every span, trace, decision and score accounted for (tests/integration/ledger.py) under faults:
-1% poison messages mixed into valid traffic, and a trace of 10,000 spans beside ordinary ones.
+1% poison messages mixed into valid traffic, a trace of 10,000 spans beside ordinary ones, and SIGKILL of
+each role in its own process.
 `EVALSTREAM_LONG=1` (or `--long`) runs them with ten times the traffic."""
 
 from __future__ import annotations
@@ -73,38 +74,55 @@ def test_a_trace_of_10k_spans_is_stored_whole_and_scored_once_beside_ordinary_tr
         worker.stop()
 
 
-def test_sigkill_of_each_role_process_mid_stream_loses_and_duplicates_nothing(broker: str, tmp_path: Path) -> None:
-    """A front process (assembler, router, alerter, and the sink that owns chDB) and a scorer process; each is
-    SIGKILLed in turn while traffic flows, and started again while more arrives."""
-    ledger = Ledger.traffic(RULES, traces=300 * SCALE, spans_per_trace=5, seed=3)
+ROLE_RULES_YAML = RULES_YAML + """
+alerts:
+  - {name: any-error, rule: errors, condition: failed, min_count: 1, window_s: 60}
+"""
+ROLES = ("scorer", "router", "assembler", "alerter", "sink")
+
+
+def test_sigkill_of_each_role_in_its_own_process_mid_stream_loses_and_duplicates_nothing(
+        broker: str, tmp_path: Path) -> None:
+    """Five processes, one per role (the sink alone owns chDB). Each in turn is SIGKILLed (no flush, no commit,
+    no leave) while traffic arrives, and started again while more arrives; then every span, trace, decision
+    and score is accounted for, and the alerter's alert for the failing traces is stored."""
+    ledger = Ledger.traffic(RULES, traces=60 * len(ROLES) * SCALE, spans_per_trace=5, seed=3)
     rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES_YAML)
+    rules.write_text(ROLE_RULES_YAML)
+    env = {"EVALSTREAM_SESSION_TIMEOUT_S": "6"}  # a SIGKILLed member leaves the group when its session expires
 
-    def front() -> WorkerProcess:
-        return WorkerProcess(tmp_path / "front", broker, rules, {"EVALSTREAM_ROLES": "assembler,router,alerter"})
+    def process(role: str) -> WorkerProcess:
+        if role == "sink":
+            return WorkerProcess(tmp_path / role, broker, rules, {**env, "EVALSTREAM_ROLES": ""})
+        return WorkerProcess(tmp_path / role, broker, rules,
+                             {**env, "EVALSTREAM_ROLES": role, "EVALSTREAM_SINK_ENABLED": "false"})
 
-    def scorer() -> WorkerProcess:
-        return WorkerProcess(tmp_path / "scorer", broker, rules,
-                             {"EVALSTREAM_ROLES": "scorer", "EVALSTREAM_SINK_ENABLED": "false"})
+    def scores() -> int:
+        return sink.scalar("SELECT count() FROM evalstream.scores_current")
 
-    third = len(ledger.messages) // 3
-    parts = [ledger.messages[:third], ledger.messages[third:2 * third], ledger.messages[2 * third:]]
-    head, scoring = front().start(), scorer().start()
+    share = len(ledger.messages) // (len(ROLES) + 1)
+    parts = [ledger.messages[k * share:(k + 1) * share] for k in range(len(ROLES))]
+    parts.append(ledger.messages[len(ROLES) * share:])
+    running: dict[str, WorkerProcess] = {}
     try:
+        for role in ROLES:
+            running[role] = process(role).start()
+        sink = running["sink"]
         produce(broker, parts[0])
-        head.wait_for(lambda: head.scalar("SELECT count() FROM evalstream.scores_current") >= 50, timeout_s=90,
-                      what="scores before the scorer is killed")
-        scoring.kill()  # SIGKILL: no flush, no commit
-        produce(broker, parts[1])
-        scoring = scorer().start()
-        head.wait_for(lambda: head.scalar("SELECT count() FROM evalstream.scores_current") >= len(ledger.sampled()) // 2,
-                      timeout_s=90, what="scores after the scorer's restart")
-        head.kill()  # the assembler with open traces, the router and the sink with an unwritten batch
-        produce(broker, parts[2])
-        head = front().start()
-        head.wait_for(lambda: head.scalar("SELECT count() FROM evalstream.scores_current") >= len(ledger.sampled()),
-                      timeout_s=120, what="every sampled trace scored after both restarts")
-        assert ledger.account(head.query) == []
+        sink.wait_for(lambda: scores() >= 20, timeout_s=90, what="scores before the first kill")
+        for k, role in enumerate(ROLES, start=1):
+            before = scores()
+            running[role].kill()
+            produce(broker, parts[k])  # arrives while the role is down
+            running[role] = process(role).start()
+            sink = running["sink"]
+            sink.wait_for(lambda before=before: scores() > before, timeout_s=90,
+                          what=f"scores to grow after the {role} came back")
+        sink.wait_for(lambda: scores() >= len(ledger.sampled()), timeout_s=120,
+                      what="every sampled trace scored after every role's restart")
+        sink.wait_for(lambda: not ledger.account(sink.query), timeout_s=30, what="the ledger to balance")
+        assert ledger.account(sink.query) == []
+        assert sink.scalar("SELECT count() FROM evalstream.alerts FINAL WHERE alert_rule = 'any-error'") >= 1
     finally:
-        scoring.stop()
-        head.stop()
+        for worker in running.values():
+            worker.stop()
