@@ -29,7 +29,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.admin import ensure_topics
+from pipeline.contracts import pack_items
 from pipeline.embedded import EmbeddedBroker
+from pipeline.topics import partition_for
 from tests.integration.harness import WorkerProcess, batch, span
 from tests.integration.ledger import Ledger, LedgerRule
 
@@ -54,6 +56,28 @@ def trace_batches(n: int, spans: int, prefix: str = "b") -> list[tuple[bytes, by
                      inputs={"q": f"query {j}"}, outputs={"ok": True}) for j in range(spans - 1)]
         out.append((trace_id.encode(), batch(trace_id, [root, *kids], final=True)))
     return out
+
+
+def bundled(messages: list[tuple[bytes, bytes]], per_message: int, partitions: int = 8) -> list[tuple[bytes, bytes]]:
+    """As the SDK sends a flush: per partition, the SpanBatches of up to `per_message` traces in one SpanBundle,
+    keyed by its first trace (so it lands on their partition)."""
+    if per_message <= 1:
+        return messages
+    chunks: dict[int, list[tuple[bytes, bytes]]] = {}
+    out: list[tuple[int, bytes, bytes]] = []
+    for index, (key, value) in enumerate(messages):
+        chunk = chunks.setdefault(partition_for(key.decode(), partitions), [])
+        chunk.append((key, value))
+        if len(chunk) == per_message:
+            out.append((index, *_bundle(chunk)))
+            chunk.clear()
+    out += [(len(messages), *_bundle(chunk)) for chunk in chunks.values() if chunk]
+    return [(key, value) for _, key, value in sorted(out, key=lambda item: item[0])]
+
+
+def _bundle(chunk: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes]:
+    ((value, _),) = pack_items("batches", [v for _, v in chunk], 64 * 1024 * 1024, kind="span_bundle")
+    return chunk[0][0], value
 
 
 async def raw_broker(bootstrap: str, messages: list[tuple[bytes, bytes]]) -> tuple[float, float]:
@@ -127,13 +151,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--traces", type=int, default=3000)
     parser.add_argument("--spans", type=int, default=10)
+    parser.add_argument("--traces-per-message", type=int, default=25,
+                        help="traces per spans message, packed per partition as the SDK packs a flush (1: one "
+                             "SpanBatch per trace, as OpenTelemetry exporters send)")
+    parser.add_argument("--split-sink", action="store_true",
+                        help="run the sink in a process of its own (as the deploy does), beside the Faust roles")
     parser.add_argument("--profile", type=Path, default=None, help="write a py-spy profile of the worker here")
     parser.add_argument("--latency-traces", type=int, default=2000,
                         help="then send this many traces at a steady rate and measure close -> score row")
     parser.add_argument("--latency-rate", type=float, default=None,
                         help="traces/s of the latency phase (default: half the measured throughput)")
     args = parser.parse_args()
-    messages = trace_batches(args.traces, args.spans)
+    per_trace = trace_batches(args.traces, args.spans)
+    messages = bundled(per_trace, args.traces_per_message)
     size = sum(len(v) for _, v in messages) / len(messages)
 
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker(log_file=Path(tmp) / "broker.log") as broker:
@@ -141,11 +171,16 @@ def main() -> None:
         produce_rate, consume_rate = asyncio.run(raw_broker(broker.bootstrap, messages))
         rules = Path(tmp) / "rules.yaml"
         rules.write_text(RULES)
-        worker = WorkerProcess(Path(tmp) / "data", broker.bootstrap, rules,
-                               {"EVALSTREAM_TOPIC_PARTITIONS": "8", "EVALSTREAM_LOG_LEVEL": "warn", **EXTRA_ENV}).start()
+        env = {"EVALSTREAM_TOPIC_PARTITIONS": "8", "EVALSTREAM_LOG_LEVEL": "warn", **EXTRA_ENV}
+        front = None
+        if args.split_sink:  # the Faust roles in one process, the sink (chDB) in another: one per core
+            front = WorkerProcess(Path(tmp) / "front", broker.bootstrap, rules,
+                                  {**env, "EVALSTREAM_SINK_ENABLED": "false"}).start()
+            env["EVALSTREAM_ROLES"] = ""
+        worker = WorkerProcess(Path(tmp) / "data", broker.bootstrap, rules, env).start()
         try:
             time.sleep(12)  # let both consumer groups join (Tansu: half the session timeout each)
-            spy = start_profile(worker, args.profile, Path(tmp)) if args.profile else None
+            spy = start_profile(front or worker, args.profile, Path(tmp)) if args.profile else None
             started = asyncio.run(produce(broker.bootstrap, messages))
             target = 2 * args.traces
             worker.wait_for(lambda: worker.scalar("SELECT count() FROM evalstream.scores") >= target,
@@ -154,7 +189,7 @@ def main() -> None:
             if spy is not None:
                 finish_profile(spy, args.profile, Path(tmp))
             ledger = Ledger([LedgerRule("errors"), LedgerRule("latency")],
-                            spans={key.decode(): args.spans for key, _ in messages}, messages=messages)
+                            spans={key.decode(): args.spans for key, _ in per_trace}, messages=per_trace)
             try:  # decisions and the last inserts may trail the scores by a flush
                 worker.wait_for(lambda: not ledger.account(worker.query), timeout_s=30, what="the ledger to balance")
             except AssertionError:
@@ -164,14 +199,20 @@ def main() -> None:
             latency = measure_latency(worker, broker.bootstrap, args.latency_traces, args.spans, latency_rate)
         finally:
             worker.stop()
+            if front is not None:
+                front.stop()
 
     traces_s = args.traces / elapsed
-    print(f"traces: {args.traces} of {args.spans} spans, {size:.0f} B per SpanBatch message")
-    print(f"raw broker   produce: {produce_rate:10.0f} msg/s  ({produce_rate * args.spans:10.0f} spans/s)")
-    print(f"raw broker   consume: {consume_rate:10.0f} msg/s  ({consume_rate * args.spans:10.0f} spans/s)")
+    per_message = args.traces / len(messages)
+    print(f"traces: {args.traces} of {args.spans} spans in {len(messages)} messages ({per_message:.1f} traces, "
+          f"{size:.0f} B per message)")
+    print(f"raw broker   produce: {produce_rate:10.0f} msg/s  ({produce_rate * per_message:10.0f} traces/s, "
+          f"{produce_rate * per_message * args.spans:10.0f} spans/s)")
+    print(f"raw broker   consume: {consume_rate:10.0f} msg/s  ({consume_rate * per_message:10.0f} traces/s, "
+          f"{consume_rate * per_message * args.spans:10.0f} spans/s)")
     print(f"pipeline end to end : {traces_s:10.1f} traces/s ({traces_s * args.spans:10.0f} spans/s), "
           f"{elapsed:.1f} s for all scores stored")
-    print(f"ratio pipeline / raw produce: {traces_s / produce_rate:.3f}; target 2000 traces/s: "
+    print(f"ratio pipeline / raw produce: {traces_s / (produce_rate * per_message):.3f}; target 2000 traces/s: "
           f"{traces_s / 2000:.2f}x")
     print(f"ledger: {args.traces * args.spans} spans, {args.traces} traces, {2 * args.traces} scores accounted for: "
           + ("all" if not problems else "; ".join(problems)))

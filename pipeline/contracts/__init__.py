@@ -18,7 +18,7 @@ from pipeline.contracts.alerts import (
     DeliveryStatus,
 )
 from pipeline.contracts.backfill import BackfillBatch
-from pipeline.contracts.codec import decode, encode, pack_items
+from pipeline.contracts.codec import decode, encode, load_object, pack_items, validate, validate_each
 from pipeline.contracts.deadletters import DeadLetter
 from pipeline.contracts.jobs import (
     CriterionVerdict,
@@ -53,6 +53,7 @@ from pipeline.contracts.spans import (
     EvaluationRequest,
     Span,
     SpanBatch,
+    SpanBundle,
     SpanStatus,
     SpanType,
 )
@@ -98,6 +99,7 @@ __all__ = [
     "SessionTurns",
     "Span",
     "SpanBatch",
+    "SpanBundle",
     "SpanStatus",
     "SpanType",
     "Trace",
@@ -108,5 +110,8 @@ __all__ = [
     "WorkerMetrics",
     "decode",
     "encode",
+    "load_object",
     "pack_items",
+    "validate",
+    "validate_each",
 ]

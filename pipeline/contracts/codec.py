@@ -20,11 +20,13 @@ def encode(model: BaseModel) -> bytes:
     return orjson.dumps(model.model_dump(mode="json", exclude_none=True))
 
 
-def pack_items(field: str, parts: Sequence[bytes], max_bytes: int = DEFAULT_MAX_BYTES) -> Iterator[tuple[bytes, int]]:
+def pack_items(field: str, parts: Sequence[bytes], max_bytes: int = DEFAULT_MAX_BYTES, *,
+               kind: str | None = None) -> Iterator[tuple[bytes, int]]:
     """Encoded items -> `{"v": 1, field: [items]}` messages of at most `max_bytes`, in order, with the index
     of each message's first item. An item too big to share a message goes alone, so its reader's size
     check names it rather than the packer dropping it."""
-    head, tail = b'{"v":1,"' + field.encode() + b'":[', b"]}"
+    head = b'{"v":1,' + (b'"kind":"' + kind.encode() + b'",' if kind else b"") + b'"' + field.encode() + b'":['
+    tail = b"]}"
     start, size = 0, len(head) + len(tail)
     for i, part in enumerate(parts):
         if i > start and size + len(part) + 1 > max_bytes:
@@ -36,6 +38,32 @@ def pack_items(field: str, parts: Sequence[bytes], max_bytes: int = DEFAULT_MAX_
 
 
 def decode(raw: bytes | None, model: type[M], *, max_bytes: int = DEFAULT_MAX_BYTES) -> M:
+    return validate(load_object(raw, max_bytes=max_bytes), model, raw)
+
+
+def validate_each(data: dict, model: type[M], field: str, raw: bytes | None = None) -> list[M | DecodeError]:
+    """A message of many items (`{"v": 1, field: [...]}`, loaded) -> each item validated alone, so that a
+    bad one is refused, naming its index, while the others go on. A bad envelope raises DecodeError."""
+    items = data.get(field)
+    if not isinstance(items, list):
+        raise DecodeError(f"expected a list in {field!r}, got {type(items).__name__}")
+    # Items sit two levels down: if the whole message is within the items' limit plus two, each item is
+    # within it, and only then is the (costlier) check per item skipped.
+    max_depth = getattr(model, "max_depth", None)
+    shallow = raw is not None and max_depth is not None and not _too_deep(raw, data, max_depth + 2)
+    out: list[M | DecodeError] = []
+    for index, item in enumerate(items):
+        try:
+            if not isinstance(item, dict):
+                raise DecodeError(f"expected a JSON object, got {type(item).__name__}")
+            out.append(validate(item, model, None if shallow else raw))
+        except DecodeError as exc:
+            out.append(DecodeError(f"{field}[{index}]: {exc}"))
+    return out
+
+
+def load_object(raw: bytes | None, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dict:
+    """Bytes -> a JSON object, within the size limit."""
     if raw is None:
         raise DecodeError("empty message (no value)")
     if len(raw) > max_bytes:
@@ -46,10 +74,15 @@ def decode(raw: bytes | None, model: type[M], *, max_bytes: int = DEFAULT_MAX_BY
         raise DecodeError(f"not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise DecodeError(f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def validate(data: dict, model: type[M], raw: bytes | None = None) -> M:
+    """A decoded JSON object -> the model; `raw` is the message it came in, for a quick nesting check."""
     # A contract that enters from outside caps its nesting (`max_depth`), so that what it carries can be
     # written again inside the messages that wrap it downstream.
     max_depth = getattr(model, "max_depth", None)
-    if max_depth is not None and _too_deep(raw, data, max_depth):
+    if max_depth is not None and raw is not None and _too_deep(raw, data, max_depth):
         raise DecodeError(f"nested deeper than {max_depth} levels")
     try:
         return model.model_validate(data)

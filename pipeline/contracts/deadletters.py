@@ -20,4 +20,5 @@ class DeadLetter(_Wire):
     payload_excerpt: str = ""  # the first few KiB, so the bad input can be inspected
     trace_id: str | None = None
     job_id: str | None = None
+    item: str | None = None  # which item of a message of many: its trace id, or `batches[3]`
     at_ns: int

@@ -98,3 +98,13 @@ class SpanBatch(_Wire):
     trace_id: str = Field(min_length=1, max_length=128)
     spans: list[Span] = Field(default_factory=list)
     final: bool = False
+
+
+class SpanBundle(_Wire):
+    """SpanBatches of several traces of one partition, in one message (`kind: span_bundle`): the SDK packs a
+    flush's traces so that the assembler handles one event for many traces. The assembler validates each
+    batch alone, so a bad one is dead-lettered and the others go on."""
+
+    v: Literal[1] = 1
+    kind: Literal["span_bundle"] = "span_bundle"
+    batches: list[SpanBatch]

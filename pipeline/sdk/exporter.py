@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from pipeline.contracts.codec import pack_items
 from pipeline.sdk.internal import warn_once
 from pipeline.topics import SPANS
 
@@ -221,17 +222,27 @@ class KafkaSpanExporter:
             await self._publish(producer, by_trace)
 
     async def _publish(self, producer: Any, by_trace: dict[str, tuple[list[bytes], list[bool]]]) -> None:
-        """One aiokafka batch per partition (per-message send() costs ~50 us; a batch append ~2 us).
-        Partitions are chosen like Kafka's default partitioner, so a trace stays on one partition."""
+        """One aiokafka batch per partition (per-message send() costs ~50 us; a batch append ~2 us), whose
+        messages are SpanBundles: the SpanBatches of many traces, so the assembler handles one event for
+        them. Partitions are chosen like Kafka's default partitioner, so a trace stays on one partition."""
         from aiokafka.partitioner import murmur2
 
         partitions = sorted(await producer.partitions_for(self._topic))
-        by_partition: dict[int, list[tuple[bytes, bytes, int]]] = {}
+        per_partition: dict[int, list[tuple[bytes, bytes, int]]] = {}
         for trace_id, (spans, final) in by_trace.items():
             key = trace_id.encode()
             partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
             for payload, count in encode_batches(trace_id, spans, final[0], self._max_message_bytes):
-                by_partition.setdefault(partition, []).append((key, payload, count))
+                per_partition.setdefault(partition, []).append((key, payload, count))
+        by_partition: dict[int, list[tuple[bytes, bytes, int]]] = {}
+        for partition, items in per_partition.items():
+            payloads = [payload for _, payload, _ in items]
+            packed = list(pack_items("batches", payloads, self._max_message_bytes, kind="span_bundle"))
+            ends = [first for _, first in packed[1:]] + [len(items)]
+            for (bundle, lo), hi in zip(packed, ends, strict=True):
+                value = payloads[lo] if hi - lo == 1 else bundle  # a lone trace goes as its plain SpanBatch
+                by_partition.setdefault(partition, []).append(
+                    (items[lo][0], value, sum(count for _, _, count in items[lo:hi])))
         sends: list[tuple[int, Any]] = []
         for partition, messages in by_partition.items():
             batch, counted = producer.create_batch(), 0

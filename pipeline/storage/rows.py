@@ -51,7 +51,7 @@ ALERT_DELIVERY_COLUMNS = [
     "retry_after_s",
 ]
 DEAD_LETTER_COLUMNS = [
-    "stage", "source_topic", "partition", "offset", "job_id", "key", "trace_id", "error_type", "reason",
+    "stage", "source_topic", "partition", "offset", "job_id", "item", "key", "trace_id", "error_type", "reason",
     "payload_size", "payload_excerpt", "at",
 ]
 SCORER_VERSION_COLUMNS = [
@@ -152,7 +152,8 @@ def alert_delivery_rows(alert: Alert) -> list[list[Any]]:
 
 def dead_letter_row(dl: DeadLetter) -> list[Any]:
     return [
-        dl.stage, dl.source_topic, dl.partition, dl.offset, dl.job_id or "", dl.key or "", dl.trace_id or "",
+        dl.stage, dl.source_topic, dl.partition, dl.offset, dl.job_id or "", dl.item or dl.trace_id or "",
+        dl.key or "", dl.trace_id or "",
         dl.error_type, dl.reason, dl.payload_size, dl.payload_excerpt, _us(dl.at_ns),
     ]
 

@@ -1,4 +1,4 @@
-"""Assembler agent: SpanBatch messages -> trace state (Faust table) -> TraceBatch of a tick's closes.
+"""Assembler agent: SpanBatch and SpanBundle messages -> trace state (Faust table) -> TraceBatch of a tick's closes.
 
 Closing is driven by tick messages that a timer sends to each partition this worker owns:
 Faust lets a table be written only while handling an event of that partition, and ticks
@@ -17,7 +17,7 @@ from pipeline import topics
 from pipeline.assembly import DeadlineIndex, close_trace, due_action, merge_spans
 from pipeline.assembly.enrich import Prices, enrich_trace
 from pipeline.assembly.state import DueAction, deadline
-from pipeline.contracts import SpanBatch, decode, pack_items
+from pipeline.contracts import SpanBatch, encode, load_object, pack_items, validate, validate_each
 from pipeline.errors import DecodeError
 from pipeline.worker.context import WorkerContext
 from pipeline.worker.deadletter import dead_letter_for
@@ -64,22 +64,44 @@ class Assembler:
             await self.ctx.dead_letter(dead_letter_for("assembler", message, exc))
 
     async def _add(self, message: Any) -> None:
-        settings = self.ctx.settings
+        """A SpanBatch, or a SpanBundle of several traces' batches, each merged (or refused) alone."""
         try:
-            batch = decode(message.value, SpanBatch, max_bytes=settings.max_message_bytes)
-            stray = [s.span_id for s in batch.spans if s.trace_id != batch.trace_id]
-            if stray:
-                raise DecodeError(f"spans {stray[:5]} belong to another trace than {batch.trace_id!r}")
+            batches = self._decode(message.value)
         except DecodeError as exc:
             log.warning("assembler: dead-lettering %s[%d]@%d: %s", message.topic, message.partition,
                         message.offset, exc)
             await self.ctx.dead_letter(dead_letter_for("assembler", message, exc))
             return
-        home = topics.partition_for(batch.trace_id, settings.topic_partitions)
+        alone = len(batches) == 1
+        for index, batch in enumerate(batches):
+            try:
+                if isinstance(batch, DecodeError):
+                    raise batch
+                stray = [s.span_id for s in batch.spans if s.trace_id != batch.trace_id]
+                if stray:
+                    raise DecodeError(f"spans {stray[:5]} belong to another trace than {batch.trace_id!r}")
+            except DecodeError as exc:
+                trace_id = None if isinstance(batch, DecodeError) else batch.trace_id
+                log.warning("assembler: dead-lettering %s[%d]@%d: %s", message.topic, message.partition,
+                            message.offset, exc)
+                await self.ctx.dead_letter(dead_letter_for("assembler", message, exc, trace_id=trace_id,
+                                                           item=None if alone else f"batches[{index}]"))
+                continue
+            await self._merge(message, batch, message.value if alone else None)
+
+    def _decode(self, raw: bytes | None) -> list[SpanBatch | DecodeError]:
+        data = load_object(raw, max_bytes=self.ctx.settings.max_message_bytes)
+        if data.get("kind") == "span_bundle":
+            return validate_each(data, SpanBatch, "batches", raw)
+        return [validate(data, SpanBatch, raw)]
+
+    async def _merge(self, message: Any, batch: SpanBatch, raw: bytes | None) -> None:
+        home = topics.partition_for(batch.trace_id, self.ctx.settings.topic_partitions)
         if home != message.partition:
             # Sent with another key: forward to the trace's partition so its state lives in one place.
             self.ctx.counters.inc("spans_forwarded", len(batch.spans))
-            await self.ctx.send(topics.SPANS, batch.trace_id, message.value, partition=home)
+            await self.ctx.send(topics.SPANS, batch.trace_id, raw if raw is not None else encode(batch),
+                                partition=home)
             return
         spans = [s.model_dump(mode="json", exclude_none=True) for s in batch.spans]
         state, outcome = merge_spans(self.table.get(batch.trace_id), batch.trace_id, message.partition, spans,

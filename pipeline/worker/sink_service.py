@@ -14,12 +14,20 @@ from mode import Service
 from pipeline import topics
 from pipeline.kafka_security import aiokafka_options
 from pipeline.runfile import clear_run_file, update_run_file
+from pipeline.settings import Settings
 from pipeline.storage.database import Database
 from pipeline.storage.query_server import QueryServer
 from pipeline.storage.sink import ClickHouseSink
 from pipeline.worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
+
+
+def sink_fetch_wait_ms(settings: Settings) -> int:
+    """How long the sink's fetches wait for data. It writes every `sink_flush_interval_s` anyway, so waiting
+    up to a fifth of that (at most 100 ms) adds little to when a row lands, and spares the broker most
+    of the empty polls: on Tansu, polling eight topics every 10 ms cost more CPU than the sink itself."""
+    return max(settings.fetch_max_wait_ms, 1, min(100, int(settings.sink_flush_interval_s * 1000 / 5)))
 
 
 def sink_service_class(ctx: WorkerContext, bootstrap: str) -> type[Service]:
@@ -55,7 +63,7 @@ def sink_service_class(ctx: WorkerContext, bootstrap: str) -> type[Service]:
                 auto_offset_reset="earliest",
                 session_timeout_ms=int(settings.session_timeout_s * 1000),
                 heartbeat_interval_ms=int(settings.session_timeout_s * 1000 / 3),
-                fetch_max_wait_ms=max(settings.fetch_max_wait_ms, 1),
+                fetch_max_wait_ms=sink_fetch_wait_ms(settings),
                 max_partition_fetch_bytes=settings.fetch_max_bytes,
                 fetch_max_bytes=max(settings.fetch_max_bytes, 52428800),
                 **aiokafka_options(settings),

@@ -360,7 +360,7 @@ ALERTS = [
 
 def dead_letter(stage: str, offset: int, minute: float, **kw: Any) -> dict[str, Any]:
     return {"stage": stage, "source_topic": f"evalstream.{stage}.v1", "partition": 0, "offset": offset, "job_id": "",
-            "key": "", "trace_id": "", "error_type": "ValidationError", "reason": f"{stage} could not parse",
+            "item": "", "key": "", "trace_id": "", "error_type": "ValidationError", "reason": f"{stage} could not parse",
             "payload_size": 10, "payload_excerpt": "{", "at": us(minute), **kw}
 
 

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from pipeline.contracts import SpanBatch, decode, encode
+from pipeline.contracts import SpanBatch, decode, encode, load_object, validate_each
 from pipeline.contracts.codec import DEFAULT_MAX_BYTES
 from pipeline.contracts.spans import SpanStatus, SpanType
 from pipeline.errors import DecodeError, OversizedError
@@ -287,3 +287,30 @@ _FIXED = {"trace_id": "t", "final": True, "spans": [{
 def test_every_wrong_typed_field_is_named(path: tuple[str | int, ...], bad: Any) -> None:
     """Every case of the table on one fixed batch (the property above samples them on random batches)."""
     assert_named_in_the_error(orjson.loads(orjson.dumps(_FIXED)), path, bad)
+
+
+# -- SpanBundles: many traces' batches in one message, each decoded alone ------------------------
+
+_ITEM_PROBLEM = re.compile(r"^batches\[\d+\]: (expected a JSON object, got \w+|nested deeper than \d+ levels"
+                           r"|does not match SpanBatch v1: .+)$", re.DOTALL)
+
+
+@FEWER
+@given(st.lists(batches() | json_values | st.tuples(st.just("nested"), st.integers(4, 240)), min_size=1, max_size=5))
+def test_a_bundle_decodes_each_batch_alone_and_names_the_index_of_a_bad_one(items: list[Any]) -> None:
+    def nested(levels: int) -> Any:
+        value: Any = []
+        for _ in range(levels):
+            value = [value]
+        return {"v": 1, "kind": "spans", "trace_id": "deep", "spans": [], "attributes": value}
+
+    items = [nested(item[1]) if isinstance(item, tuple) else item for item in items]
+    raw = orjson.dumps({"v": 1, "kind": "span_bundle", "batches": items})
+    decoded = validate_each(load_object(raw), SpanBatch, "batches", raw)
+
+    assert len(decoded) == len(items)
+    for index, (item, result) in enumerate(zip(items, decoded, strict=True)):
+        if isinstance(result, DecodeError):
+            assert _ITEM_PROBLEM.match(str(result)) and str(result).startswith(f"batches[{index}]: "), result
+        else:  # what one batch decodes to alone, it decodes to inside a bundle
+            assert result == decode(orjson.dumps(item), SpanBatch)

@@ -58,7 +58,7 @@ def ddl_columns(table: str) -> list[str]:
         if created:
             names = [line.strip().split()[0] for line in created.group(1).strip().splitlines()]
         for name, after in re.findall(r"ALTER TABLE \{db\}\." + table +
-                                      r" ADD COLUMN IF NOT EXISTS (\w+) .*? AFTER (\w+);", ddl):
+                                      r" ADD COLUMN IF NOT EXISTS (\w+) .*? AFTER (\w+)[,;]", ddl):
             names.insert(names.index(after) + 1, name)
     return [n for n in names if n != "ingested_at"]
 
@@ -215,7 +215,10 @@ def test_dead_letter_row() -> None:
     row = as_dict(DEAD_LETTER_COLUMNS, rows.dead_letter_row(dl))
     assert row["job_id"] == "" and row["key"] == "" and row["trace_id"] == ""
     assert (row["partition"], row["offset"], row["payload_size"], row["at"]) == (2, 41, 9, 3_000)
-    assert row["stage"] == "assembler" and row["error_type"] == "DecodeError"
+    assert row["stage"] == "assembler" and row["error_type"] == "DecodeError" and row["item"] == ""
+    in_bundle = as_dict(DEAD_LETTER_COLUMNS, rows.dead_letter_row(dl.model_copy(update={"item": "batches[3]"})))
+    of_trace = as_dict(DEAD_LETTER_COLUMNS, rows.dead_letter_row(dl.model_copy(update={"trace_id": "t-9"})))
+    assert (in_bundle["item"], of_trace["item"]) == ("batches[3]", "t-9")  # two failures of one message: two rows
 
 
 def test_consumer_lag_rows_one_per_partition_and_the_sink_reads_them() -> None:

@@ -1,7 +1,9 @@
-"""pipeline/sdk/exporter: per-trace batches, and what happens when the broker is unreachable."""
+"""pipeline/sdk/exporter: per-trace batches bundled per partition, and what happens when the broker is
+unreachable."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 
@@ -73,3 +75,60 @@ def test_a_forked_child_starts_with_an_empty_queue_and_no_thread() -> None:
     os.waitpid(pid, 0)
     assert state == "True,0,True"
     exporter.shutdown(timeout_s=2)
+
+
+class _Batch:
+    def __init__(self) -> None:
+        self.records: list[tuple[bytes, bytes]] = []
+
+    def append(self, *, key: bytes, value: bytes, timestamp: None) -> object:
+        self.records.append((key, value))
+        return object()
+
+
+class _Producer:
+    """The part of aiokafka's producer the exporter uses, recording what it was given."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, _Batch]] = []
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1, 2, 3}
+
+    def create_batch(self) -> _Batch:
+        return _Batch()
+
+    async def send_batch(self, batch: _Batch, topic: str, partition: int) -> object:
+        self.sent.append((partition, batch))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+async def test_a_flush_sends_one_span_bundle_per_partition_and_a_lone_trace_as_its_span_batch() -> None:
+    from pipeline.contracts import SpanBundle
+    from pipeline.topics import partition_for
+
+    exporter = KafkaSpanExporter("127.0.0.1:1")
+    producer = _Producer()
+    ids = [f"trace-{i}" for i in range(40)]
+    by_trace = {t: ([orjson.dumps({"trace_id": t, "span_id": "r", "name": "x", "start_ns": 1, "end_ns": 2})],
+                    [True]) for t in ids}
+    await exporter._publish(producer, by_trace)
+
+    assert exporter.sent == 40 and exporter.failed == 0
+    seen: list[str] = []
+    for partition, sent in producer.sent:
+        ((key, value),) = sent.records  # the partition's traces in one message
+        bundle = SpanBundle.model_validate_json(value)
+        assert key == bundle.batches[0].trace_id.encode()
+        assert {partition_for(b.trace_id, 4) for b in bundle.batches} == {partition}
+        assert all(b.final for b in bundle.batches)
+        seen += [b.trace_id for b in bundle.batches]
+    assert sorted(seen) == sorted(ids)
+
+    single = _Producer()
+    await exporter._publish(single, {"trace-0": by_trace["trace-0"]})
+    ((_, sent),) = single.sent
+    ((_, value),) = sent.records
+    assert SpanBatch.model_validate_json(value).trace_id == "trace-0"  # a lone trace stays a plain SpanBatch

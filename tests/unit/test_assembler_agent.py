@@ -1,0 +1,103 @@
+"""pipeline/worker/assembler.py with a fake context and a dict for its table: SpanBundles of many traces,
+a bad batch inside one, and closes sent as TraceBatches of one partition. No broker."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+
+from pipeline import topics
+from pipeline.assembly import AssemblyConfig
+from pipeline.contracts import DeadLetter, TraceBatch, decode, pack_items
+from pipeline.metrics import Counters
+from pipeline.worker.assembler import TICK, TICK_KEY, Assembler
+from tests.integration.harness import batch, span
+
+PARTITIONS = 4
+
+
+class FakeContext:
+    def __init__(self, max_message_bytes: int = 1024 * 1024) -> None:
+        self.settings = SimpleNamespace(max_message_bytes=max_message_bytes, topic_partitions=PARTITIONS,
+                                        assembly=AssemblyConfig(quiet_period_s=0.0))
+        self.counters = Counters()
+        self.sent: list[tuple[str, bytes, bytes, int | None]] = []
+        self.dead: list[DeadLetter] = []
+
+    async def send(self, topic: str, key: str | bytes, value: bytes, partition: int | None = None) -> None:
+        self.sent.append((topic, key.encode() if isinstance(key, str) else key, value, partition))
+
+    async def dead_letter(self, dl: DeadLetter) -> None:
+        self.dead.append(dl)
+
+
+def event(value: bytes, partition: int, key: bytes = b"k", offset: int = 5) -> Any:
+    return SimpleNamespace(message=SimpleNamespace(value=value, key=key, topic=topics.SPANS, partition=partition,
+                                                   offset=offset, timestamp=0))
+
+
+def ids_on(partition: int, n: int) -> list[str]:
+    out, i = [], 0
+    while len(out) < n:
+        if topics.partition_for(f"t{i}", PARTITIONS) == partition:
+            out.append(f"t{i}")
+        i += 1
+    return out
+
+
+def trace_batch(trace_id: str) -> bytes:
+    root = span(trace_id, f"{trace_id}-r", None, "handle")
+    return batch(trace_id, [root, span(trace_id, f"{trace_id}-c", root["span_id"], "tool")], final=True)
+
+
+def bundle(parts: list[bytes]) -> bytes:
+    ((value, _),) = pack_items("batches", parts, kind="span_bundle")
+    return value
+
+
+async def test_a_bundle_of_traces_closes_as_one_trace_batch_on_its_partition() -> None:
+    ctx = FakeContext()
+    assembler = Assembler(ctx, {})
+    ids = ids_on(2, 5)
+    await assembler.handle(event(bundle([trace_batch(t) for t in ids]), partition=2))
+    await assembler.handle(event(TICK, partition=2, key=TICK_KEY))
+
+    (sent,) = [s for s in ctx.sent if s[0] == topics.TRACES]
+    traces = decode(sent[2], TraceBatch).traces
+    assert [t.trace_id for t in traces] == ids and all(len(t.spans) == 2 for t in traces)
+    assert sent[3] == 2 and sent[1] == ids[0].encode()  # on the spans' partition, keyed by its first trace
+    assert ctx.dead == [] and ctx.counters.get("spans_in") == 10
+
+
+async def test_a_bad_batch_in_a_bundle_is_dead_lettered_alone_and_a_strays_is_forwarded_home() -> None:
+    ctx = FakeContext()
+    assembler = Assembler(ctx, {})
+    good = ids_on(1, 2)
+    (stray,) = ids_on(3, 1)
+    wrong = orjson.dumps({"v": 1, "kind": "spans", "trace_id": "", "spans": []})  # an empty trace id
+    await assembler.handle(event(bundle([trace_batch(good[0]), wrong, trace_batch(stray), trace_batch(good[1])]),
+                                 partition=1))
+    await assembler.handle(event(TICK, partition=1, key=TICK_KEY))
+
+    (dead,) = ctx.dead
+    assert dead.item == "batches[1]" and "batches[1]: does not match SpanBatch" in dead.reason
+    (forwarded,) = [s for s in ctx.sent if s[0] == topics.SPANS]
+    assert forwarded[3] == 3
+    assert orjson.loads(forwarded[2])["trace_id"] == stray  # re-sent as its own SpanBatch
+    (closed,) = [s for s in ctx.sent if s[0] == topics.TRACES]
+    assert [t.trace_id for t in decode(closed[2], TraceBatch).traces] == good
+
+
+async def test_closes_over_the_message_limit_are_split_into_several_trace_batches() -> None:
+    ctx = FakeContext(max_message_bytes=4096)
+    assembler = Assembler(ctx, {})
+    ids = ids_on(0, 12)
+    for t in ids:
+        await assembler.handle(event(trace_batch(t), partition=0))
+    await assembler.handle(event(TICK, partition=0, key=TICK_KEY))
+
+    sent = [s for s in ctx.sent if s[0] == topics.TRACES]
+    assert len(sent) > 1 and all(len(value) <= 4096 for _, _, value, _ in sent)
+    assert [t.trace_id for s in sent for t in decode(s[2], TraceBatch, max_bytes=4096).traces] == ids
