@@ -17,7 +17,7 @@ from pipeline import topics
 from pipeline.assembly import DeadlineIndex, close_trace, due_action, merge_spans
 from pipeline.assembly.enrich import Prices, enrich_trace
 from pipeline.assembly.state import DueAction, deadline
-from pipeline.contracts import SpanBatch, encode, load_object, pack_items, validate, validate_each
+from pipeline.contracts import DeadLetter, SpanBatch, encode, load_object, pack_items, validate, validate_each
 from pipeline.errors import DecodeError
 from pipeline.worker.context import WorkerContext
 from pipeline.worker.deadletter import dead_letter_for
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 TICK_KEY = b"__tick__"
 TICK = orjson.dumps({"v": 1, "kind": "tick"})
+TRACE_BATCH_OVERHEAD = len(b'{"v":1,"traces":[]}')
 
 
 class Assembler:
@@ -56,7 +57,7 @@ class Assembler:
         try:
             self._ensure_index(message.partition)
             if message.key == TICK_KEY:
-                await self._close_due(message.partition)
+                await self._close_due(message)
             else:
                 await self._add(message)
         except Exception as exc:  # Faust would ack and forget: record it instead
@@ -116,10 +117,11 @@ class Assembler:
             counters.inc("traces_reopened")
             log.info("assembler: trace %s re-opened as version %d by a late span", batch.trace_id, state["version"])
 
-    async def _close_due(self, partition: int) -> None:
+    async def _close_due(self, tick: Any) -> None:
         """Close what is due and send the closed versions as TraceBatch messages on this partition. The
         closed states are saved after the sends, so a crash in between re-sends a version (same ids
         downstream) rather than marking it closed unsent."""
+        partition = tick.partition
         now = time.time()
         closed: list[tuple[str, bytes, dict[str, Any]]] = []
         for trace_id in self.index.pop_due(partition, now):
@@ -138,11 +140,30 @@ class Assembler:
                 # a version after a late span counts as reopened; a first version by its status
                 status = "reopened" if payload.get("version", 1) > 1 else payload["status"]
                 self.ctx.counters.inc("traces_closed", status=status)
-        parts = [raw for _, raw, _ in closed]
-        for value, first in pack_items("traces", parts, self.ctx.settings.max_message_bytes):
-            await self.ctx.send(topics.TRACES, closed[first][0], value, partition=partition)
+        limit = self.ctx.settings.max_message_bytes
+        sendable = [c for c in closed if len(c[1]) + TRACE_BATCH_OVERHEAD <= limit]
+        for trace_id, raw, state in closed:
+            if len(raw) + TRACE_BATCH_OVERHEAD > limit:
+                await self._refuse_oversized(tick, trace_id, raw, state)
+        for value, first in pack_items("traces", [raw for _, raw, _ in sendable], limit):
+            await self.ctx.send(topics.TRACES, sendable[first][0], value, partition=partition)
         for trace_id, _, state in closed:
             self.table[trace_id] = state
+
+    async def _refuse_oversized(self, tick: Any, trace_id: str, raw: bytes, state: dict[str, Any]) -> None:
+        """Every part arrived under the limit, but the assembled trace is over it: the router and the sink
+        would each refuse it. One dead letter here says which trace and what to change instead."""
+        limit = self.ctx.settings.max_message_bytes
+        reason = (f"trace {trace_id} version {state['version']} assembled to {len(raw)} bytes "
+                  f"({len(state['spans'])} spans), over the {limit}-byte message limit "
+                  "(EVALSTREAM_MAX_MESSAGE_BYTES): it is not stored or scored; raise the limit to keep traces this big")
+        log.error("assembler: %s", reason)
+        self.ctx.counters.inc("traces_oversized")
+        await self.ctx.dead_letter(DeadLetter(
+            stage="assembler", source_topic=tick.topic, partition=tick.partition, offset=tick.offset, key=trace_id,
+            error_type="OversizedError", reason=reason, payload_size=len(raw),
+            payload_excerpt=raw[:4096].decode(errors="replace"), trace_id=trace_id, item=trace_id,
+            at_ns=time.time_ns()))
 
     async def send_ticks(self) -> None:
         assigned = self.ctx.app.assignor.assigned_actives()

@@ -101,3 +101,22 @@ async def test_closes_over_the_message_limit_are_split_into_several_trace_batche
     sent = [s for s in ctx.sent if s[0] == topics.TRACES]
     assert len(sent) > 1 and all(len(value) <= 4096 for _, _, value, _ in sent)
     assert [t.trace_id for s in sent for t in decode(s[2], TraceBatch, max_bytes=4096).traces] == ids
+
+
+async def test_a_trace_over_the_limit_once_assembled_is_dead_lettered_by_name_and_the_rest_are_sent() -> None:
+    ctx = FakeContext(max_message_bytes=8192)
+    assembler = Assembler(ctx, {})
+    big, small = ids_on(1, 2)
+    root = span(big, f"{big}-r", None, "handle")
+    for part in range(4):  # each message under the limit, the trace over it
+        kids = [span(big, f"{big}-{part}-{j}", root["span_id"], "tool", outputs="x" * 400) for j in range(5)]
+        await assembler.handle(event(batch(big, [root, *kids], final=part == 3), partition=1, offset=part))
+    await assembler.handle(event(trace_batch(small), partition=1, offset=9))
+    await assembler.handle(event(TICK, partition=1, key=TICK_KEY, offset=10))
+
+    (dead,) = ctx.dead
+    assert dead.trace_id == big and dead.error_type == "OversizedError" and dead.offset == 10
+    assert "21 spans" in dead.reason and "EVALSTREAM_MAX_MESSAGE_BYTES" in dead.reason
+    (sent,) = [s for s in ctx.sent if s[0] == topics.TRACES]
+    assert [t.trace_id for t in decode(sent[2], TraceBatch, max_bytes=8192).traces] == [small]
+    assert ctx.counters.get("traces_oversized") == 1
