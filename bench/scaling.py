@@ -4,7 +4,7 @@
 
 One broker (embedded Tansu) and one sink-only process (roles: none, sink on) stay up for the whole run.
 For each K, K scorer-only processes start and join the group (a probe job must come back scored), then
-N pre-built jobs go onto `evalstream.jobs.v1` and the clock runs until the last score row is in chDB.
+N pre-built jobs go onto `evalstream.jobs.v2` and the clock runs until the last score row is in chDB.
 Baseline in the same run: a plain aiokafka consumer reading the same job messages (no scoring).
 On a 2-core machine the curve flattens at 2 processes: each scorer process is one Python interpreter.
 """

@@ -88,7 +88,16 @@ class Assembler:
                 await self.ctx.dead_letter(dead_letter_for("assembler", message, exc, trace_id=trace_id,
                                                            item=None if alone else f"batches[{index}]"))
                 continue
-            await self._merge(message, batch, message.value if alone else None)
+            if alone:
+                await self._merge(message, batch, message.value)  # a failure is the message's (handle)
+                continue
+            try:
+                await self._merge(message, batch, None)
+            except Exception as exc:  # the bundle's other traces go on
+                log.exception("assembler: failed on trace %s of %s[%d]@%d", batch.trace_id, message.topic,
+                              message.partition, message.offset)
+                await self.ctx.dead_letter(dead_letter_for("assembler", message, exc, trace_id=batch.trace_id,
+                                                           item=f"batches[{index}]"))
 
     def _decode(self, raw: bytes | None) -> list[SpanBatch | DecodeError]:
         data = load_object(raw, max_bytes=self.ctx.settings.max_message_bytes)
@@ -123,7 +132,7 @@ class Assembler:
         downstream) rather than marking it closed unsent."""
         partition = tick.partition
         now = time.time()
-        closed: list[tuple[str, bytes, dict[str, Any]]] = []
+        closed: list[tuple[str, bytes, dict[str, Any], dict[str, Any]]] = []
         for trace_id in self.index.pop_due(partition, now):
             state = self.table.get(trace_id)
             if state is None:
@@ -134,20 +143,43 @@ class Assembler:
             elif action == DueAction.FORGET:
                 del self.table[trace_id]
             else:
-                payload = enrich_trace(close_trace(state, action, now), self.prices)
+                before = dict(state)
+                try:
+                    payload = enrich_trace(close_trace(state, action, now), self.prices)
+                    raw = orjson.dumps(payload)
+                except Exception as exc:  # this trace cannot be closed; the others of the tick go on
+                    state.clear()
+                    state.update(before)
+                    self.index.set(partition, trace_id, deadline(state, self.cfg))
+                    log.exception("assembler: could not close trace %s", trace_id)
+                    await self.ctx.dead_letter(dead_letter_for("assembler", tick, exc, trace_id=trace_id,
+                                                               item=trace_id))
+                    continue
                 self.index.set(partition, trace_id, deadline(state, self.cfg))
-                closed.append((trace_id, orjson.dumps(payload), state))
+                closed.append((trace_id, raw, state, before))
                 # a version after a late span counts as reopened; a first version by its status
                 status = "reopened" if payload.get("version", 1) > 1 else payload["status"]
                 self.ctx.counters.inc("traces_closed", status=status)
         limit = self.ctx.settings.max_message_bytes
         sendable = [c for c in closed if len(c[1]) + TRACE_BATCH_OVERHEAD <= limit]
-        for trace_id, raw, state in closed:
+        for trace_id, raw, state, _ in closed:
             if len(raw) + TRACE_BATCH_OVERHEAD > limit:
                 await self._refuse_oversized(tick, trace_id, raw, state)
-        for value, first in pack_items("traces", [raw for _, raw, _ in sendable], limit):
-            await self.ctx.send(topics.TRACES, sendable[first][0], value, partition=partition)
-        for trace_id, _, state in closed:
+        packed = list(pack_items("traces", [raw for _, raw, _, _ in sendable], limit))
+        sent = 0  # how many of `sendable` went out
+        try:
+            for k, (value, first) in enumerate(packed):
+                await self.ctx.send(topics.TRACES, sendable[first][0], value, partition=partition)
+                sent = packed[k + 1][1] if k + 1 < len(packed) else len(sendable)
+        except BaseException:
+            # Unsent closes go back to open and due, so the next tick sends them (the caller dead-letters
+            # this tick, so the failure is seen); the message that may have gone is sent again: same ids.
+            for trace_id, _, state, before in sendable[sent:]:
+                state.clear()
+                state.update(before)
+                self.index.set(partition, trace_id, now)
+            raise
+        for trace_id, _, state, _ in closed:
             self.table[trace_id] = state
 
     async def _refuse_oversized(self, tick: Any, trace_id: str, raw: bytes, state: dict[str, Any]) -> None:

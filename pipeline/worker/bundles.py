@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from pipeline import topics
-from pipeline.contracts import Decision, DecisionBatch, encode, pack_items
+from pipeline.contracts import Decision, encode, pack_items
 from pipeline.worker.context import WorkerContext
-
-DECISIONS_PER_MESSAGE = 2000
 
 
 async def send_job_bundles(ctx: WorkerContext, jobs: list[tuple[str, bytes]], *, partition: int | None) -> None:
@@ -16,6 +14,7 @@ async def send_job_bundles(ctx: WorkerContext, jobs: list[tuple[str, bytes]], *,
 
 
 async def send_decisions(ctx: WorkerContext, decisions: list[Decision]) -> None:
-    for start in range(0, len(decisions), DECISIONS_PER_MESSAGE):
-        chunk = decisions[start:start + DECISIONS_PER_MESSAGE]
-        await ctx.send(topics.DECISIONS, chunk[0].trace_id, encode(DecisionBatch(decisions=chunk)))
+    """DecisionBatches under the message limit, keyed by their first trace."""
+    parts = [encode(d) for d in decisions]
+    for value, first in pack_items("decisions", parts, ctx.settings.max_message_bytes):
+        await ctx.send(topics.DECISIONS, decisions[first].trace_id, value)

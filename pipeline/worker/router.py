@@ -12,6 +12,7 @@ from pipeline import topics
 from pipeline.contracts import (
     BackfillBatch,
     Decision,
+    DecisionOutcome,
     ScoreJobBatch,
     SessionTurns,
     Trace,
@@ -19,6 +20,7 @@ from pipeline.contracts import (
     decode,
     encode,
 )
+from pipeline.errors import OversizedError
 from pipeline.routing import route_backfill, route_trace
 from pipeline.sessions.transcript import turn_from_trace
 from pipeline.worker.bundles import send_decisions, send_job_bundles
@@ -26,6 +28,8 @@ from pipeline.worker.context import WorkerContext
 from pipeline.worker.deadletter import dead_letter_for
 
 log = logging.getLogger(__name__)
+
+JOB_BUNDLE_OVERHEAD = len(b'{"v":1,"batches":[]}')
 
 
 class Router:
@@ -46,24 +50,48 @@ class Router:
         decisions: list[Decision] = []
         routed_traces: list[Trace] = []
         queued = 0
+        limit = self.ctx.settings.max_message_bytes
         for trace in batch.traces:
             try:
                 routed = route_trace(trace, self.ctx.ruleset)
+                trace_decisions = routed.decisions
                 if routed.jobs:
-                    jobs.append((trace.trace_id, encode(ScoreJobBatch(trace=trace, jobs=routed.jobs))))
+                    encoded = encode(ScoreJobBatch(trace=trace, jobs=routed.jobs))
+                    if len(encoded) + JOB_BUNDLE_OVERHEAD > limit:
+                        trace_decisions = await self._refuse_oversized(message, trace, routed.decisions, len(encoded))
+                    else:
+                        jobs.append((trace.trace_id, encoded))
+                        queued += len(routed.jobs)
             except Exception as exc:
                 log.exception("router: failed on trace %s (%s[%d]@%d)", trace.trace_id, message.topic,
                               message.partition, message.offset)
                 await self.ctx.dead_letter(dead_letter_for("router", message, exc, trace_id=trace.trace_id))
                 continue
-            decisions.extend(routed.decisions)
-            queued += len(routed.jobs)
+            decisions.extend(trace_decisions)
             routed_traces.append(trace)
-        await send_job_bundles(self.ctx, jobs, partition=message.partition)
-        await send_decisions(self.ctx, decisions)
+        try:
+            await send_job_bundles(self.ctx, jobs, partition=message.partition)
+            await send_decisions(self.ctx, decisions)
+        except Exception as exc:  # Faust would ack and forget: a send that failed is a dead letter
+            log.exception("router: could not send the jobs of %s[%d]@%d", message.topic, message.partition,
+                          message.offset)
+            await self.ctx.dead_letter(dead_letter_for("router", message, exc))
+            return
         self.ctx.counters.inc("jobs_queued", queued)
         for trace in routed_traces:
             await self._send_turn(message, trace)
+
+    async def _refuse_oversized(self, message: Any, trace: Trace, decisions: list[Decision], size: int
+                                ) -> list[Decision]:
+        """A trace that fits its message but not once its jobs are added: its jobs are not sent; its queued
+        decisions say failed and why, and a dead letter names it."""
+        reason = (f"the job batch of trace {trace.trace_id} is {size} bytes, over the "
+                  f"{self.ctx.settings.max_message_bytes}-byte message limit (EVALSTREAM_MAX_MESSAGE_BYTES)")
+        log.error("router: %s", reason)
+        await self.ctx.dead_letter(dead_letter_for("router", message, OversizedError(reason),
+                                                   trace_id=trace.trace_id))
+        return [d.model_copy(update={"outcome": DecisionOutcome.FAILED, "reason": reason})
+                if d.outcome == DecisionOutcome.QUEUED else d for d in decisions]
 
     async def _send_turn(self, message: Any, trace: Trace) -> None:
         """A trace with a session id is a turn of a conversation: to its session's assembler. Apart from

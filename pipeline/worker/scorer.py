@@ -40,6 +40,9 @@ class ScorerWorker:
         self.slots = asyncio.Semaphore(ctx.settings.scorer_concurrency)
         self.running = 0
         self.ledger = SpendLedger(ctx.settings.budget_window_s)
+        # Budgeted waves of all the agent's concurrent copies take turns, so what passes a budget check
+        # before its spend is charged is one wave (scorer_concurrency traces), as it was one trace per slot.
+        self.budget_turn = asyncio.Lock()
 
     async def _run(self, job: ScoreJob, batch: ScoreJobBatch) -> JobOutcome:
         async with self.slots:
@@ -61,7 +64,7 @@ class ScorerWorker:
             log.error("scorer: dead-lettering %s[%d]@%d: %s", message.topic, message.partition, message.offset, exc)
             await self.ctx.dead_letter(dead_letter_for("scorer", message, exc))
             return
-        outcomes = await self._run_bundle(bundle)
+        outcomes = await self._run_bundle(bundle, message)
         if not outcomes:
             return
         results = [o.result for o in outcomes]
@@ -87,10 +90,11 @@ class ScorerWorker:
                                                            trace_id=outcome.result.trace_id,
                                                            job_id=outcome.result.job_id))
 
-    async def _run_bundle(self, bundle: ScoreJobBundle) -> list[JobOutcome]:
+    async def _run_bundle(self, bundle: ScoreJobBundle, message: Any) -> list[JobOutcome]:
         """Jobs of rules without a budget all at once. Jobs of budgeted rules in waves of at most
-        `scorer_concurrency` traces, each wave checked against what the waves before it spent, so that a
-        bundle cannot overspend a budget by more than one trace per slot (as separate messages could not)."""
+        `scorer_concurrency` traces, one wave at a time in this process, each checked against what the
+        waves before it spent. A trace whose budget check fails (its deferral could not be sent) is
+        dead-lettered alone; the results of the others still go out."""
         def budgeted(job: ScoreJob) -> bool:
             rule = self.ctx.ruleset.rule(job.rule)
             return rule is not None and rule.budget is not None
@@ -102,11 +106,18 @@ class ScorerWorker:
         wave = max(1, self.ctx.settings.scorer_concurrency)
         try:
             for start in range(0, len(waiting), wave):
-                runnable = [(job, batch) for batch, jobs in waiting[start:start + wave]
-                            for job in await self._defer_over_budget(batch, jobs)]
-                done = await asyncio.gather(*(self._run(job, batch) for job, batch in runnable))
-                self._charge(done)
-                outcomes += done
+                async with self.budget_turn:
+                    runnable: list[tuple[ScoreJob, ScoreJobBatch]] = []
+                    for batch, jobs in waiting[start:start + wave]:
+                        try:
+                            runnable += [(job, batch) for job in await self._defer_over_budget(batch, jobs)]
+                        except Exception as exc:
+                            log.exception("scorer: budget check of trace %s failed", batch.trace.trace_id)
+                            await self.ctx.dead_letter(dead_letter_for("scorer", message, exc,
+                                                                       trace_id=batch.trace.trace_id))
+                    done = await asyncio.gather(*(self._run(job, batch) for job, batch in runnable))
+                    self._charge(done)
+                    outcomes += done
         finally:
             unbudgeted = await free
         self._charge(unbudgeted)

@@ -18,12 +18,16 @@ import os
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 
+from pipeline import topics
 from pipeline.admin import ensure_topics
+from pipeline.contracts import pack_items
 from pipeline.embedded import EmbeddedBroker
 from pipeline.sampling import is_sampled
 from tests.integration.harness import WorkerProcess, batch, produce, span
+from tests.integration.test_metrics import metrics_url, scrape
 
 pytestmark = pytest.mark.integration
 
@@ -34,33 +38,47 @@ SAMPLING_RULES = "rules:\n" + "".join(
     f"  - {{name: {name}, scorer: error_spans, sampling_rate: {rate}}}\n" for name, rate in RATES.items())
 
 
-def one_span_traces(n: int) -> list[tuple[bytes, bytes]]:
-    out = []
-    for i in range(n):
-        trace_id = f"s{i:06d}"
-        out.append((trace_id.encode(), batch(trace_id, [span(trace_id, f"{trace_id}-r", None, "handle")], final=True)))
-    return out
+def one_span_traces(n: int, per_message: int = 50) -> tuple[list[str], list[tuple[bytes, bytes]]]:
+    """n one-span traces, packed as the SDK packs a flush: per partition, SpanBundles of `per_message`."""
+    ids = [f"s{i:06d}" for i in range(n)]
+    by_partition: dict[int, list[bytes]] = {}
+    for trace_id in ids:
+        by_partition.setdefault(topics.partition_for(trace_id, 4), []).append(
+            batch(trace_id, [span(trace_id, f"{trace_id}-r", None, "handle")], final=True))
+    messages = []
+    for parts in by_partition.values():
+        for start in range(0, len(parts), per_message):
+            for value, _ in pack_items("batches", parts[start:start + per_message], kind="span_bundle"):
+                messages.append((orjson.loads(value)["batches"][0]["trace_id"].encode(), value))
+    return ids, messages
 
 
-def decided(tmp_path: Path, processes: int, messages: list[tuple[bytes, bytes]]) -> dict[tuple[str, str], str]:
+def decided(tmp_path: Path, processes: int, messages: list[tuple[bytes, bytes]], traces: int
+            ) -> dict[tuple[str, str], str]:
     """Run the traffic through `processes` workers on a broker of its own; every (rule, trace) -> outcome."""
     tmp_path.mkdir(parents=True)
     rules = tmp_path / "rules.yaml"
     rules.write_text(SAMPLING_RULES)
     with EmbeddedBroker(log_file=tmp_path / "broker.log") as broker:
         asyncio.run(ensure_topics(broker.bootstrap, partitions=4))
-        fast_join = {"EVALSTREAM_SESSION_TIMEOUT_S": "6"}  # Tansu: a join takes half the session timeout
-        workers = [WorkerProcess(tmp_path / "w0", broker.bootstrap, rules, fast_join).start()]
+        gauges = {"EVALSTREAM_METRICS_INTERVAL_S": "0.5"}
+        workers = [WorkerProcess(tmp_path / "w0", broker.bootstrap, rules, gauges).start()]
         workers += [WorkerProcess(tmp_path / f"w{k}", broker.bootstrap, rules,
-                                  {**fast_join, "EVALSTREAM_SINK_ENABLED": "false"}).start()
-                    for k in range(1, processes)]
+                                  {**gauges, "EVALSTREAM_SINK_ENABLED": "false"}).start() for k in range(1, processes)]
         try:
             sink = workers[0]
+            if processes > 1:  # route only once the group has settled, every process owning traces partitions
+                sink.wait_for(lambda: all(routed_partitions(w) for w in workers), timeout_s=90,
+                              what="every worker process owning partitions of the traces topic")
             produce(broker.bootstrap, messages)
-            expected = len(messages) * len(RATES)
-            sink.wait_for(lambda: sink.scalar("SELECT count() FROM evalstream.decisions_current "
-                                              "WHERE outcome IN ('scored', 'sampled_out')") >= expected,
-                          timeout_s=120 + len(messages) / 50, what=f"{expected} final decisions")
+            expected = traces * len(RATES)
+            try:
+                sink.wait_for(lambda: sink.scalar("SELECT count() FROM evalstream.decisions_current "
+                                                  "WHERE outcome IN ('scored', 'sampled_out')") >= expected,
+                              timeout_s=180 + traces / 20, what=f"{expected} final decisions")
+            except AssertionError as exc:  # say what every worker was doing, not only the sink's
+                tails = "\n".join(f"--- {w.data_dir.name}:\n{w.log_tail(15)}" for w in workers[1:])
+                raise AssertionError(f"{exc}\n{tails}") from None
             rows = sink.query("SELECT rule, trace_id, outcome FROM evalstream.decisions_current")
         finally:
             for worker in workers:
@@ -68,12 +86,18 @@ def decided(tmp_path: Path, processes: int, messages: list[tuple[bytes, bytes]])
     return {(rule, trace_id): outcome for rule, trace_id, outcome in rows}
 
 
+def routed_partitions(worker: WorkerProcess) -> set[str]:
+    """The traces partitions this process routes, from its lag gauges (one per assigned partition)."""
+    samples = scrape(metrics_url(worker)).get("evalstream_consumer_lag_records", {})
+    return {dict(labels)["partition"] for labels in samples
+            if dict(labels)["topic"] == topics.TRACES and dict(labels).get("group") != "evalstream-sink"}
+
+
 def test_the_sampled_set_is_the_pure_functions_within_1_percent_and_the_same_for_any_worker_count(
         tmp_path: Path) -> None:
-    messages = one_span_traces(N_SAMPLED)
-    ids = [key.decode() for key, _ in messages]
-    one = decided(tmp_path / "one-worker", 1, messages)
-    two = decided(tmp_path / "two-workers", 2, messages)
+    ids, messages = one_span_traces(N_SAMPLED)
+    one = decided(tmp_path / "one-worker", 1, messages, len(ids))
+    two = decided(tmp_path / "two-workers", 2, messages, len(ids))
 
     assert one == two  # the same traffic, another worker count: the same outcome for every (rule, trace)
     for rule, rate in RATES.items():

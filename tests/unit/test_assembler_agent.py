@@ -120,3 +120,29 @@ async def test_a_trace_over_the_limit_once_assembled_is_dead_lettered_by_name_an
     (sent,) = [s for s in ctx.sent if s[0] == topics.TRACES]
     assert [t.trace_id for t in decode(sent[2], TraceBatch, max_bytes=8192).traces] == [small]
     assert ctx.counters.get("traces_oversized") == 1
+
+
+async def test_closes_whose_send_fails_are_open_and_due_again_and_go_out_at_the_next_tick() -> None:
+    ctx = FakeContext()
+    assembler = Assembler(ctx, {})
+    ids = ids_on(0, 3)
+    for t in ids:
+        await assembler.handle(event(trace_batch(t), partition=0))
+    real_send = ctx.send
+
+    async def broken(topic: str, key: str | bytes, value: bytes, partition: int | None = None) -> None:
+        if topic == topics.TRACES:
+            raise ConnectionError("broker gone")
+        await real_send(topic, key, value, partition)
+
+    ctx.send = broken  # type: ignore[method-assign]
+    await assembler.handle(event(TICK, partition=0, key=TICK_KEY, offset=20))
+    (dead,) = ctx.dead
+    assert dead.offset == 20 and "broker gone" in dead.reason  # the failed tick is seen
+    assert all(assembler.table[t]["open"] for t in ids)
+
+    ctx.send = real_send  # type: ignore[method-assign]
+    await assembler.handle(event(TICK, partition=0, key=TICK_KEY, offset=21))
+    (sent,) = [s for s in ctx.sent if s[0] == topics.TRACES]
+    assert [t.trace_id for t in decode(sent[2], TraceBatch).traces] == ids
+    assert all(not assembler.table[t]["open"] for t in ids)

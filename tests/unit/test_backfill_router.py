@@ -20,6 +20,7 @@ from pipeline.contracts import (
     Trace,
     TraceBatch,
     decode,
+    encode,
 )
 from pipeline.metrics import Counters
 from pipeline.rules import parse_rules
@@ -104,3 +105,24 @@ async def test_a_live_trace_whose_turn_is_invalid_is_routed_once_and_only_the_tu
     assert topics.SESSION_TURNS not in [t for t, _, _ in ctx.sent]
     (dead,) = ctx.dead
     assert dead.stage == "session-turn" and dead.trace_id == "t-long" and "256" in dead.reason
+
+
+async def test_a_trace_whose_job_batch_is_over_the_limit_is_dead_lettered_and_its_decision_says_failed() -> None:
+    ctx = FakeContext()
+    ctx.settings.max_message_bytes = 4096
+
+    def big(pad: int) -> Trace:
+        return Trace(trace_id="t-big", version=1, status="complete", close_reason="final_marker", root_span_id="r",
+                     spans=[Span(trace_id="t-big", span_id="r", name="root", start_ns=0, end_ns=10, outputs="x" * pad)])
+
+    room = 4096 - 40 - len(encode(TraceBatch(traces=[big(0)])))  # the trace fits, with 40 bytes to spare
+    value = encode(TraceBatch(traces=[big(room)]))
+    assert 4000 < len(value) <= 4096
+    await Router(ctx).handle(SimpleNamespace(message=SimpleNamespace(value=value, key=b"t-big", topic=topics.TRACES,
+                                                                     partition=1, offset=8)))  # type: ignore[arg-type]
+
+    (dead,) = ctx.dead
+    assert dead.trace_id == "t-big" and dead.error_type == "OversizedError" and "job batch" in dead.reason
+    assert topics.JOBS not in [t for t, _, _ in ctx.sent]
+    decisions = {d.rule: d for t, _, v in ctx.sent if t == topics.DECISIONS for d in decode(v, DecisionBatch).decisions}
+    assert decisions["live-only"].outcome == DecisionOutcome.FAILED and "4096-byte" in decisions["live-only"].reason
