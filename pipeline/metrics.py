@@ -49,6 +49,13 @@ METRICS: dict[str, MetricSpec] = {
     "session_jobs_queued": MetricSpec("counter", "evalstream_session_jobs_queued",
                                       "Session score jobs sent to the scorers (each-turn looks and closing verdicts)."),
     "jobs_queued": MetricSpec("counter", "evalstream_jobs_queued", "Score jobs sent to the scorers."),
+    "evaluation_requests_refused": MetricSpec(
+        "counter", "evalstream_evaluation_requests_refused",
+        "async_evaluate requests on spans refused by the operator's sdk_evaluations policy, by reason.",
+        ("reason",)),
+    "scorer_cache_entries": MetricSpec("gauge", "evalstream_scorer_cache_entries",
+                                       "Scorer instances kept for reuse in this process (at most "
+                                       "EVALSTREAM_SCORER_CACHE_SIZE)."),
     "jobs_running": MetricSpec("gauge", "evalstream_jobs_running", "Score jobs running in this process now."),
     "jobs_deferred": MetricSpec("counter", "evalstream_jobs_deferred", "Jobs held back by their rule's budget.",
                                 ("rule",)),

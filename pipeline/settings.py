@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     scorer_concurrency: int = Field(default=16, ge=1)
     scorer_max_attempts: int = Field(default=3, ge=1)
     scorer_backoff_s: float = Field(default=0.5, ge=0)
+    scorer_cache_size: int = Field(default=256, ge=1)  # scorer instances kept per process (LRU by scorer + params)
     budget_window_s: float = Field(default=3600.0, gt=0)  # rules' budgets are per this window (an hour)
     defer_max_sleep_s: float = Field(default=30.0, gt=0)  # a deferred job waits at most this long per pass
     defer_concurrency: int = Field(default=64, ge=1)  # deferred jobs waiting at once per worker

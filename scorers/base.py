@@ -39,6 +39,9 @@ class Scorer:
     version: ClassVar[str] = "1"
     threshold: float | None = None
     higher_is_better: ClassVar[bool] = True
+    # Params only the operator may set (in the rules file or its sdk_evaluations list), never a span's
+    # `async_evaluate` call: where it sends data, with which credentials, and what it may spend.
+    operator_params: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, **params: Any) -> None:
         if params:
@@ -128,6 +131,7 @@ def scorer(
             "__doc__": fn.__doc__,
             "__init__": lambda self, **params: FunctionScorer.__init__(self, fn, **params),
             "__module__": fn.__module__,
+            "__wrapped__": fn,  # its params are the function's (scorers.params)
         }
         return type(fn.__name__, (FunctionScorer,), attrs)
 

@@ -39,16 +39,20 @@ class ScoreJob(_Wire):
     trace_id: str
     trace_version: int
     span_id: str | None = None  # set for async_evaluate jobs: the span that asked
+    request_index: int = Field(default=0, ge=0, le=65535)  # which of that span's async_evaluate calls
     example: Example | None = None  # None: the scorer gets the trace
     source: JobSource = JobSource.LIVE
     created_ns: int = 0
 
     @staticmethod
     def make_id(rule: str, trace_id: str, trace_version: int, span_id: str | None = None,
-                source: JobSource = JobSource.LIVE) -> str:
+                source: JobSource = JobSource.LIVE, request_index: int = 0) -> str:
         # Deterministic, so a redelivered job writes the same rows instead of new ones. A backfill's job
-        # has its own id: its score becomes current and the live score stays in `scores` for audit.
+        # has its own id: its score becomes current and the live score stays in `scores` for audit. Two
+        # requests on one span are two jobs; the first keeps the id it had before requests were counted.
         raw = f"{rule}\x00{trace_id}\x00{trace_version}\x00{span_id or ''}"
+        if request_index:
+            raw += f"\x00#{request_index}"
         if source != JobSource.LIVE:
             raw += f"\x00{source.value}"
         return hashlib.blake2b(raw.encode(), digest_size=12).hexdigest()
@@ -97,6 +101,7 @@ class ScoreResult(_Wire):
     trace_id: str
     trace_version: int
     span_id: str | None = None
+    request_index: int = Field(default=0, ge=0, le=65535)  # of an async_evaluate job: which call on the span
     project: str = "default"
     agent_name: str | None = None
     model: str | None = None
@@ -142,6 +147,9 @@ class Decision(_Wire):
     rule: str
     trace_id: str
     trace_version: int
+    # An async_evaluate request is decided per call: the span that asked, and which of its calls it was.
+    span_id: str | None = None
+    request_index: int = Field(default=0, ge=0, le=65535)
     outcome: DecisionOutcome
     reason: str = ""
     job_id: str | None = None

@@ -1,7 +1,8 @@
 """Filter and sample a closed trace against every rule: a decision for each, a job for each sampled.
 
 `async_evaluate` requests carried on spans become jobs too, under the rule name
-`sdk:<scorer>`, sampled with the same function as server-side rules.
+`sdk:<scorer>`, sampled with the same function as server-side rules. Each request is its own subject
+(decided per span and call), and passes the operator's trust boundary first (`evaluation_policy`).
 
 A backfill (`route_backfill`) evaluates only the rules it names, with the same filters and sampling,
 and marks jobs and decisions `source=backfill`; their job ids differ from the live ones.
@@ -23,6 +24,7 @@ from pipeline.contracts import (
     ScoreJob,
     Trace,
 )
+from pipeline.routing.evaluation_policy import EvaluationPolicy, Refused
 from pipeline.rules.matching import filter_mismatch
 from pipeline.rules.model import RuleSet
 from pipeline.sampling import is_sampled, sdk_rule
@@ -32,6 +34,7 @@ from pipeline.sampling import is_sampled, sdk_rule
 class Routed:
     decisions: list[Decision] = field(default_factory=list)
     jobs: list[ScoreJob] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # the policy's code for each refused request
 
 
 def route_trace(trace: Trace, ruleset: RuleSet, *, source: JobSource = JobSource.LIVE,
@@ -41,10 +44,12 @@ def route_trace(trace: Trace, ruleset: RuleSet, *, source: JobSource = JobSource
     out = Routed()
     chosen = {only_rule} if only_rule is not None else set(only_rules) if only_rules is not None else None
 
-    def decide(rule: str, outcome: DecisionOutcome, reason: str = "", job_id: str | None = None) -> None:
+    def decide(rule: str, outcome: DecisionOutcome, reason: str = "", job_id: str | None = None,
+               span_id: str | None = None, request_index: int = 0) -> None:
         out.decisions.append(Decision(
-            rule=rule, trace_id=trace.trace_id, trace_version=trace.version, outcome=outcome,
-            reason=reason, job_id=job_id, project=trace.project, source=source, decided_at_ns=now,
+            rule=rule, trace_id=trace.trace_id, trace_version=trace.version, span_id=span_id,
+            request_index=request_index, outcome=outcome, reason=reason, job_id=job_id, project=trace.project,
+            source=source, decided_at_ns=now,
         ))
 
     for rule in ruleset.trace_rules:
@@ -65,7 +70,7 @@ def route_trace(trace: Trace, ruleset: RuleSet, *, source: JobSource = JobSource
         decide(rule.name, DecisionOutcome.QUEUED, job_id=job_id)
 
     if chosen is None:
-        _route_evaluation_requests(trace, out, decide, source, now)
+        _route_evaluation_requests(trace, out, decide, EvaluationPolicy(ruleset.sdk_evaluations), source, now)
     return out
 
 
@@ -85,22 +90,39 @@ def route_backfill(trace: Trace, ruleset: RuleSet, rules: Collection[str]) -> Ro
     return routed
 
 
-def _route_evaluation_requests(trace: Trace, out: Routed, decide, source: JobSource, now: int) -> None:
+def _route_evaluation_requests(trace: Trace, out: Routed, decide, policy: EvaluationPolicy, source: JobSource,
+                               now: int) -> None:
+    limit = policy.config.max_per_trace
+    queued = 0
     for span in trace.spans:
-        for request in span.evaluations:
+        for index, request in enumerate(span.evaluations):
             rule = sdk_rule(request.scorer)
-            if not is_sampled(trace.trace_id, rule, request.sampling_rate):
-                decide(rule, DecisionOutcome.SAMPLED_OUT, f"sampling_rate={request.sampling_rate:g}")
+
+            def decided(outcome: DecisionOutcome, reason: str = "", job_id: str | None = None) -> None:
+                decide(rule, outcome, reason, job_id, span_id=span.span_id, request_index=index)  # noqa: B023
+
+            admitted = policy.admit(request)
+            if isinstance(admitted, Refused):
+                out.refused.append(admitted.code)
+                decided(DecisionOutcome.FAILED, f"refused: {admitted.reason}"[:1000])
                 continue
-            job_id = ScoreJob.make_id(rule, trace.trace_id, trace.version, span.span_id, source=source)
+            if not is_sampled(trace.trace_id, rule, request.sampling_rate):
+                decided(DecisionOutcome.SAMPLED_OUT, f"sampling_rate={request.sampling_rate:g}")
+                continue
+            if queued >= limit:
+                decided(DecisionOutcome.SAMPLED_OUT, f"over sdk_evaluations.max_per_trace={limit} requests")
+                continue
+            job_id = ScoreJob.make_id(rule, trace.trace_id, trace.version, span.span_id, source=source,
+                                      request_index=index)
             try:
                 example = Example.model_validate(request.example or {})
             except ValidationError as exc:
-                decide(rule, DecisionOutcome.FAILED, f"invalid example: {exc.errors()[0]['msg']}", job_id)
+                decided(DecisionOutcome.FAILED, f"invalid example: {exc.errors()[0]['msg']}", job_id)
                 continue
             out.jobs.append(ScoreJob(
-                job_id=job_id, rule=rule, scorer=request.scorer, params=request.params, threshold=request.threshold,
-                trace_id=trace.trace_id, trace_version=trace.version, span_id=span.span_id,
-                example=example, source=source, created_ns=now,
+                job_id=job_id, rule=rule, scorer=admitted.scorer, params=admitted.params,
+                threshold=request.threshold, trace_id=trace.trace_id, trace_version=trace.version,
+                span_id=span.span_id, request_index=index, example=example, source=source, created_ns=now,
             ))
-            decide(rule, DecisionOutcome.QUEUED, job_id=job_id)
+            queued += 1
+            decided(DecisionOutcome.QUEUED, job_id=job_id)

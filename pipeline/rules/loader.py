@@ -86,3 +86,20 @@ def _check_scorers(ruleset: RuleSet, source: str) -> None:
         except (TypeError, ValueError) as exc:
             raise RulesError(f"{source}: rule {rule.name!r} field 'params': {exc}", rule=rule.name,
                              field="params") from None
+    _check_sdk_scorers(ruleset, source)
+
+
+def _check_sdk_scorers(ruleset: RuleSet, source: str) -> None:
+    """A listed scorer must exist, and its fixed params must be ones it declares (the span gives the rest)."""
+    from scorers.params import declared_params
+    from scorers.registry import resolve_scorer
+
+    for entry in ruleset.sdk_evaluations.scorers:
+        where = f"{source}: sdk_evaluations scorer {entry.name!r}"
+        try:
+            cls = resolve_scorer(entry.ref)
+        except ScorerError as exc:
+            raise RulesError(f"{where}: {exc}", field="sdk_evaluations") from None
+        unknown = sorted(set(entry.params) - set(declared_params(cls).model_fields))
+        if unknown:
+            raise RulesError(f"{where}: {entry.ref!r} has no params {', '.join(unknown)}", field="sdk_evaluations")

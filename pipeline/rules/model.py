@@ -211,9 +211,46 @@ class AlertRule(_Strict):
         return text
 
 
+class SdkScorer(_Strict):
+    """A scorer that spans may name in `async_evaluate`, with the params the operator fixes for it."""
+
+    name: str = Field(min_length=1, max_length=200)  # what a span's request names
+    scorer: str | None = None  # what runs (default: `name`); here, in the operator's file, a dotted path is fine
+    params: dict[str, Any] = Field(default_factory=dict)  # fixed: provider, credentials, limits; a span cannot set them
+    allow_model_override: bool = False  # let a span choose `model` (never the endpoint or the key)
+
+    @property
+    def ref(self) -> str:
+        return self.scorer or self.name
+
+
+class SdkEvaluations(_Strict):
+    """What an `async_evaluate` request carried on a span may ask for. Spans are untrusted: by default they may
+    name built-in code scorers and uploaded scorers; judges, installed scorers and dotted paths only when
+    listed in `scorers`, whose provider settings come from here and never from the span."""
+
+    enabled: bool = True
+    code_scorers: bool = True
+    uploaded_scorers: bool = True
+    max_per_trace: int = Field(default=1000, ge=0)  # requests beyond it are sampled out, with the reason
+    scorers: list[SdkScorer] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _names_unique(self) -> SdkEvaluations:
+        names = [s.name for s in self.scorers]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"sdk_evaluations.scorers lists {', '.join(twice)} more than once")
+        return self
+
+    def listed(self, name: str) -> SdkScorer | None:
+        return next((s for s in self.scorers if s.name == name), None)
+
+
 class RuleSet(_Strict):
     rules: list[EvalRule] = Field(default_factory=list)
     alerts: list[AlertRule] = Field(default_factory=list)
+    sdk_evaluations: SdkEvaluations = Field(default_factory=SdkEvaluations)
 
     @model_validator(mode="after")
     def _names_unique_and_linked(self) -> RuleSet:

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,16 +48,25 @@ class JobOutcome:
 
 
 class ScorerCache:
-    """One scorer instance per (scorer, params): judges keep clients and caches between jobs."""
+    """One scorer instance per (scorer, params): judges keep clients and caches between jobs. The params of
+    `async_evaluate` requests come from spans, so the cache keeps only the `max_entries` used last."""
 
-    def __init__(self) -> None:
-        self._items: dict[bytes, Scorer] = {}
+    def __init__(self, max_entries: int = 256) -> None:
+        self.max_entries = max(1, max_entries)
+        self._items: OrderedDict[bytes, Scorer] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
 
     def get(self, ref: str, params: dict[str, Any]) -> Scorer:
         key = orjson.dumps([ref, params], option=orjson.OPT_SORT_KEYS)
         scorer = self._items.get(key)
-        if scorer is None:
-            scorer = self._items[key] = build_scorer(ref, params)
+        if scorer is not None:
+            self._items.move_to_end(key)
+            return scorer
+        scorer = self._items[key] = build_scorer(ref, params)
+        while len(self._items) > self.max_entries:
+            self._items.popitem(last=False)
         return scorer
 
 
@@ -149,7 +159,7 @@ def _result(job: ScoreJob, trace: Trace, started: float, attempt: int, scorer: S
         job_id=job.job_id, rule=job.rule, scorer=job.scorer,
         scorer_version=scorer.version if scorer else "?",
         trace_id=job.trace_id, trace_version=job.trace_version, span_id=job.span_id,
-        project=trace.project, agent_name=agent, model=model, attempts=attempt,
+        request_index=job.request_index, project=trace.project, agent_name=agent, model=model, attempts=attempt,
         latency_ms=(time.perf_counter() - started) * 1000, source=job.source, scored_at_ns=time.time_ns(),
         **fields,
     )

@@ -26,13 +26,15 @@ def explain_trace(reader: Reader, trace_id: str, console: Console) -> bool:
         return False
     _print(console, f"Trace {trace_id}", versions.columns, versions.rows)
     decisions = reader.query(
-        f"SELECT rule, trace_version AS v, outcome, reason, decided_at FROM {db}.decisions FINAL "
-        f"WHERE trace_id = '{trace_id}' ORDER BY rule, trace_version, decided_at"
+        f"SELECT rule, trace_version AS v, if(request_index > 0, concat(span_id, '#', toString(request_index)), "
+        f"span_id) AS span, outcome, reason, decided_at FROM {db}.decisions FINAL "
+        f"WHERE trace_id = '{trace_id}' ORDER BY rule, trace_version, span_id, request_index, decided_at"
     )
     _print(console, "Decisions (every rule, every version)", decisions.columns, decisions.rows)
     scores = reader.query(
-        f"SELECT rule, scorer, trace_version AS v, status, value, label, passed, threshold, reason, error_type "
-        f"FROM {db}.scores_current WHERE trace_id = '{trace_id}' ORDER BY rule"
+        f"SELECT rule, scorer, trace_version AS v, if(request_index > 0, concat(span_id, '#', "
+        f"toString(request_index)), span_id) AS span, status, value, label, passed, threshold, reason, error_type "
+        f"FROM {db}.scores_current WHERE trace_id = '{trace_id}' ORDER BY rule, span_id, request_index"
     )
     _print(console, "Current scores", scores.columns, scores.rows)
     return True

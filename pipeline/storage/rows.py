@@ -33,12 +33,13 @@ SPAN_COLUMNS = [
     "outputs",
 ]
 SCORE_COLUMNS = [
-    "job_id", "rule", "scorer", "scorer_version", "trace_id", "trace_version", "span_id", "project", "agent_name",
-    "model", "status", "value", "label", "passed", "threshold", "reason", "criteria", "metadata", "error_type",
-    "error_message", "attempts", "latency_ms", "source", "scored_at",
+    "job_id", "rule", "scorer", "scorer_version", "trace_id", "trace_version", "span_id", "request_index", "project",
+    "agent_name", "model", "status", "value", "label", "passed", "threshold", "reason", "criteria", "metadata",
+    "error_type", "error_message", "attempts", "latency_ms", "source", "scored_at",
 ]
 DECISION_COLUMNS = [
-    "rule", "trace_id", "trace_version", "outcome", "reason", "job_id", "project", "source", "decided_at",
+    "rule", "trace_id", "trace_version", "span_id", "request_index", "outcome", "reason", "job_id", "project",
+    "source", "decided_at",
 ]
 ALERT_COLUMNS = [
     "alert_id", "incident_id", "alert_rule", "kind", "level", "rule", "scorer", "project", "group_values", "title",
@@ -115,8 +116,8 @@ def score_row(result: ScoreResult) -> list[Any]:
     label = value if isinstance(value, str) else ""
     return [
         result.job_id, result.rule, result.scorer, result.scorer_version, result.trace_id, result.trace_version,
-        result.span_id or "", result.project, result.agent_name or "", result.model or "", result.status.value,
-        numeric, label, result.passed, result.threshold, result.reason,
+        result.span_id or "", result.request_index, result.project, result.agent_name or "", result.model or "",
+        result.status.value, numeric, label, result.passed, result.threshold, result.reason,
         _json([c.model_dump(mode="json") for c in result.criteria]), _json(result.metadata),
         result.error_type or "", result.error_message or "", result.attempts, result.latency_ms,
         result.source.value, _us(result.scored_at_ns),
@@ -125,8 +126,9 @@ def score_row(result: ScoreResult) -> list[Any]:
 
 def decision_row(decision: Decision) -> list[Any]:
     return [
-        decision.rule, decision.trace_id, decision.trace_version, decision.outcome.value, decision.reason,
-        decision.job_id or "", decision.project, decision.source.value, _us(decision.decided_at_ns),
+        decision.rule, decision.trace_id, decision.trace_version, decision.span_id or "", decision.request_index,
+        decision.outcome.value, decision.reason, decision.job_id or "", decision.project, decision.source.value,
+        _us(decision.decided_at_ns),
     ]
 
 

@@ -55,6 +55,8 @@ class Router:
             try:
                 routed = route_trace(trace, self.ctx.ruleset)
                 trace_decisions = routed.decisions
+                for code in routed.refused:
+                    self.ctx.counters.inc("evaluation_requests_refused", reason=code)
                 if routed.jobs:
                     encoded = encode(ScoreJobBatch(trace=trace, jobs=routed.jobs))
                     if len(encoded) + JOB_BUNDLE_OVERHEAD > limit:

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 class ScorerWorker:
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
-        self.cache = ScorerCache()
+        self.cache = ScorerCache(ctx.settings.scorer_cache_size)
         self.slots = asyncio.Semaphore(ctx.settings.scorer_concurrency)
         self.running = 0
         self.ledger = SpendLedger(ctx.settings.budget_window_s)
@@ -53,6 +53,7 @@ class ScorerWorker:
             finally:
                 self.running -= 1
                 self.ctx.counters.set("jobs_running", self.running)
+                self.ctx.counters.set("scorer_cache_entries", len(self.cache))
 
     async def handle(self, event: Any) -> None:
         """A ScoreJobBundle -> every job run (bounded by the process's slots), one result batch and one
@@ -71,8 +72,8 @@ class ScorerWorker:
         now = time.time_ns()
         decisions = [
             Decision(
-                rule=r.rule, trace_id=r.trace_id, trace_version=r.trace_version,
-                outcome=DecisionOutcome.SCORED if r.status == ScoreStatus.SCORED else DecisionOutcome.FAILED,
+                rule=r.rule, trace_id=r.trace_id, trace_version=r.trace_version, span_id=r.span_id,
+                request_index=r.request_index, outcome=DecisionOutcome.SCORED if r.status == ScoreStatus.SCORED else DecisionOutcome.FAILED,
                 reason=r.reason if r.status == ScoreStatus.SCORED else f"{r.error_type}: {r.error_message}"[:500],
                 job_id=r.job_id, project=r.project, source=r.source, decided_at_ns=now,
             )
@@ -146,8 +147,8 @@ class ScorerWorker:
             deferred.append(job)
             not_before = max(not_before, until)
             decisions.append(Decision(
-                rule=job.rule, trace_id=job.trace_id, trace_version=job.trace_version,
-                outcome=DecisionOutcome.DEFERRED, job_id=job.job_id, source=job.source,
+                rule=job.rule, trace_id=job.trace_id, trace_version=job.trace_version, span_id=job.span_id,
+                request_index=job.request_index, outcome=DecisionOutcome.DEFERRED, job_id=job.job_id, source=job.source,
                 project=batch.trace.project, decided_at_ns=time.time_ns(),
                 reason=f"{self.ledger.describe(job.rule, budget, now)}; runs after "
                        f"{time.strftime('%H:%M:%S', time.gmtime(until))} UTC (deferral {batch.deferrals + 1})",

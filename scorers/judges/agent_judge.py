@@ -70,6 +70,9 @@ class AgentJudge(JudgeScorer):
 
     name = "agent_judge"
     subject_placeholder: ClassVar[str] = "trace"  # what `instructions` must mention
+    # How much one judgement may read and how many model calls it may make are the operator's to set.
+    operator_params: ClassVar[frozenset[str]] = JudgeScorer.operator_params | {
+        "max_steps", "inline_tokens", "skeleton_tokens", "payload_chars"}
 
     def __init__(
         self,

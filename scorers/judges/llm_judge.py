@@ -11,7 +11,7 @@ score a Trace (the root's inputs and outputs, retriever outputs as context) or a
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 from scorers.base import Score, Scorer, ScoreTarget
 from scorers.judges.client import JudgeClient, JudgeRequest, JudgeResponse, default_judge_client
@@ -62,6 +62,10 @@ class JudgeScorer(Scorer):
     """
 
     version = "1"
+    operator_params: ClassVar[frozenset[str]] = frozenset({
+        "model", "api_base", "api_key", "api_key_env", "litellm_params", "timeout_s", "max_tokens", "temperature",
+        "max_concurrency", "requests_per_minute", "tokens_per_minute", "client",
+    })
 
     def __init__(
         self,

@@ -14,13 +14,17 @@ from tests.integration.harness import WorkerProcess
 
 pytestmark = pytest.mark.integration
 
-RULES = """
+SCORER_REF = f"{MentionsPackage.__module__}:{MentionsPackage.__qualname__}"
+# A span may name an import path only because the operator listed it here.
+RULES = f"""
 rules:
   - name: errors
     scorer: error_spans
-    filter: {project: multi-agent}
+    filter: {{project: multi-agent}}
+sdk_evaluations:
+  scorers:
+    - name: "{SCORER_REF}"
 """
-SCORER_REF = f"{MentionsPackage.__module__}:{MentionsPackage.__qualname__}"
 
 
 def build_app(tracer: Tracer):

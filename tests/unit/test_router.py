@@ -115,39 +115,41 @@ def test_backfill_source_is_carried_to_jobs() -> None:
 
 
 def test_async_evaluate_request_becomes_an_sdk_job_with_the_example() -> None:
-    request = EvaluationRequest(scorer="my_pkg.judges:helpfulness", threshold=0.7,
+    request = EvaluationRequest(scorer="my-judge", threshold=0.7, params={"guidelines": ["be brief"]},
                                 example={"inputs": {"q": "refund?"}, "outputs": "sure", "expected": "yes",
                                          "context": ["doc"], "metadata": {"lang": "en"}})
-    empty = parse_rules({})
-    routed = route_trace(make_trace(evaluations=[request]), empty)
+    listed = parse_rules({"sdk_evaluations": {"scorers": [
+        {"name": "my-judge", "scorer": "helpfulness", "params": {"model": "openai/m", "api_base": "http://j/v1"}}]}})
+    routed = route_trace(make_trace(evaluations=[request]), listed)
     (job,) = routed.jobs
-    assert job.rule == "sdk:my_pkg.judges:helpfulness"
-    assert job.scorer == "my_pkg.judges:helpfulness"
+    assert job.rule == "sdk:my-judge"
+    assert job.scorer == "helpfulness"
+    assert job.params == {"guidelines": ["be brief"], "model": "openai/m", "api_base": "http://j/v1"}
     assert job.span_id == "llm-1" and job.threshold == 0.7
     assert job.example == Example(inputs={"q": "refund?"}, outputs="sure", expected="yes", context=["doc"],
                                   metadata={"lang": "en"})
-    assert job.job_id == ScoreJob.make_id("sdk:my_pkg.judges:helpfulness", "trace-1", 1, "llm-1")
+    assert job.job_id == ScoreJob.make_id("sdk:my-judge", "trace-1", 1, "llm-1")
     (decision,) = routed.decisions
     assert decision.rule == job.rule and decision.outcome == DecisionOutcome.QUEUED
     assert decision.job_id == job.job_id
 
 
 def test_sdk_requests_are_routed_alongside_rules() -> None:
-    routed = route_trace(make_trace(evaluations=[EvaluationRequest(scorer="mod:judge")]), RULES)
-    assert [j.rule for j in routed.jobs] == ["slow", "sdk:mod:judge"]
+    routed = route_trace(make_trace(evaluations=[EvaluationRequest(scorer="error_spans")]), RULES)
+    assert [j.rule for j in routed.jobs] == ["slow", "sdk:error_spans"]
     assert len(routed.decisions) == 5
 
 
 def test_sdk_request_sampled_out() -> None:
-    request = EvaluationRequest(scorer="mod:judge", sampling_rate=0.0)
+    request = EvaluationRequest(scorer="error_spans", sampling_rate=0.0)
     routed = route_trace(make_trace(evaluations=[request]), parse_rules({}))
     assert routed.jobs == []
     (decision,) = routed.decisions
-    assert decision.rule == "sdk:mod:judge" and decision.outcome == DecisionOutcome.SAMPLED_OUT
+    assert decision.rule == "sdk:error_spans" and decision.outcome == DecisionOutcome.SAMPLED_OUT
     assert decision.reason == "sampling_rate=0"
 
 
 def test_malformed_sdk_example_does_not_block_the_rules() -> None:
-    bad = EvaluationRequest(scorer="mod:judge", example={"metadata": "not-a-dict"})
+    bad = EvaluationRequest(scorer="error_spans", example={"metadata": "not-a-dict"})
     routed = route_trace(make_trace(evaluations=[bad]), RULES)
     assert "slow" in [j.rule for j in routed.jobs]

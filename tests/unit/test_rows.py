@@ -57,9 +57,9 @@ def ddl_columns(table: str) -> list[str]:
         created = re.search(r"CREATE TABLE IF NOT EXISTS \{db\}\." + table + r" \((.*?)\n\) ENGINE", ddl, re.DOTALL)
         if created:
             names = [line.strip().split()[0] for line in created.group(1).strip().splitlines()]
-        for name, after in re.findall(r"ALTER TABLE \{db\}\." + table +
-                                      r" ADD COLUMN IF NOT EXISTS (\w+) .*? AFTER (\w+)[,;]", ddl):
-            names.insert(names.index(after) + 1, name)
+        for alter in re.findall(r"ALTER TABLE \{db\}\." + table + r" (.*?);", ddl, re.DOTALL):
+            for name, after in re.findall(r"ADD COLUMN IF NOT EXISTS (\w+) .*? AFTER (\w+)[,;]?", alter + ";"):
+                names.insert(names.index(after) + 1, name)
     return [n for n in names if n != "ingested_at"]
 
 
@@ -173,7 +173,8 @@ def test_decision_row() -> None:
     d = Decision(rule="r", trace_id="t", trace_version=2, outcome="sampled_out", reason="sampling_rate=0.1",
                  decided_at_ns=7_000_000)
     row = as_dict(DECISION_COLUMNS, rows.decision_row(d))
-    assert row == {"rule": "r", "trace_id": "t", "trace_version": 2, "outcome": "sampled_out",
+    assert row == {"rule": "r", "trace_id": "t", "trace_version": 2, "span_id": "", "request_index": 0,
+                   "outcome": "sampled_out",
                    "reason": "sampling_rate=0.1", "job_id": "", "project": "default", "source": "live",
                    "decided_at": 7_000}
 
