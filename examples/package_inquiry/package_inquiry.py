@@ -2,7 +2,10 @@
 
 An LLM judge answering YES or NO, written as an evalstream scorer module and uploaded with
 
-    evalstream scorers upload examples/package_inquiry/package_inquiry.py examples/package_inquiry/requirements.txt
+    evalstream scorers upload examples/package_inquiry/package_inquiry.py examples/package_inquiry/requirements.txt \
+        --network
+
+(`--network`: it calls the model's API; without it, its sandbox has no network.)
 
 The SDK asks for it with
     tracer.async_evaluate("package_inquiry", {"request": request, "response": response}, sampling_rate=0.95)

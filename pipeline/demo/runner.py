@@ -34,7 +34,8 @@ def _upload_example_judge(bootstrap: str, console: Console) -> None:
     if not (EXAMPLE / "package_inquiry.py").exists():
         raise EvalstreamError(f"{EXAMPLE} is missing: run the demo from a checkout of the repository")
     out = subprocess.run([sys.executable, "-m", "pipeline.cli", "scorers", "upload",
-                          str(EXAMPLE / "package_inquiry.py"), str(EXAMPLE / "requirements.txt")],
+                          str(EXAMPLE / "package_inquiry.py"), str(EXAMPLE / "requirements.txt"),
+                          "--network"],  # it calls the demo's LLM server; without it, its sandbox has no network
                          env={**os.environ, "EVALSTREAM_KAFKA_BOOTSTRAP": bootstrap}, capture_output=True, text=True,
                          timeout=120, check=False)
     if out.returncode != 0:

@@ -13,6 +13,7 @@ import logging
 from pipeline import topics
 from pipeline.contracts.uploads import UploadedScorer
 from pipeline.errors import ScorerNotFoundError
+from pipeline.scoring.sandbox.errors import SandboxSetupError
 from pipeline.scoring.sandbox.limits import SandboxLimits
 from pipeline.scoring.sandbox.pool import SandboxPool
 from pipeline.scoring.sandbox.scorer import SandboxedScorer, sandboxed_scorer_class
@@ -67,6 +68,14 @@ class UploadedScorers:
                 f"uploaded version has arrived on {topics.SCORERS}; upload it with "
                 f"`evalstream scorers upload FILE [REQUIREMENTS] --name {name}`")
         return upload
+
+    async def check_isolation(self) -> None:
+        """At start-up: create the sandbox user if needed, ask the kernel what it allows, and log every
+        part of the isolation that is not enforced, before any upload runs."""
+        try:
+            await self.pool.isolation()
+        except SandboxSetupError as exc:  # EVALSTREAM_SANDBOX_REQUIRE_ISOLATION: uploaded scorers will not run
+            log.error("sandbox: %s", exc)
 
     def on_change(self, upload: UploadedScorer) -> None:
         """A version became current (the store follower calls this): get its sandbox ready now."""

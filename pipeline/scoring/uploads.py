@@ -137,7 +137,7 @@ def check_name(name: str) -> str:
 
 
 def build_upload(source_path: Path, requirements_path: Path | None = None, *, name: str | None = None,
-                 entry: str | None = None) -> UploadedScorer:
+                 entry: str | None = None, network: bool = False) -> UploadedScorer:
     """Validate the files and return the record to store; raises UploadError, storing nothing."""
     if source_path.suffix != ".py":
         raise UploadError(f"{source_path}: upload a Python module (a .py file)")
@@ -151,9 +151,9 @@ def build_upload(source_path: Path, requirements_path: Path | None = None, *, na
     if name is None:
         name = chosen.declared_name if chosen.declared_name and NAME.match(chosen.declared_name) else source_path.stem
     return UploadedScorer(
-        name=check_name(name), version=UploadedScorer.content_version(source, chosen.attribute, requirements),
+        name=check_name(name), version=UploadedScorer.content_version(source, chosen.attribute, requirements, network),
         entry=chosen.attribute, kind=chosen.kind, filename=source_path.name, source=source,
-        requirements=requirements, uploaded_at_ns=time.time_ns(), uploaded_by=_who(),
+        requirements=requirements, uploaded_at_ns=time.time_ns(), uploaded_by=_who(), network=network,
     )
 
 

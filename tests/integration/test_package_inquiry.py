@@ -32,7 +32,7 @@ def test_uploaded_package_inquiry_judge_scores_live_traces(broker: str, tmp_path
         try:
             upload = subprocess.run(
                 [sys.executable, "-m", "pipeline.cli", "scorers", "upload", str(EXAMPLE / "package_inquiry.py"),
-                 str(EXAMPLE / "requirements.txt")],
+                 str(EXAMPLE / "requirements.txt"), "--network"],  # it calls the (fake) LLM: without, no network
                 env={**os.environ, "EVALSTREAM_KAFKA_BOOTSTRAP": broker, "EVALSTREAM_DATA_DIR": str(tmp_path / "cli")},
                 capture_output=True, text=True, timeout=120, check=False)
             assert upload.returncode == 0, upload.stdout + upload.stderr

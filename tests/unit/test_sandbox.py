@@ -1,10 +1,12 @@
 """The sandbox with real processes (no broker): normal scorers, hostile ones, limits, the scrubbed
-environment, a real requirement, and the runner scoring through it without knowing."""
+environment, the boundary (user, network, filesystem), a real requirement, and the runner scoring
+through it without knowing."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 import re
 import signal
 import sys
@@ -28,6 +30,7 @@ from pipeline.scoring.sandbox import (
     SandboxTimeoutError,
     UploadedScorerError,
 )
+from pipeline.scoring.sandbox.isolation import SANDBOX_USER, Isolation, resolve_isolation
 from pipeline.scoring.sandbox.pool import SandboxPool
 from pipeline.scoring.sandbox.process import describe_exit
 from pipeline.scoring.sandbox.venvs import venv_python
@@ -120,16 +123,24 @@ def never(target):
 '''
 
 
-def upload(name: str, source: str, entry: str, requirements: list[str] | None = None) -> UploadedScorer:
+def upload(name: str, source: str, entry: str, requirements: list[str] | None = None, *,
+           network: bool = False) -> UploadedScorer:
     reqs = requirements or []
     kind = "class" if entry[0].isupper() else "function"
-    return UploadedScorer(name=name, version=UploadedScorer.content_version(source, entry, reqs), entry=entry,
-                          kind=kind, filename=f"{name}.py", source=source, requirements=reqs)
+    return UploadedScorer(name=name, version=UploadedScorer.content_version(source, entry, reqs, network),
+                          entry=entry, kind=kind, filename=f"{name}.py", source=source, requirements=reqs,
+                          network=network)
 
 
 @pytest.fixture(scope="module")
 def venv_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("sandbox")  # venvs are shared by the tests of this module
+
+
+@pytest.fixture(scope="module")
+def isolation(venv_root: Path) -> Isolation:
+    """What the pools of this module get (the same cached answer): here, as root, everything."""
+    return resolve_isolation(None, None, str(venv_root.resolve()))
 
 
 @pytest.fixture
@@ -312,8 +323,9 @@ async def test_the_worker_becomes_non_dumpable_before_it_runs_a_sandbox(pool: Sa
     assert ctypes.CDLL(None).prctl(3, 0, 0, 0, 0) == 0  # PR_GET_DUMPABLE: /proc/<worker>/* is root's now
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every /proc/<pid>/environ; run as a normal user")
 async def test_a_sandbox_cannot_read_the_workers_environment_from_proc(venv_root: Path) -> None:
+    # A root worker's sandbox runs as the sandbox user; a non-root worker's as its own uid. Either way the
+    # worker is non-dumpable, so its /proc files are root's.
     # The secret must be in the environment the worker was started with, which /proc shows.
     script = (f"import asyncio, sys; sys.path[:0] = {sys.path!r}\n"
               "from pathlib import Path\nfrom pipeline.contracts import Example\n"
@@ -332,6 +344,98 @@ async def test_a_sandbox_cannot_read_the_workers_environment_from_proc(venv_root
     assert out.decode().strip() == "blocked: PermissionError", err.decode()[-2000:]
 
 
+# -- the boundary: its own user, no network unless declared, read-only outside its private directories -------
+
+CONFINED = '''
+import os, socket, sys
+from scorers import Score, scorer
+
+@scorer("confined")
+def confined(target, mode: str = "whoami", port: int = 0, paths: list = (), look: str = "/"):
+    if mode == "whoami":
+        return Score(value=1.0, metadata={"uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups()})
+    if mode == "connect":
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=3).close()
+            return "connected"
+        except OSError as exc:
+            return f"failed: {exc}"
+    mine = [__file__, os.path.join(sys.prefix, "x"), os.path.join(os.environ["HOME"], "x"), "/tmp/x", "/dev/shm/x"]
+    tried = {}
+    for path in [*mine, *paths]:
+        try:
+            with open(path, "w") as f:
+                f.write("written by an uploaded scorer")
+            tried[path] = "written"
+        except OSError as exc:
+            tried[path] = type(exc).__name__
+    return Score(value=1.0, metadata={"tried": tried, "home": os.environ["HOME"], "source": __file__,
+                                      "venv": sys.prefix, "seen": sorted(os.listdir(look))})
+'''
+
+
+async def test_an_uploaded_scorer_runs_as_an_unprivileged_user(pool: SandboxPool, isolation: Isolation) -> None:
+    seen = (await pool.score(upload("confined", CONFINED, "confined"), {}, EXAMPLE)).score.metadata
+    assert seen["uid"] != 0 and seen["gid"] != 0 and 0 not in seen["groups"]
+    if os.geteuid() == 0:  # CI runs as root: the sandbox must have dropped to the sandbox user
+        assert isolation.uid is not None, isolation.problems
+        assert (seen["uid"], seen["gid"]) == (isolation.uid, isolation.gid) == pwd.getpwnam(SANDBOX_USER)[2:4]
+        assert seen["groups"] == []
+    else:
+        assert seen["uid"] == os.geteuid()
+
+
+async def test_a_scorer_reaches_the_network_only_when_its_upload_declares_it(pool: SandboxPool,
+                                                                             isolation: Isolation) -> None:
+    if not isolation.network_ns:
+        pytest.skip(f"the kernel refuses network namespaces here: {isolation.problems}")
+    accepted: list[int] = []
+
+    def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(1)
+        writer.close()
+
+    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        offline = upload("confined", CONFINED, "confined")
+        cut_off = (await pool.score(offline, {"mode": "connect", "port": port}, EXAMPLE)).score.value
+        assert str(cut_off).startswith("failed:") and accepted == []  # its own loopback: nothing listens there
+        online = upload("confined", CONFINED, "confined", network=True)
+        assert online.version != offline.version  # the same source with network is another version
+        assert (await pool.score(online, {"mode": "connect", "port": port}, EXAMPLE)).score.value == "connected"
+        for _ in range(50):
+            if accepted:
+                break
+            await asyncio.sleep(0.02)
+        assert accepted == [1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_scorer_cannot_write_outside_its_private_directories(pool: SandboxPool, venv_root: Path,
+                                                                     isolation: Isolation) -> None:
+    if not isolation.mount_ns:
+        pytest.skip(f"the kernel refuses mount namespaces here: {isolation.problems}")
+    await pool.score(upload("keyword", KEYWORD, "Keyword"), {}, EXAMPLE)  # another scorer's files exist
+    root = venv_root.resolve()
+    outside = [str(root / "x"), str(root / "run" / "x"), str(root / "venvs" / "x"), "/etc/x", "/usr/x",
+               "/var/tmp/x", "/x", str(Path(pytest.__file__).parent / "x"), str(Path(__file__))]
+    confined = upload("confined", CONFINED, "confined")
+    seen = (await pool.score(confined, {"mode": "write", "paths": outside, "look": str(root / "sources")},
+                             EXAMPLE)).score.metadata
+    tried = seen["tried"]
+    private = [os.path.join(seen["home"], "x"), "/tmp/x", "/dev/shm/x"]
+    assert {path: tried[path] for path in private} == dict.fromkeys(private, "written")
+    refused = {path: result for path, result in tried.items() if path not in private}
+    assert set(refused) == {seen["source"], os.path.join(seen["venv"], "x"), *outside}
+    assert "written" not in refused.values(), refused
+    assert seen["seen"] == ["confined"]  # the data directory shows its own source only: not other uploads
+    assert not Path("/tmp/x").exists() or Path("/tmp/x").read_text() != "written by an uploaded scorer"
+    assert Path(seen["source"]).read_text() == CONFINED and not (root / "x").exists()
+
+
 # -- requirements and set-up -----------------------------------------------------------------------------
 
 async def test_a_scorer_with_a_real_requirement_gets_its_own_venv(pool: SandboxPool) -> None:
@@ -343,6 +447,50 @@ async def test_a_scorer_with_a_real_requirement_gets_its_own_venv(pool: SandboxP
     assert (venv / ".ready").exists() and (venv / "requirements.txt").read_text() == "packaging>=20\n"
     assert venv != pool.venvs.path_for([])
     assert await pool.venvs.ensure(["packaging>=20"]) == venv_python(venv)  # cached: no second build
+
+
+def test_every_part_the_kernel_refuses_is_said_loudly_at_start_up(monkeypatch: pytest.MonkeyPatch,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    import pipeline.scoring.sandbox.isolation as isolation_module
+
+    refused = "unshare: Operation not permitted"
+    monkeypatch.setattr(isolation_module, "probe", lambda spec: {
+        "network": refused, "mount": refused, "user": "setresuid: Operation not permitted" if spec["user"] else None})
+    caplog.set_level("WARNING", logger="pipeline.scoring.sandbox.isolation")
+    found = resolve_isolation.__wrapped__(None, None, "")  # not the cached answer of this process
+    assert (found.uid, found.network_ns, found.mount_ns) == (None, False, False)
+    warned = "\n".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert "ISOLATION INCOMPLETE" in warned
+    assert f"uploaded scorers have the worker's network: no network namespace ({refused})" in warned
+    assert "uploaded scorers see the worker's filesystem" in warned and "CAP_SYS_ADMIN" in warned
+    if os.geteuid() == 0:
+        assert "uploaded scorers run as ROOT: cannot switch to evalstream-sandbox" in warned
+        assert "EVALSTREAM_SANDBOX_UID" in warned
+    else:
+        assert f"run as the worker's uid {os.geteuid()}" in warned
+
+
+async def test_a_venv_is_read_only_for_the_sandbox_user_after_pip_ran(pool: SandboxPool) -> None:
+    await pool.venvs.ensure(["packaging>=20"])
+    venv = pool.venvs.path_for(["packaging>=20"])
+    for path in [venv, *venv.rglob("*")]:
+        if not path.is_symlink():
+            st = path.lstat()
+            assert st.st_uid == os.geteuid() and not st.st_mode & 0o022, path  # the worker's; no one else writes
+
+
+async def test_a_worker_that_requires_isolation_runs_nothing_without_it(venv_root: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipeline.scoring.sandbox.pool as pool_module
+
+    monkeypatch.setattr(pool_module, "resolve_isolation", lambda *args: Isolation(problems=("no network namespace",)))
+    pool = SandboxPool(venv_root, SandboxLimits(require_isolation=True))
+    try:
+        with pytest.raises(SandboxSetupError, match="EVALSTREAM_SANDBOX_REQUIRE_ISOLATION.*no network namespace"):
+            await pool.score(upload("keyword", KEYWORD, "Keyword"), {}, EXAMPLE)
+        assert pool.processes() == []
+    finally:
+        await pool.close()
 
 
 async def test_a_module_that_fails_to_import_fails_fast_until_the_retry_delay(pool: SandboxPool) -> None:

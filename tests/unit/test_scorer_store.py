@@ -16,6 +16,7 @@ from pipeline.contracts import encode
 from pipeline.contracts.uploads import UploadedScorer
 from pipeline.errors import ScorerNotFoundError
 from pipeline.scoring.sandbox.environment import install_env, parse_allow_list, scorer_env
+from pipeline.scoring.sandbox.isolation import Isolation, host_view, outermost
 from pipeline.scoring.store import ScorerCatalog, latest_per_name
 from pipeline.scoring.uploaded import UploadedScorers, catalog_of
 from pipeline.scoring.uploads import UploadError, build_upload, find_scorers, parse_requirements
@@ -132,6 +133,17 @@ def test_upload_takes_the_declared_name_and_a_content_version(tmp_path: Path) ->
     assert build_upload(module, reqs).version == up.version
     assert build_upload(module).version != up.version
     assert build_upload(module, reqs, name="other").version == up.version
+
+
+def test_an_upload_declares_the_network_it_needs_and_that_is_part_of_its_version(tmp_path: Path) -> None:
+    module = write(tmp_path, "my_scorer.py", CLASS_SCORER)
+    offline, online = build_upload(module), build_upload(module, network=True)
+    assert (offline.network, online.network) == (False, True) and online.version != offline.version
+    # Versions without network are what they were before the field existed, and old records read as offline.
+    assert offline.version == UploadedScorer.content_version(CLASS_SCORER, "Relevance", [])
+    old = orjson.loads(encode(offline))
+    del old["network"]
+    assert UploadedScorer.model_validate(old).network is False
 
 
 def test_upload_name_falls_back_to_the_file_name_and_can_be_given(tmp_path: Path) -> None:
@@ -275,6 +287,31 @@ def test_install_env_adds_pip_configuration_but_no_secrets(tmp_path: Path) -> No
     env = install_env(PARENT_ENV, (), venv_bin=tmp_path / "bin")
     assert env["PIP_INDEX_URL"] == "i" and env["HTTPS_PROXY"] == "p" and env["HOME"] == "/root"
     assert not {"EVALSTREAM_SLACK_BOT_TOKEN", "OPENAI_API_KEY", "AWS_SECRET_ACCESS_KEY"} & set(env)
+
+
+def test_the_sandbox_view_is_the_outermost_real_paths_of_the_system_and_the_workers_python() -> None:
+    assert outermost(["/usr/lib", "/usr", "/opt/a/b", "/opt/a", "/opt/ab"]) == ["/opt/a", "/opt/ab", "/usr"]
+    view, links = host_view({"SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt", "OPENAI_API_KEY": "/usr/x"})
+    assert "/etc" in view and all(not Path(p).is_symlink() for p in view) and view == outermost(view)
+    assert all(Path(p).is_symlink() for p in links)  # e.g. /bin -> usr/bin on merged-/usr systems
+    import pipeline
+    assert any(str(Path(pipeline.__file__).resolve()).startswith(p + "/") for p in view)
+
+
+def test_the_launcher_asks_for_what_the_isolation_has(tmp_path: Path) -> None:
+    import json
+
+    full = Isolation(uid=999, gid=995, network_ns=True, mount_ns=True, view=("/usr",), links={"/bin": "usr/bin"})
+    argv = full.launcher(network=False, ro=[tmp_path / "venv"], rw=[tmp_path / "run"], cwd=tmp_path / "run")
+    assert argv[1:3] == ("-I", "-S") and argv[3].endswith("confine.py") and argv[-1] == "--"
+    spec = json.loads(argv[4])
+    assert spec["user"] == [999, 995] and spec["network"] is False and spec["mount"] is True
+    assert spec["ro"] == sorted(["/usr", str((tmp_path / "venv").resolve())])
+    assert spec["rw"] == [str((tmp_path / "run").resolve())]
+    assert json.loads(full.launcher(network=True)[4])["network"] is True  # declared: the worker's network
+    # Where the kernel refused a namespace, the launcher does not ask for it (the warning said so at start-up).
+    bare = json.loads(Isolation(problems=("no namespaces",)).launcher(network=False)[4])
+    assert (bare["user"], bare["network"], bare["mount"]) == (None, True, False)
 
 
 # -- storage -------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The sandbox process: `python -I -m pipeline.scoring.sandbox.child --source FILE --entry NAME ...`.
 
-Order matters: die with the parent, apply the resource limits, move stdout aside for the
+It starts already confined (`confine.py`: its user, namespaces and root). Order matters: become
+non-dumpable, die with the parent, apply the resource limits, move stdout aside for the
 protocol, and only then import the uploaded module. Jobs run concurrently (the parent bounds how
 many); a sync scorer runs in a thread, so an infinite loop there leaves the loop free to answer
 the others until the parent's wall clock kills the process.
@@ -29,6 +30,16 @@ from scorers.base import Scorer
 
 MAX_LINE_BYTES = 1 << 30
 _PR_SET_PDEATHSIG = 1
+_PR_SET_DUMPABLE = 4
+
+
+def hide_from_neighbours() -> None:
+    """Every sandbox runs as the same user: non-dumpable, this process's /proc files (environ, fds,
+    memory) are root's, so another scorer cannot read its jobs, forge its replies or trace it."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -158,6 +169,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    hide_from_neighbours()
     args = parse_args(argv)
     die_with_parent(args.parent_pid)
     apply_limits(args.cpu_s, args.memory_mb)
@@ -168,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         out.write(protocol.dumps({"op": protocol.LOAD_ERROR, "error_type": type(exc).__name__,
                                   "message": describe(exc, args.source)}))
         return 1
-    out.write(protocol.dumps({"op": protocol.READY, "pid": os.getpid(), "name": scorer_cls.name,
+    out.write(protocol.dumps({"op": protocol.READY, "pid": os.getpid(), "uid": os.getuid(), "name": scorer_cls.name,
                               "scorer_version": scorer_cls.version}))
     asyncio.run(Server(scorer_cls, args.source, requests, out).serve())
     return 0

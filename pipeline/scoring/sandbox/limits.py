@@ -1,4 +1,4 @@
-"""The limits every sandbox process runs under, resolved once from Settings."""
+"""The limits every sandbox process runs under, and the user it runs as, resolved once from Settings."""
 
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ class SandboxLimits:
     start_timeout_s: float = 60.0
     install_timeout_s: float = 600.0
     env_allow: tuple[str, ...] = ()
+    uid: int | None = None  # a root worker runs scorers as this user; None: evalstream-sandbox (isolation.py)
+    gid: int | None = None
+    require_isolation: bool = False  # no scorer runs when the kernel refuses a part of the isolation
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SandboxLimits:
@@ -37,6 +40,9 @@ class SandboxLimits:
             start_timeout_s=settings.sandbox_start_timeout_s,
             install_timeout_s=settings.sandbox_install_timeout_s,
             env_allow=parse_allow_list(settings.sandbox_env_allow),
+            uid=settings.sandbox_uid,
+            gid=settings.sandbox_gid,
+            require_isolation=settings.sandbox_require_isolation,
         )
 
     @property

@@ -21,6 +21,7 @@ from typing import Any
 from pipeline.contracts.uploads import UploadedScorer
 from pipeline.scoring.sandbox.environment import hide_process_environment, scorer_env
 from pipeline.scoring.sandbox.errors import SandboxError, SandboxSetupError
+from pipeline.scoring.sandbox.isolation import Isolation, resolve_isolation
 from pipeline.scoring.sandbox.limits import SandboxLimits
 from pipeline.scoring.sandbox.process import SandboxProcess, SandboxSpec
 from pipeline.scoring.sandbox.protocol import ScoreReply
@@ -39,13 +40,26 @@ class SandboxPool:
         self.limits = limits
         self.parent_env = dict(os.environ if parent_env is None else parent_env)
         self.venvs = VenvCache(self.root / "venvs", install_timeout_s=limits.install_timeout_s,
-                               parent_env=self.parent_env, env_allow=limits.env_allow)
+                               parent_env=self.parent_env, env_allow=limits.env_allow, isolation=self.isolation)
         self._current: dict[str, SandboxProcess] = {}  # by label (name@version)
         self._starting: dict[str, asyncio.Task[SandboxProcess]] = {}
         self._failed: dict[str, tuple[float, SandboxError]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._live: set[SandboxProcess] = set()  # current, and retired ones still finishing their jobs
+        self._isolation: asyncio.Future[Isolation] | None = None
         hide_process_environment()  # the scrubbed env means nothing if /proc/<worker>/environ is readable
+
+    async def isolation(self) -> Isolation:
+        """What the kernel allows, found once per process (the worker asks at start-up, which logs
+        every part that is not enforced); the user is created here when missing."""
+        if self._isolation is None:
+            self._isolation = asyncio.ensure_future(asyncio.to_thread(
+                resolve_isolation, self.limits.uid, self.limits.gid, str(self.root)))
+        isolation = await asyncio.shield(self._isolation)
+        if self.limits.require_isolation and not isolation.complete:
+            raise SandboxSetupError("uploaded scorers do not run here: EVALSTREAM_SANDBOX_REQUIRE_ISOLATION is set "
+                                    "and the sandbox is incomplete: " + "; ".join(isolation.problems))
+        return isolation
 
     def processes(self) -> list[SandboxProcess]:
         return [p for p in self._current.values() if p.alive]
@@ -78,12 +92,17 @@ class SandboxPool:
     async def _start(self, upload: UploadedScorer) -> SandboxProcess:
         label = upload.label
         try:
+            isolation = await self.isolation()
             python = await self.venvs.ensure(upload.requirements)
             source = self._write_source(upload)
             (self.root / "run").mkdir(parents=True, exist_ok=True)
             workdir = Path(tempfile.mkdtemp(prefix=f"{upload.name}-", dir=self.root / "run"))
+            isolation.give(workdir)  # its HOME and TMPDIR: the only directory on disk it may write
             env = scorer_env(self.parent_env, self.limits.env_allow, venv_bin=python.parent, home=workdir)
-            process = SandboxProcess(SandboxSpec(label, python, source, upload.entry, workdir, env), self.limits)
+            launcher = isolation.launcher(network=upload.network, ro=[python.parent.parent, source.parent],
+                                          rw=[workdir], cwd=workdir)
+            process = SandboxProcess(SandboxSpec(label, python, source, upload.entry, workdir, env, launcher),
+                                     self.limits)
             await process.start()
         except Exception as exc:  # noqa: BLE001 - any set-up failure becomes the error of this version's jobs
             error = exc if isinstance(exc, SandboxError) else SandboxSetupError(
@@ -102,8 +121,10 @@ class SandboxPool:
         path = self.root / "sources" / upload.name / upload.version / upload.filename
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.chmod(0o755)  # the sandbox user reads it; no one else writes it
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             tmp.write_text(upload.source, encoding="utf-8")
+            tmp.chmod(0o644)
             os.replace(tmp, path)
         return path
 

@@ -52,6 +52,7 @@ class SandboxSpec:
     entry: str
     workdir: Path  # cwd, HOME and TMPDIR of the process
     env: Mapping[str, str]
+    launcher: tuple[str, ...] = ()  # confines the command before it starts (isolation.py)
 
 
 @dataclass
@@ -120,8 +121,8 @@ class SandboxProcess:
         self.spec.workdir.mkdir(parents=True, exist_ok=True)
         try:
             self._process = await asyncio.create_subprocess_exec(
-                str(self.spec.python), "-I", "-m", _CHILD_MODULE, "--source", str(self.spec.source),
-                "--entry", self.spec.entry, "--cpu-s", str(self.limits.cpu_s),
+                *self.spec.launcher, str(self.spec.python), "-I", "-m", _CHILD_MODULE,
+                "--source", str(self.spec.source), "--entry", self.spec.entry, "--cpu-s", str(self.limits.cpu_s),
                 "--memory-mb", str(self.limits.memory_mb), "--parent-pid", str(os.getpid()),
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
                 env=dict(self.spec.env), cwd=self.spec.workdir, start_new_session=True, limit=MAX_LINE_BYTES,
@@ -154,7 +155,7 @@ class SandboxProcess:
                                     f"{self._tail()[-2000:] or '(no output)'}")
         self.info = message
         self._reader_task = asyncio.create_task(self._read())
-        log.info("sandbox %s: started, pid %d", self.label, self._process.pid)
+        log.info("sandbox %s: started, pid %d, uid %s", self.label, self._process.pid, message.get("uid"))
 
     async def score(self, params: dict[str, Any], target: ScoreTarget) -> protocol.ScoreReply:
         await self._slots.acquire()

@@ -1,7 +1,7 @@
 """JSON lines between a worker and one sandbox process: one object per line, both directions.
 
     parent -> child   {"op": "score", "id": 7, "params": {...}, "target": {"kind": "trace"|"example", "data": {...}}}
-    child -> parent   {"op": "ready", "pid": 123, "name": "...", "scorer_version": "1"}        once, after import
+    child -> parent   {"op": "ready", "pid": 123, "uid": 999, "name": "...", "scorer_version": "1"}  once
                       {"op": "load_error", "error_type": "...", "message": "..."}           then exits 1
                       {"op": "result", "id": 7, "score": {...}, "threshold": 0.5, "higher_is_better": true,
                        "cpu_s": 1.2}

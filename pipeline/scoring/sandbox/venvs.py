@@ -5,6 +5,10 @@ installed) through a `.pth` file, after its own site-packages: a requirement the
 satisfies installs nothing, and one pinned differently installs into the venv and wins there.
 Creation is serialized across processes with a file lock; a venv is used only once its
 `.ready` marker exists, so a build killed half-way is rebuilt, never used.
+
+`pip install` runs what an upload names (an sdist's build backend is arbitrary code), so it runs
+confined like the scorer, as the sandbox user, with the network but writing only into the venv
+and a temporary directory; then the venv is the worker's again, read-only for every scorer.
 """
 
 from __future__ import annotations
@@ -22,13 +26,18 @@ import site
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import scorers
 from pipeline.scoring.sandbox.environment import install_env
 from pipeline.scoring.sandbox.errors import SandboxSetupError
+
+if TYPE_CHECKING:
+    from pipeline.scoring.sandbox.isolation import Isolation
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +72,9 @@ def _purelib(venv: Path) -> Path:
 
 class VenvCache:
     def __init__(self, root: Path, *, install_timeout_s: float, parent_env: Mapping[str, str],
-                 env_allow: Sequence[str] = ()) -> None:
+                 env_allow: Sequence[str] = (), isolation: Callable[[], Awaitable[Isolation]] | None = None) -> None:
         self.root = root.resolve()
+        self.isolation = isolation
         self.install_timeout_s = install_timeout_s
         self.parent_env = parent_env
         self.env_allow = tuple(env_allow)
@@ -81,13 +91,15 @@ class VenvCache:
         venv = self.path_for(requirements)
         if (venv / _READY).exists():
             return venv_python(venv)
+        isolation = await self.isolation() if self.isolation is not None else None  # who runs pip
         build = self._builds.get(venv.name)
         if build is None:
-            build = self._builds[venv.name] = asyncio.create_task(asyncio.to_thread(self.build, venv, requirements))
+            build = self._builds[venv.name] = asyncio.create_task(
+                asyncio.to_thread(self.build, venv, requirements, isolation))
             build.add_done_callback(lambda _: self._builds.pop(venv.name, None))
         return await asyncio.shield(build)  # a cancelled job must not abandon a half-built venv
 
-    def build(self, venv: Path, requirements: Sequence[str]) -> Path:
+    def build(self, venv: Path, requirements: Sequence[str], isolation: Isolation | None = None) -> Path:
         """Blocking: create the venv and install the requirements, under an exclusive file lock."""
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / f"{venv.name}.lock", "w") as lock:
@@ -105,14 +117,32 @@ class VenvCache:
                 req_file = venv / "requirements.txt"
                 req_file.write_text("\n".join(requirements) + "\n")
                 started = time.monotonic()
-                self._run([str(venv_python(venv)), "-m", "pip", "install", "--no-input", "--progress-bar", "off",
-                           "-r", str(req_file)], f"pip install {' '.join(requirements)}",
-                          timeout_s=self.install_timeout_s, env=install_env(self.parent_env, self.env_allow,
-                                                                            venv_bin=venv / "bin"))
+                self._install(venv, req_file, requirements, isolation)
                 log.info("sandbox venv %s: installed %s in %.1f s", venv.name, ", ".join(requirements),
                          time.monotonic() - started)
+            if isolation is not None:
+                isolation.take_back_tree(venv)  # the worker's, readable by the sandbox user
             (venv / _READY).write_text(json.dumps(sorted(requirements)))
             return venv_python(venv)
+
+    def _install(self, venv: Path, req_file: Path, requirements: Sequence[str], isolation: Isolation | None) -> None:
+        command = [str(venv_python(venv)), "-m", "pip", "install", "--no-input", "--progress-bar", "off",
+                   "-r", str(req_file)]
+        what = f"pip install {' '.join(requirements)}"
+        env = install_env(self.parent_env, self.env_allow, venv_bin=venv / "bin")
+        if isolation is None:
+            self._run(command, what, timeout_s=self.install_timeout_s, env=env)
+            return
+        tmp = Path(tempfile.mkdtemp(prefix=".pip-", dir=self.root))
+        try:
+            isolation.give(tmp)
+            isolation.give_tree(venv)
+            env.update(HOME=str(tmp), TMPDIR=str(tmp))  # pip's cache and builds; the worker's HOME is not visible
+            launcher = isolation.launcher(network=True, rw=[venv, tmp], cwd=tmp)
+            self._run([*launcher, *command], what, timeout_s=self.install_timeout_s, env=env)
+        finally:
+            isolation.take_back_tree(venv)
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def cancel(self) -> None:
         """Kill the venv and pip processes running now (from any thread); builds fail, nothing is marked ready."""
