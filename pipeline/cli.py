@@ -19,6 +19,7 @@ from rich.table import Table
 
 from pipeline.errors import EvalstreamError
 from pipeline.settings import Settings
+from pipeline.shutdown import Shutdown
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Streaming evaluation for LLM agents.")
 rules_app = typer.Typer(help="Check rules files.", no_args_is_help=True)
@@ -53,32 +54,11 @@ def _ruleset(settings: Settings, rules: Path | None, overrides: list[str] | None
     return ruleset
 
 
-def tune_gc() -> None:
-    """A worker allocates a few dicts per span and keeps its open traces: with the default thresholds the
-    collector ran every 700 allocations and walked the whole heap (Faust, litellm's cost map, the
-    assembly table) each time, about 20% of a busy worker. Frozen start-up objects are never walked,
-    and collections run a hundred times less often; reference counting frees almost everything anyway."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(70_000, 20, 20)
-
-
-def _run_worker(settings: Settings, ruleset: Any, bootstrap: str, web_port: int | None) -> None:
-    import faust
-
-    from pipeline.admin import ensure_topics_for
-    from pipeline.worker.app import create_app
-
-    asyncio.run(ensure_topics_for(settings, bootstrap))
-    faust_app = create_app(settings, ruleset, bootstrap, web_port=web_port)
-    worker = faust.Worker(faust_app, loglevel=settings.log_level, quiet=True)
-    # At warning and above Faust keeps a terminal spinner that sets the root logger to DEBUG, so every
-    # aiokafka debug record gets built (~10% of a busy worker's time): a service has no use for it.
-    worker.spinner = None
-    tune_gc()
-    worker.execute_from_commandline()
+def _shutdown(settings: Settings) -> Shutdown:
+    """SIGINT / SIGTERM from here on: a graceful stop, ended by force after `stop_timeout_s` or a second signal."""
+    shutdown = Shutdown(settings.stop_timeout_s)
+    shutdown.install()
+    return shutdown
 
 
 @app.command()
@@ -86,23 +66,28 @@ def up(rules: RulesOpt = None, set_: SetOpt = None, web_port: int | None = None)
     """Start the pipeline: the embedded broker and chDB unless EVALSTREAM_KAFKA_BOOTSTRAP / _CLICKHOUSE_DSN are set."""
     from pipeline.embedded import EmbeddedBroker
     from pipeline.runfile import clear_run_file, update_run_file
+    from pipeline.worker.runner import run_worker
 
     settings = _settings()
+    shutdown = _shutdown(settings)
     ruleset = _ruleset(settings, rules, set_)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    broker = None
-    bootstrap = settings.kafka_bootstrap
-    if bootstrap is None:
-        broker = EmbeddedBroker(log_file=settings.data_dir / "broker.log")
-        bootstrap = broker.start()
-        err.print(f"Embedded Tansu broker on {bootstrap}; ClickHouse data in {settings.data_dir / 'clickhouse'}")
-    update_run_file(settings.run_file, kafka_bootstrap=bootstrap)
-    try:
-        _run_worker(settings, ruleset, bootstrap, web_port)
+    broker = EmbeddedBroker(log_file=settings.data_dir / "broker.log") if settings.kafka_bootstrap is None else None
+    try:  # from here on: a broker that started is stopped, whatever happens
+        bootstrap = settings.kafka_bootstrap or ""
+        if broker is not None:
+            bootstrap = broker.start()
+            shutdown.track(broker.pid)
+            err.print(f"Embedded Tansu broker on {bootstrap}; ClickHouse data in {settings.data_dir / 'clickhouse'}")
+        update_run_file(settings.run_file, kafka_bootstrap=bootstrap)
+        run_worker(settings, ruleset, bootstrap, web_port, shutdown)
     finally:
         if broker is not None:
-            broker.stop()
+            if shutdown.stopping:  # Tansu waits ~5 s for clients still connected (the SDK of a running app)
+                shutdown.say("stopping the embedded broker")
+            broker.stop(timeout_s=1.0 if shutdown.stopping else 5.0)  # it keeps topics in memory: no data to save
             clear_run_file(settings.run_file, "kafka_bootstrap")
+        shutdown.finish()
 
 
 @app.command()
@@ -116,13 +101,18 @@ def worker(rules: RulesOpt = None, set_: SetOpt = None,
                     "EVALSTREAM_ROLES).")] = None) -> None:
     """Run one more worker against a running broker (EVALSTREAM_KAFKA_BOOTSTRAP or the embedded one)."""
     from pipeline.runfile import read_run_file
+    from pipeline.worker.runner import run_worker
 
     settings = _settings(sink_enabled=sink, **({"roles": roles} if roles is not None else {}))
+    shutdown = _shutdown(settings)
     bootstrap = settings.kafka_bootstrap or read_run_file(settings.run_file).get("kafka_bootstrap")
     if not bootstrap:
         raise EvalstreamError("no broker: set EVALSTREAM_KAFKA_BOOTSTRAP or start `evalstream up` first")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    _run_worker(settings, _ruleset(settings, rules, set_), bootstrap, web_port)
+    try:
+        run_worker(settings, _ruleset(settings, rules, set_), bootstrap, web_port, shutdown)
+    finally:
+        shutdown.finish()
 
 
 @app.command()
@@ -609,6 +599,8 @@ def scorers_upload(
         help="The name rules and async_evaluate use (else the scorer's own name, else the file's).")] = None,
     entry: Annotated[str | None, typer.Option(
         help="The Scorer class or @scorer function to run, when the module defines several.")] = None,
+    network: Annotated[bool, typer.Option(
+        "--network", help="The scorer needs the network (e.g. an LLM API); without it, its sandbox has none.")] = False,
 ) -> None:
     """Store a new version of a scorer; running workers use it for new jobs within seconds."""
     from pipeline.admin import ensure_topics_for
@@ -616,7 +608,7 @@ def scorers_upload(
     from pipeline.scoring.uploads import build_upload
 
     settings = _settings()
-    record = build_upload(module, requirements, name=name, entry=entry)
+    record = build_upload(module, requirements, name=name, entry=entry, network=network)
     bootstrap = _require_store_bootstrap(settings)
 
     async def run() -> None:
@@ -624,7 +616,7 @@ def scorers_upload(
         await publish(bootstrap, record, max_bytes=settings.max_message_bytes)
 
     asyncio.run(run())
-    needs = ", ".join(record.requirements) or "no requirements"
+    needs = (", ".join(record.requirements) or "no requirements") + ("; with network" if record.network else "")
     console.print(f"Uploaded [bold]{record.name}[/] version {record.version} ({record.kind} {record.entry} "
                   f"in {record.filename}; {needs}).")
 
@@ -635,7 +627,7 @@ def scorers_list(
         "--history", help="Every version still on the broker, not only the latest per name.")] = False,
     format: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",
 ) -> None:
-    """Show the uploaded scorers: name, version, upload time, requirements."""
+    """Show the uploaded scorers: name, version, upload time, requirements, network."""
     import datetime as dt
 
     from pipeline.scoring.store import latest_per_name, read_store
@@ -649,11 +641,11 @@ def scorers_list(
         for r in shown:
             print(json.dumps(r.model_dump(mode="json", exclude={"source"})))
         return
-    table = Table("name", "version", "uploaded at (UTC)", "entry", "requirements", "uploaded by")
+    table = Table("name", "version", "uploaded at (UTC)", "entry", "requirements", "network", "uploaded by")
     for r in shown:
         at = dt.datetime.fromtimestamp(r.uploaded_at_ns / 1e9, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
         table.add_row(r.name, r.version, at, f"{r.filename}:{r.entry}", ", ".join(r.requirements) or "-",
-                      r.uploaded_by)
+                      "yes" if r.network else "no", r.uploaded_by)
     console.print(table)
     err.print(f"{len(shown)} scorer version(s)")
 
@@ -668,6 +660,8 @@ def scorers_test(
     params: Annotated[str | None, typer.Option(help="The scorer's params as a JSON object.")] = None,
     threshold: Annotated[float | None, typer.Option(help="Pass / fail threshold, as a rule's.")] = None,
     entry: Annotated[str | None, typer.Option(help="The scorer in the module, when it defines several.")] = None,
+    network: Annotated[bool, typer.Option("--network", help="Give the module's sandbox the network, as "
+                                          "`scorers upload --network` would.")] = False,
 ) -> None:
     """Run a scorer once, in a sandbox exactly as a worker would, and print its score."""
     from pipeline.contracts import Example, Trace
@@ -692,7 +686,7 @@ def scorers_test(
         raise EvalstreamError("--params must be a JSON object")
     settings = _settings()
     if scorer.endswith(".py") or Path(scorer).is_file():
-        record = build_upload(Path(scorer), requirements, entry=entry)
+        record = build_upload(Path(scorer), requirements, entry=entry, network=network)
     else:
         stored = {r.name: r for r in latest_per_name(asyncio.run(read_store(
             _require_store_bootstrap(settings), max_bytes=settings.max_message_bytes)))}

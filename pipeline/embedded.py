@@ -53,24 +53,32 @@ class EmbeddedBroker:
             [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise BrokerError(f"Tansu exited with code {self._process.returncode} (log: {self.log_file})")
-            if _listening(self.port):
-                log.info("embedded Tansu broker listening on %s (pid %d)", self.bootstrap, self._process.pid)
-                return self.bootstrap
-            time.sleep(0.05)
-        self.stop()
-        raise BrokerError(f"Tansu did not listen on port {self.port} within {timeout_s:g}s")
+        try:
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                if self._process.poll() is not None:
+                    raise BrokerError(f"Tansu exited with code {self._process.returncode} (log: {self.log_file})")
+                if _listening(self.port):
+                    log.info("embedded Tansu broker listening on %s (pid %d)", self.bootstrap, self._process.pid)
+                    return self.bootstrap
+                time.sleep(0.05)
+            raise BrokerError(f"Tansu did not listen on port {self.port} within {timeout_s:g}s")
+        except BaseException:  # Ctrl-C while it starts too: it runs in its own session, so nothing else stops it
+            self.stop()
+            raise
 
-    def stop(self) -> None:
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within `timeout_s`."""
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
         process.terminate()
         try:
-            process.wait(timeout=5)
+            process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     quiet_period_s: float = Field(default=2.0, ge=0)
     idle_timeout_s: float = Field(default=300.0, gt=0)
     reopen_window_s: float = Field(default=900.0, ge=0)
+    # A remote call (a span that propagated the trace to another service) waits this long for the callee's
+    # spans before the trace closes without them: OpenTelemetry's BatchSpanProcessor exports every 5 s.
+    remote_wait_s: float = Field(default=10.0, ge=0)
     tick_interval_s: float = Field(default=0.5, gt=0)
 
     # Sessions (conversations): closed after this long without a new turn, or by an end marker
@@ -74,6 +77,9 @@ class Settings(BaseSettings):
     sandbox_env_allow: str = ""  # env vars the scorers may see, comma-separated names or globs (OPENAI_*)
     sandbox_start_timeout_s: float = Field(default=60.0, gt=0)  # to import the uploaded module
     sandbox_install_timeout_s: float = Field(default=600.0, gt=0)  # venv + pip install of its requirements
+    sandbox_uid: int | None = Field(default=None, ge=1)  # a root worker runs scorers as this uid (else evalstream-sandbox)
+    sandbox_gid: int | None = Field(default=None, ge=1)  # ... and gid (else the user's group)
+    sandbox_require_isolation: bool = False  # refuse to run uploaded scorers when a part of the isolation is refused
 
     # Sink
     sink_enabled: bool = True
@@ -112,6 +118,8 @@ class Settings(BaseSettings):
     otlp_default_project: str = Field(default="default", min_length=1)  # for spans without evalstream.project
 
     log_level: str = "info"
+    # SIGINT / SIGTERM: a graceful stop (the sink commits only what it stored), ended by force after this long
+    stop_timeout_s: float = Field(default=10.0, ge=2)
 
     @field_validator("trace_url_template", "alert_dashboard_url_template")
     @classmethod
@@ -165,7 +173,7 @@ class Settings(BaseSettings):
 
     @property
     def assembly(self) -> AssemblyConfig:
-        return AssemblyConfig(self.quiet_period_s, self.idle_timeout_s, self.reopen_window_s)
+        return AssemblyConfig(self.quiet_period_s, self.idle_timeout_s, self.reopen_window_s, self.remote_wait_s)
 
     @property
     def sessions(self) -> SessionConfig:

@@ -29,6 +29,7 @@ def scorer_store_service_class(ctx: WorkerContext, bootstrap: str, uploads: Uplo
         async def on_start(self) -> None:
             self.add_future(self.follower.run())
             self.add_future(self._report_missing())
+            self.add_future(uploads.check_isolation())  # says at start-up what the sandbox does not enforce
 
         async def _report_missing(self) -> None:
             """Once the store is read: say which rules name a scorer that nothing provides yet."""
@@ -40,8 +41,8 @@ def scorer_store_service_class(ctx: WorkerContext, bootstrap: str, uploads: Uplo
                                 "`evalstream scorers upload` stores one", rule.name, rule.scorer)
 
         async def on_stop(self) -> None:
-            try:
-                await asyncio.wait_for(uploads.close(), timeout=15)
+            try:  # within the stop's budget (`stop_timeout_s`): a sandbox that does not exit is killed
+                await asyncio.wait_for(uploads.close(), timeout=max(1.0, ctx.settings.stop_timeout_s * 0.3))
             except Exception:
                 log.exception("scorer store: stopping the sandboxes failed")
 

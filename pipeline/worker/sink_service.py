@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -28,6 +29,13 @@ def sink_fetch_wait_ms(settings: Settings) -> int:
     up to a fifth of that (at most 100 ms) adds little to when a row lands, and spares the broker most
     of the empty polls: on Tansu, polling eight topics every 10 ms cost more CPU than the sink itself."""
     return max(settings.fetch_max_wait_ms, 1, min(100, int(settings.sink_flush_interval_s * 1000 / 5)))
+
+
+def sink_stop_wait_s(settings: Settings) -> float:
+    """How long a stopping sink may take to store and commit its last batch: 40% of the stop's budget
+    (`stop_timeout_s`), which leaves the rest of the worker and `up`'s broker the time they need. A batch
+    not stored by then stays uncommitted, and is read again at the next start."""
+    return max(1.0, settings.stop_timeout_s * 0.4)
 
 
 def sink_service_class(ctx: WorkerContext, bootstrap: str) -> type[Service]:
@@ -69,6 +77,9 @@ def sink_service_class(ctx: WorkerContext, bootstrap: str) -> type[Service]:
                 **aiokafka_options(settings),
             )
             await self.consumer.start()
+            if self.should_stop:  # stopped while starting (a signal during start-up): on_stop has run already
+                await self.consumer.stop()
+                return
             consumer = self.consumer
             ctx.lag.watch(f"{settings.app_id}-sink", lambda: [(tp.topic, tp.partition) for tp in consumer.assignment()])
             self.sink = ClickHouseSink(
@@ -83,6 +94,9 @@ def sink_service_class(ctx: WorkerContext, bootstrap: str) -> type[Service]:
             try:
                 await self.sink.run()
             except Exception:
+                if self.should_stop:  # e.g. its consumer closed under it: what it did not commit is read again
+                    log.warning("sink: ended with an error while stopping", exc_info=True)
+                    return
                 log.exception("sink: stopped by an unexpected error; the worker is shutting down")
                 await self.crash_worker()
 
@@ -90,17 +104,30 @@ def sink_service_class(ctx: WorkerContext, bootstrap: str) -> type[Service]:
             await ctx.app.crash(RuntimeError("sink failed"))  # type: ignore[attr-defined]
 
         async def on_stop(self) -> None:
+            """Bounded, whatever ClickHouse does: the sink stores and commits its last batch, or (ClickHouse
+            refusing, or slower than `sink_stop_wait_s`) commits nothing, and that batch is read again."""
             if self.sink is not None and self.task is not None:
-                self.sink.stop()  # the loop ends its current fetch, flushes and commits
-                try:
-                    await asyncio.wait_for(asyncio.shield(self.task), timeout=60)
-                except Exception:
-                    log.exception("sink: final flush failed; uncommitted messages will be redelivered")
+                wait_s = sink_stop_wait_s(ctx.settings)
+                log.info("sink: stopping; its last batch is committed only once stored (waiting up to %g s)", wait_s)
+                self.sink.stop()  # ends its fetch or back-off; stores and commits what it holds, or commits nothing
+                done, _ = await asyncio.wait([self.task], timeout=wait_s)
+                if not done:  # an insert that hangs: abandon it before its commit
+                    self.task.cancel()
+                    await asyncio.wait([self.task], timeout=1.0)
+                    log.warning("sink: its last batch was not stored within %g s; stopped without committing it "
+                                "(it is read again at the next start)", wait_s)
             ctx.lag.unwatch(f"{ctx.settings.app_id}-sink")
-            if self.consumer is not None:
-                await self.consumer.stop()
-            await self.server.stop()
+            await self._bounded(self.consumer.stop() if self.consumer is not None else None, "its Kafka consumer")
+            await self._bounded(self.server.stop(), "the query endpoint")
             clear_run_file(ctx.settings.run_file, "query_url", "worker_pid")
-            await self.db.close()
+            await self._bounded(self.db.close(), "ClickHouse")
+
+        async def _bounded(self, closing: Awaitable[None] | None, what: str, timeout_s: float = 2.0) -> None:
+            if closing is None:
+                return
+            try:
+                await asyncio.wait_for(closing, timeout_s)
+            except Exception as exc:  # noqa: BLE001 - stopping: say so and go on
+                log.warning("sink: closing %s failed or took over %g s (%r); going on", what, timeout_s, exc)
 
     return SinkService
