@@ -12,6 +12,7 @@
     │   ├── ScorerTimeoutError
     │   └── RetryableScorerError   raise it from a scorer to ask for a retry
     ├── StorageError          ClickHouse unreachable or a failed insert
+    │   └── StorageDataError  rows whose values ClickHouse cannot store (split off and dead-lettered, not retried)
     ├── BrokerError           the embedded broker could not start
     └── PublishError          the broker did not acknowledge messages we had to deliver
 """
@@ -79,6 +80,16 @@ class RetryableScorerError(ScorerError):
 
 class StorageError(EvalstreamError):
     pass
+
+
+class StorageDataError(StorageError):
+    """An insert into `table` failed for the rows' values (out of range, wrong type), not for the store:
+    the same rows would fail again, so the sink splits the batch to find them instead of retrying it."""
+
+    def __init__(self, table: str, cause: BaseException) -> None:
+        super().__init__(f"{table}: {type(cause).__name__}: {cause}")
+        self.table = table
+        self.cause = cause
 
 
 class TraceNotLoadedError(RetryableScorerError, LookupError):

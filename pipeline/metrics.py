@@ -66,7 +66,11 @@ METRICS: dict[str, MetricSpec] = {
                                ("stage",)),
     "sink_rows": MetricSpec("counter", "evalstream_sink_rows", "Rows inserted into ClickHouse."),
     "sink_insert_errors": MetricSpec("counter", "evalstream_sink_insert_errors",
-                                     "Failed ClickHouse inserts (each retried until it lands)."),
+                                     "ClickHouse inserts failed for the store, not the data (each retried "
+                                     "until it lands)."),
+    "sink_rows_rejected": MetricSpec("counter", "evalstream_sink_rows_rejected",
+                                     "Rows ClickHouse refused for their values, dead-lettered (stage sink).",
+                                     ("table",)),
     "sink_batch_rows": MetricSpec("histogram", "evalstream_sink_batch_rows", "Rows per ClickHouse insert.",
                                   buckets=(1, 10, 50, 100, 500, 1000, 2500, 5000, 10000, 50000)),
     "sink_insert_seconds": MetricSpec("histogram", "evalstream_sink_insert_seconds",

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from pipeline.contracts.bounds import is_cost
+
 
 class Prices(Protocol):
     def cost_usd(self, model: str, input_tokens: int, output_tokens: int) -> float | None: ...
@@ -52,7 +54,7 @@ def fill_costs(spans: list[dict[str, Any]], prices: Prices) -> list[dict[str, An
         model, tokens_in, tokens_out = span.get("model"), span.get("input_tokens"), span.get("output_tokens")
         if span.get("cost_usd") is None and model and (tokens_in is not None or tokens_out is not None):
             cost = prices.cost_usd(model, tokens_in or 0, tokens_out or 0)
-            if cost is not None:
+            if is_cost(cost):  # a price table's odd answer (NaN, negative) is no cost, not a refused trace
                 span = {**span, "cost_usd": cost}
         out.append(span)
     return out

@@ -54,10 +54,11 @@ from pipeline.contracts.spans import (
     Span,
     SpanBatch,
     SpanBundle,
+    SpanKind,
     SpanStatus,
     SpanType,
 )
-from pipeline.contracts.traces import CloseReason, Trace, TraceBatch, TraceStatus
+from pipeline.contracts.traces import CloseReason, LateSpan, RemoteCallWait, Trace, TraceBatch, TraceStatus
 
 __all__ = [
     "CONTRACT_VERSION",
@@ -83,6 +84,8 @@ __all__ = [
     "EvaluationRequest",
     "Example",
     "JobSource",
+    "LateSpan",
+    "RemoteCallWait",
     "RuleFinished",
     "ScoreJob",
     "ScoreJobBatch",
@@ -100,6 +103,7 @@ __all__ = [
     "Span",
     "SpanBatch",
     "SpanBundle",
+    "SpanKind",
     "SpanStatus",
     "SpanType",
     "Trace",

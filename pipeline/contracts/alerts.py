@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from pipeline.contracts.bounds import Finite, NonNegativeFinite, TimestampNs, UInt16, UInt32
 from pipeline.contracts.spans import _Wire
 
 
@@ -23,11 +24,11 @@ class AlertObservation(_Wire):
     rule: str
     scorer: str
     project: str = ""
-    scored_at_ns: int
+    scored_at_ns: TimestampNs
     matched: bool
     group: dict[str, str] = Field(default_factory=dict)
-    value: float | str | bool | None = None
-    threshold: float | None = None
+    value: Finite | str | bool | None = None
+    threshold: Finite | None = None
     reason: str = ""
 
 
@@ -72,11 +73,11 @@ class DeliveryAttempt(_Wire):
 
     attempt_id: str
     channel: str
-    at_ns: int
+    at_ns: TimestampNs
     ok: bool
-    http_status: int | None = None
+    http_status: UInt16 | None = None
     error: str | None = None
-    retry_after_s: float | None = None
+    retry_after_s: NonNegativeFinite | None = None
 
 
 class AlertTrace(_Wire):
@@ -99,23 +100,23 @@ class Alert(_Wire):
     title: str
     text: str
     measure: Literal["count", "rate"] = "count"
-    observed: float | None = None  # the window's count or failure rate that this message is about
-    threshold: float | None = None  # the level's threshold it is compared with
-    failures: int = 1  # matches this message reports (the window's, the digest's, or the incident's total)
-    samples: int | None = None  # results seen in the window (rate alerts)
-    suppressed: int = 0  # digest: matches held back by the cooldown, exactly
-    window_s: float | None = None
-    window_start_ns: int | None = None
-    incident_started_ns: int | None = None
+    observed: Finite | None = None  # the window's count or failure rate that this message is about
+    threshold: Finite | None = None  # the level's threshold it is compared with
+    failures: UInt32 = 1  # matches this message reports (the window's, the digest's, or the incident's total)
+    samples: UInt32 | None = None  # results seen in the window (rate alerts)
+    suppressed: UInt32 = 0  # digest: matches held back by the cooldown, exactly
+    window_s: Finite | None = None
+    window_start_ns: TimestampNs | None = None
+    incident_started_ns: TimestampNs | None = None
     trace_ids: list[str] = Field(default_factory=list)
     traces: list[AlertTrace] = Field(default_factory=list)  # the ones shown, with their reasons
     dashboard_url: str | None = None  # from `alert_dashboard_url_template`
-    fired_at_ns: int
+    fired_at_ns: TimestampNs
     thread: dict[str, str] = Field(default_factory=dict)  # channel -> Slack ts of the incident's first message
     channel: str = "console"
     delivery_status: DeliveryStatus = DeliveryStatus.CONSOLE
     delivery_error: str | None = None
-    delivery_attempts: int = 0
+    delivery_attempts: UInt16 = 0
     attempts: list[DeliveryAttempt] = Field(default_factory=list)  # this delivery round's attempts
     delivered_to: list[str] = Field(default_factory=list)  # channels that accepted it: a redelivery skips them
 
@@ -125,5 +126,5 @@ class AlertRetry(_Wire):
 
     v: Literal[1] = 1
     alert: Alert
-    not_before_ns: int
-    retries: int = 0  # redelivery rounds so far
+    not_before_ns: TimestampNs
+    retries: int = Field(default=0, ge=0)  # redelivery rounds so far

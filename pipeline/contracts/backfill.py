@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from pipeline.contracts.bounds import TimestampNs
 from pipeline.contracts.spans import _Wire
 from pipeline.contracts.traces import Trace
 
@@ -22,4 +23,4 @@ class BackfillBatch(_Wire):
     backfill_id: str = Field(min_length=1, max_length=64)
     rules: list[str] = Field(min_length=1)
     traces: list[Trace] = Field(default_factory=list)
-    sent_at_ns: int = 0
+    sent_at_ns: TimestampNs = 0

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
+from pipeline.contracts.bounds import Finite, NonNegativeFinite, TimestampNs, UInt16, UInt32, Version
 from pipeline.contracts.spans import _Wire
 from pipeline.contracts.traces import Trace
 
@@ -37,12 +38,12 @@ class ScoreJob(_Wire):
     params: dict[str, Any] = Field(default_factory=dict)
     threshold: float | None = None
     trace_id: str
-    trace_version: int
+    trace_version: Version
     span_id: str | None = None  # set for async_evaluate jobs: the span that asked
     request_index: int = Field(default=0, ge=0, le=65535)  # which of that span's async_evaluate calls
     example: Example | None = None  # None: the scorer gets the trace
     source: JobSource = JobSource.LIVE
-    created_ns: int = 0
+    created_ns: TimestampNs = 0
 
     @staticmethod
     def make_id(rule: str, trace_id: str, trace_version: int, span_id: str | None = None,
@@ -99,7 +100,7 @@ class ScoreResult(_Wire):
     scorer: str
     scorer_version: str = "1"
     trace_id: str
-    trace_version: int
+    trace_version: Version
     span_id: str | None = None
     request_index: int = Field(default=0, ge=0, le=65535)  # of an async_evaluate job: which call on the span
     project: str = "default"
@@ -108,20 +109,20 @@ class ScoreResult(_Wire):
     status: ScoreStatus
     value: float | bool | str | None = None
     passed: bool | None = None
-    threshold: float | None = None
+    threshold: Finite | None = None
     reason: str = ""
     criteria: list[CriterionVerdict] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
     error_type: str | None = None
     error_message: str | None = None
-    attempts: int = 1
-    latency_ms: float = 0.0
+    attempts: UInt16 = 1
+    latency_ms: NonNegativeFinite = 0.0
     source: JobSource = JobSource.LIVE
-    scored_at_ns: int = 0
+    scored_at_ns: TimestampNs = 0
     # Set when a session rule scored a conversation; trace_id is then its latest judged turn's trace.
     session_id: str | None = None
-    session_version: int | None = None
-    turn: int | None = None  # how many turns the scorer saw
+    session_version: Version | None = None
+    turn: UInt32 | None = None  # how many turns the scorer saw
     final: bool | None = None  # the closing verdict (true) or a verdict while it runs (false)
 
     @property
@@ -146,7 +147,7 @@ class DecisionOutcome(StrEnum):
 class Decision(_Wire):
     rule: str
     trace_id: str
-    trace_version: int
+    trace_version: Version
     # An async_evaluate request is decided per call: the span that asked, and which of its calls it was.
     span_id: str | None = None
     request_index: int = Field(default=0, ge=0, le=65535)
@@ -155,7 +156,7 @@ class Decision(_Wire):
     job_id: str | None = None
     project: str = "default"
     source: JobSource = JobSource.LIVE
-    decided_at_ns: int = 0
+    decided_at_ns: TimestampNs = 0
 
 
 class SessionDecision(_Wire):
@@ -169,9 +170,9 @@ class SessionDecision(_Wire):
     reason: str = ""
     job_id: str | None = None
     project: str = "default"
-    turns: int = Field(default=0, ge=0)
+    turns: UInt32 = 0
     source: JobSource = JobSource.LIVE
-    decided_at_ns: int = 0
+    decided_at_ns: TimestampNs = 0
 
 
 class DecisionBatch(_Wire):

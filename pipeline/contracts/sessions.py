@@ -16,6 +16,14 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from pipeline.contracts.bounds import (
+    ID_MAX_CHARS,
+    SESSION_ID_MAX_CHARS,
+    CostUsd,
+    TimestampNs,
+    UInt32,
+    Version,
+)
 from pipeline.contracts.jobs import JobSource
 from pipeline.contracts.spans import _Wire
 from pipeline.contracts.traces import TraceStatus
@@ -38,19 +46,19 @@ class Turn(_Wire):
     """One turn of a conversation: a summary of one trace version, with its reference."""
 
     v: Literal[1] = 1
-    session_id: str = Field(min_length=1, max_length=256)
-    trace_id: str = Field(min_length=1, max_length=128)
-    trace_version: int = Field(default=1, ge=1)
+    session_id: str = Field(min_length=1, max_length=SESSION_ID_MAX_CHARS)
+    trace_id: str = Field(min_length=1, max_length=ID_MAX_CHARS)
+    trace_version: Version = 1
     project: str = "default"
     name: str | None = None  # the root span's name
-    started_ns: int = Field(default=0, ge=0)
-    ended_ns: int = Field(default=0, ge=0)
+    started_ns: TimestampNs = 0
+    ended_ns: TimestampNs = 0
     status: TraceStatus = TraceStatus.COMPLETE
     agents: list[str] = Field(default_factory=list)  # distinct agent names, in span order
     input: str = ""  # the root's inputs as text (pipeline.sessions.transcript)
     output: str = ""  # the root's outputs as text
-    errors: int = Field(default=0, ge=0)  # spans with status error
-    cost_usd: float | None = None
+    errors: UInt32 = 0  # spans with status error
+    cost_usd: CostUsd | None = None
     ends_session: bool = False
 
 
@@ -59,8 +67,8 @@ class RuleFinished(_Wire):
     until the session closes (the final verdict still comes then)."""
 
     rule: str
-    session_version: int = Field(ge=1)
-    turn: int = Field(ge=1)
+    session_version: Version
+    turn: Version
 
 
 class SessionTurns(_Wire):
@@ -69,7 +77,7 @@ class SessionTurns(_Wire):
 
     v: Literal[1] = 1
     kind: Literal["session_turns"] = "session_turns"
-    session_id: str = Field(default="", max_length=256)
+    session_id: str = Field(default="", max_length=SESSION_ID_MAX_CHARS)
     turns: list[Turn] = Field(default_factory=list)
     finished: list[RuleFinished] = Field(default_factory=list)
     tick: bool = False
@@ -91,14 +99,14 @@ class Session(_Wire):
     an `open` snapshot (no close reason) taken after a new turn."""
 
     v: Literal[1] = 1
-    session_id: str = Field(min_length=1, max_length=256)
-    version: int = Field(ge=1)
+    session_id: str = Field(min_length=1, max_length=SESSION_ID_MAX_CHARS)
+    version: Version
     project: str = "default"
     status: SessionStatus
     close_reason: SessionCloseReason | None = None
-    started_ns: int = 0
-    ended_ns: int = 0
-    closed_at_ns: int = 0  # for an open snapshot: when it was taken
+    started_ns: TimestampNs = 0
+    ended_ns: TimestampNs = 0
+    closed_at_ns: TimestampNs = 0  # for an open snapshot: when it was taken
     turns: list[Turn] = Field(default_factory=list)
     finished_rules: list[str] = Field(default_factory=list)  # open snapshots: rules done judging each turn
 
@@ -139,11 +147,11 @@ class SessionJob(_Wire):
     params: dict[str, Any] = Field(default_factory=dict)
     threshold: float | None = None
     session_id: str
-    session_version: int = Field(ge=1)
-    turn: int = Field(ge=0)  # how many turns the scorer sees
+    session_version: Version
+    turn: UInt32  # how many turns the scorer sees
     final: bool
     source: JobSource = JobSource.LIVE
-    created_ns: int = 0
+    created_ns: TimestampNs = 0
 
     @staticmethod
     def make_id(rule: str, session_id: str, session_version: int, turn: int, final: bool) -> str:

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from pipeline.contracts.bounds import ID_MAX_CHARS, TimestampNs, Version
 from pipeline.contracts.spans import Span, _Wire
 
 
@@ -20,20 +21,40 @@ class CloseReason(StrEnum):
     QUIET = "quiet_period"
     FINAL = "final_marker"
     IDLE = "idle_timeout"
+    REMOTE_WAIT = "remote_wait"  # the root ended, but a remote call's callee sent nothing within remote_wait_s
+
+
+class RemoteCallWait(_Wire):
+    """A remote call the trace waited for before it closed: answered by a span of the callee, or not."""
+
+    span_id: str = Field(max_length=ID_MAX_CHARS)
+    name: str = ""
+    answered: bool
+    waited_s: float = Field(default=0.0, ge=0, le=10**7)
+
+
+class LateSpan(_Wire):
+    """The span that re-opened a closed trace as a new version, and how long after the close it came."""
+
+    span_id: str = Field(max_length=ID_MAX_CHARS)
+    name: str = ""
+    late_by_s: float = Field(default=0.0, ge=0, le=10**9)
 
 
 class Trace(_Wire):
     v: Literal[1] = 1
-    trace_id: str
-    version: int = Field(ge=1)
+    trace_id: str = Field(max_length=ID_MAX_CHARS)
+    version: Version
     project: str = "default"
     status: TraceStatus
     close_reason: CloseReason
     root_span_id: str | None = None
     name: str | None = None  # the root span's name
-    start_ns: int = 0
-    end_ns: int = 0
-    closed_at_ns: int = 0
+    start_ns: TimestampNs = 0
+    end_ns: TimestampNs = 0
+    closed_at_ns: TimestampNs = 0
+    waited_for: list[RemoteCallWait] = Field(default_factory=list)  # remote calls, answered or not
+    reopened_by: LateSpan | None = None  # set on a version a late span re-opened
     spans: list[Span] = Field(default_factory=list)
 
     @property

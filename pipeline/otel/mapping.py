@@ -1,12 +1,13 @@
 """An OpenTelemetry span -> an evalstream wire span (`pipeline.contracts.Span` as a dict).
 
-Pure: standard library and orjson only, so the exporter (in the instrumented service) and the
-OTLP receiver (in the pipeline) share it. Three attribute vocabularies are understood, in this
-order of precedence: our own `evalstream.*`, OpenInference, and the OpenTelemetry GenAI semantic
-conventions. Each field tries a fixed list of attributes in order; the first one that is present
-*and usable* (a token count that is a non-negative integer, a non-empty string) fills the field and is
-consumed, and every attribute not consumed is kept in `attributes`. The table is in
-docs/opentelemetry.md.
+Pure: standard library, orjson and the contracts' bounds only, so the exporter (in the instrumented
+service) and the OTLP receiver (in the pipeline) share it. A producer's value out of range for an
+optional field (a negative token count, a cost past the cap) is left out, never sent to be refused.
+Three attribute vocabularies are understood, in this order of precedence: our own `evalstream.*`,
+OpenInference, and the OpenTelemetry GenAI semantic conventions. Each field tries a fixed list of
+attributes in order; the first one that is present *and usable* (a token count that is a non-negative
+integer, a non-empty string) fills the field and is consumed, and every attribute not consumed is kept
+in `attributes`. The table is in docs/opentelemetry.md.
 
 Status: an ended OpenTelemetry span with status UNSET completed normally (instrumentations set
 ERROR on failure and rarely set OK), so both UNSET and OK become "ok".
@@ -23,17 +24,27 @@ from typing import Any
 
 import orjson
 
+from pipeline.contracts.bounds import (
+    NAME_MAX_CHARS,
+    TIMESTAMP_NS_MAX,
+    cap_attributes,
+    is_cost,
+    is_count,
+)
+
 STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
 DEFAULT_MAX_VALUE_BYTES = 32 * 1024
-MAX_NAME_CHARS = 1024  # the contract's limit on span names
+MAX_NAME_CHARS = NAME_MAX_CHARS  # the contract's limit on span names
 MAX_ERROR_MESSAGE = 4000
 MAX_STACK = 8000
 TRUNCATED = "…[truncated]"
-_MAX_TOKENS = 2**32  # ClickHouse stores token counts as UInt32
 _MAX_INDEX_DIGITS = 32  # int() refuses strings of over 4300 digits; no index or count is this long
 _MAX_DEPTH = 64  # orjson writes at most 254 levels of nesting, and a wire span wraps a value in a few more
 
 Event = tuple[str, Mapping[str, Any]]
+# OTLP's SpanKind numbers -> the wire span's `kind`; client and producer spans are remote calls the assembler
+# waits for (pipeline/assembly/remote.py)
+SPAN_KINDS = {1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +63,7 @@ class OtelSpan:
     events: Sequence[Event] = ()
     resource: Mapping[str, Any] = field(default_factory=dict)
     scope: str | None = None
+    kind: int = 0  # OTLP's SpanKind: 0 unspecified, 1 internal, 2 server, 3 client, 4 producer, 5 consumer
 
     @property
     def is_root(self) -> bool:
@@ -88,6 +100,9 @@ def check_span(span: OtelSpan) -> tuple[str, str] | None:
         return "name", "name must not be empty"
     if span.start_ns <= 0:
         return "startTimeUnixNano", "startTimeUnixNano must be set"
+    if span.end_ns > TIMESTAMP_NS_MAX:
+        return "endTimeUnixNano", (f"endTimeUnixNano ({span.end_ns}) is past the latest time the pipeline "
+                                   f"stores ({TIMESTAMP_NS_MAX}, in 2262)")
     if span.end_ns < span.start_ns:
         return "endTimeUnixNano", (f"endTimeUnixNano ({span.end_ns}) is before "
                                    f"startTimeUnixNano ({span.start_ns})")
@@ -166,13 +181,11 @@ def _count(value: Any) -> int | None:
         return None
     if (isinstance(value, float) and value.is_integer()) or (isinstance(value, str) and _is_index(value)):
         value = int(value)
-    return value if isinstance(value, int) and 0 <= value < _MAX_TOKENS else None
+    return value if is_count(value) else None
 
 
 def _usd(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) and value >= 0 else None
+    return float(value) if is_cost(value) else None
 
 
 def _json_or_text(value: Any) -> Any:
@@ -356,6 +369,7 @@ def to_wire_span(span: OtelSpan, project: str = "default", *,
         "parent_span_id": span.parent_span_id or None,
         "name": span.name[:MAX_NAME_CHARS],
         "span_type": _span_type(attrs),
+        "kind": SPAN_KINDS.get(span.kind),
         "start_ns": span.start_ns,
         "end_ns": span.end_ns,
         "project": (attrs.first(["evalstream.project"], _text)
@@ -376,7 +390,7 @@ def to_wire_span(span: OtelSpan, project: str = "default", *,
         _count)
     total = attrs.first(["llm.token_count.total"], _count)
     if total is None and wire["input_tokens"] is not None and wire["output_tokens"] is not None:
-        total = wire["input_tokens"] + wire["output_tokens"]
+        total = _count(wire["input_tokens"] + wire["output_tokens"])  # None past a UInt32
     wire["total_tokens"] = total
     wire["cost_usd"] = attrs.first(["llm.cost.total"], _usd)
     for direction, key in (("input", "inputs"), ("output", "outputs")):
@@ -393,5 +407,5 @@ def to_wire_span(span: OtelSpan, project: str = "default", *,
              for name, event_attributes in events],
             max_value_bytes)
     if attributes:
-        wire["attributes"] = attributes
+        wire["attributes"] = cap_attributes(attributes, "otel.dropped_attributes")
     return {key: value for key, value in wire.items() if value is not None}

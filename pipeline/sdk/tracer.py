@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar, overload
 
+from pipeline.contracts.bounds import SESSION_ID_MAX_CHARS
 from pipeline.sdk.capture import Capture
 from pipeline.sdk.config import Redactor, SDKConfig
 from pipeline.sdk.context import (
@@ -61,7 +62,7 @@ def active_tracer() -> Tracer | None:
     return _latest() if _latest is not None else None
 
 
-MAX_SESSION_ID = 256  # the pipeline's limit (pipeline/contracts/sessions.py): longer ids cannot be assembled
+MAX_SESSION_ID = SESSION_ID_MAX_CHARS  # the pipeline's limit: longer ids cannot be assembled
 
 
 class Tracer:

@@ -20,14 +20,16 @@ from pipeline.contracts import (
     Trace,
     WorkerMetrics,
 )
+from pipeline.contracts.bounds import UINT32_MAX
 from pipeline.contracts.uploads import UploadedScorer
 
 TRACE_COLUMNS = [
     "trace_id", "version", "project", "status", "close_reason", "root_span_id", "name", "start_time",
     "end_time", "duration_ms", "span_count", "error_count", "agents", "total_tokens", "cost_usd", "closed_at",
+    "waited_for", "reopened_by", "late_by_s",
 ]
 SPAN_COLUMNS = [
-    "trace_id", "span_id", "trace_version", "parent_span_id", "project", "service", "name", "span_type",
+    "trace_id", "span_id", "trace_version", "parent_span_id", "project", "service", "name", "span_type", "kind",
     "start_time", "end_time", "duration_ms", "status", "error_type", "error_message", "agent_name", "agent_id",
     "session_id", "model", "input_tokens", "output_tokens", "total_tokens", "cost_usd", "attributes", "inputs",
     "outputs",
@@ -95,7 +97,9 @@ def trace_row(trace: Trace) -> list[Any]:
         trace.trace_id, trace.version, trace.project, trace.status.value, trace.close_reason.value,
         trace.root_span_id or "", trace.name or "", _us(trace.start_ns), _us(trace.end_ns), trace.duration_ms,
         len(trace.spans), sum(1 for s in trace.spans if s.status == "error"), agents, tokens, trace.cost_usd,
-        _us(trace.closed_at_ns),
+        _us(trace.closed_at_ns), _json([w.model_dump(mode="json") for w in trace.waited_for] or None),
+        _json(trace.reopened_by.model_dump(mode="json") if trace.reopened_by else None),
+        trace.reopened_by.late_by_s if trace.reopened_by else None,
     ]
 
 
@@ -103,7 +107,7 @@ def span_row(span: Span, trace_version: int) -> list[Any]:
     err = span.error
     return [
         span.trace_id, span.span_id, trace_version, span.parent_span_id or "", span.project, span.service or "",
-        span.name, span.span_type, _us(span.start_ns), _us(span.end_ns), span.duration_ms, span.status.value,
+        span.name, span.span_type, span.kind.value if span.kind else "", _us(span.start_ns), _us(span.end_ns), span.duration_ms, span.status.value,
         err.type if err else "", err.message if err else "", span.agent_name or "", span.agent_id or "",
         span.session_id or "", span.model or "", span.input_tokens, span.output_tokens, span.total_tokens,
         span.cost_usd, _json(span.attributes), _json(span.inputs), _json(span.outputs),
@@ -186,7 +190,7 @@ def session_row(session: Session) -> list[Any]:
     return [
         session.session_id, session.version, session_revision(session), session.project, session.status.value,
         session.close_reason.value if session.close_reason else "", _us(session.started_ns), _us(session.ended_ns),
-        session.duration_ms, len(session.turns), sum(t.errors for t in session.turns), session.cost_usd,
+        session.duration_ms, len(session.turns), min(sum(t.errors for t in session.turns), UINT32_MAX), session.cost_usd,
         session.trace_ids, agents, session.finished_rules,
         None if session.is_open else _us(session.closed_at_ns), _us(session.closed_at_ns),
     ]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import WorkerProcess, produce
+from tests.integration.harness import WorkerProcess, batch, produce, span
 from tests.integration.ledger import Ledger, LedgerRule
 
 pytestmark = pytest.mark.integration
@@ -56,6 +56,30 @@ def test_one_percent_poison_is_dead_lettered_and_every_valid_span_is_accounted_f
             kind = key.decode().split("-")[1]
             assert {"bad_json": "not valid JSON", "wrong_schema": "does not match SpanBatch",
                     "oversized": "exceeds the limit"}[kind] in reason, (kind, reason)
+    finally:
+        worker.stop()
+
+
+def test_a_negative_token_count_is_refused_at_the_edge_and_holds_up_no_other_trace(
+        broker: str, tmp_path: Path) -> None:
+    """A schema-valid span whose value no column can hold (input_tokens -1) used to reach the sink, whose insert
+    then failed and was retried forever: nothing of anyone was stored again. The assembler refuses it now,
+    naming the field, and the 1,000 healthy traces around it are stored and scored as usual."""
+    ledger = Ledger.traffic(RULES, traces=1000 * SCALE, spans_per_trace=3, prefix="healthy", seed=4)
+    bad = span("negative", "negative-r", None, "handle", model="gpt-4o-mini", input_tokens=-1, output_tokens=5)
+    key = b"poison-negative-tokens"
+    ledger.poison.append(key)
+    middle = len(ledger.messages) // 2
+    ledger.messages.insert(middle, (key, batch("negative", [bad], final=True)))
+    worker = run(tmp_path, broker, ledger, timeout_s=60)
+    try:
+        worker.wait_for(lambda: not ledger.account(worker.query), timeout_s=15, what="the ledger to balance")
+        assert ledger.account(worker.query) == []  # every healthy span, trace, decision and score; one dead letter
+        assert worker.scalar("SELECT count() FROM evalstream.traces_current WHERE trace_id LIKE 'healthy%'") \
+            == 1000 * SCALE
+        ((stage, reason),) = worker.query("SELECT stage, reason FROM evalstream.dead_letters FINAL")
+        assert stage == "assembler" and "spans.0.input_tokens" in reason, reason
+        assert worker.scalar("SELECT count() FROM evalstream.spans WHERE trace_id = 'negative'") == 0
     finally:
         worker.stop()
 

@@ -15,6 +15,12 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from pipeline.contracts import SpanBatch, decode, encode, load_object, validate_each
+from pipeline.contracts.bounds import (
+    ATTRIBUTES_MAX,
+    COST_USD_MAX,
+    TIMESTAMP_NS_MAX,
+    UINT32_MAX,
+)
 from pipeline.contracts.codec import DEFAULT_MAX_BYTES
 from pipeline.contracts.spans import SpanStatus, SpanType
 from pipeline.errors import DecodeError, OversizedError
@@ -48,6 +54,9 @@ json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=
                            | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=6)
 ids = st.text(min_size=1, max_size=8) | st.text(min_size=120, max_size=128)  # short, and at the limit
 uint64 = st.integers(0, UINT64_MAX)
+timestamps = st.integers(0, TIMESTAMP_NS_MAX)  # what the contract admits (a DateTime64 of int64 nanoseconds)
+token_counts = st.integers(0, UINT32_MAX)  # UInt32 columns
+costs = st.floats(0, COST_USD_MAX)
 optional_text = st.none() | st.text(max_size=8)
 
 
@@ -70,8 +79,8 @@ def spans(draw: st.DrawFn, trace_id: str) -> dict[str, Any]:
         "parent_span_id": draw(st.none() | ids),
         "name": draw(st.text(min_size=1, max_size=12) | st.just("n" * 1024)),
         "span_type": draw(st.sampled_from(list(SpanType)) | st.text(max_size=8)),
-        "start_ns": draw(uint64),
-        "end_ns": draw(uint64),
+        "start_ns": draw(timestamps),
+        "end_ns": draw(timestamps),
         "status": draw(st.sampled_from(list(SpanStatus))),
         "attributes": draw(st.dictionaries(st.text(max_size=8), json_values, max_size=3)),
         "inputs": draw(json_values),
@@ -81,9 +90,9 @@ def spans(draw: st.DrawFn, trace_id: str) -> dict[str, Any]:
         "agent_name": draw(optional_text),
         "session_id": draw(optional_text),
         "model": draw(optional_text),
-        "input_tokens": draw(st.none() | uint64),
-        "output_tokens": draw(st.none() | uint64),
-        "cost_usd": draw(st.none() | st.floats(allow_nan=False, allow_infinity=False)),
+        "input_tokens": draw(st.none() | token_counts),
+        "output_tokens": draw(st.none() | token_counts),
+        "cost_usd": draw(st.none() | costs),
         "evaluations": draw(st.lists(evaluations(), max_size=1)),
     }
     if draw(st.booleans()):
@@ -144,13 +153,15 @@ _WRONG = {
     ("spans", 0, "parent_span_id"): [5, [], {}],
     ("spans", 0, "name"): [3, "", "n" * 1025, None, []],
     ("spans", 0, "span_type"): [3, [], None],
-    ("spans", 0, "start_ns"): ["yesterday", -1, 1.5, None, [], 1e30],
-    ("spans", 0, "end_ns"): ["soon", -1, 2.5, None, {}],
+    ("spans", 0, "start_ns"): ["yesterday", -1, 1.5, None, [], 1e30, TIMESTAMP_NS_MAX + 1],
+    ("spans", 0, "end_ns"): ["soon", -1, 2.5, None, {}, UINT64_MAX],
     ("spans", 0, "status"): ["bogus", 3, None, []],
     ("spans", 0, "error"): ["boom", 5, [], {"message": "no type"}],
-    ("spans", 0, "attributes"): ["a=b", 5, [["a", 1]], None],
-    ("spans", 0, "input_tokens"): ["many", 1.5, [], "1e3"],
-    ("spans", 0, "cost_usd"): ["free", [], {}],
+    ("spans", 0, "attributes"): ["a=b", 5, [["a", 1]], None, {str(i): i for i in range(ATTRIBUTES_MAX + 1)}],
+    ("spans", 0, "input_tokens"): ["many", 1.5, [], "1e3", -1, UINT32_MAX + 1, 2**40],
+    ("spans", 0, "output_tokens"): [-1, UINT32_MAX + 1],
+    ("spans", 0, "total_tokens"): [-1, UINT64_MAX],
+    ("spans", 0, "cost_usd"): ["free", [], {}, -0.01, "inf", "-inf", "nan", COST_USD_MAX * 2],
     ("spans", 0, "evaluations"): ["judge", 5, {"scorer": "x"}],
     ("spans", 0, "evaluations", 0, "scorer"): [1, None, []],
     ("spans", 0, "evaluations", 0, "sampling_rate"): [1.5, -0.1, "often"],

@@ -25,6 +25,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from pipeline.contracts import SpanBatch, decode
+from pipeline.contracts.bounds import TIMESTAMP_NS_MAX
 from pipeline.errors import OtlpDecodeError
 from pipeline.otel.batches import Message, span_batches
 from pipeline.otel.mapping import OtelSpan, to_wire_span
@@ -69,11 +70,11 @@ key_values = st.lists(st.tuples(st.text(max_size=10), any_values), max_size=3)
 
 @st.composite
 def span_specs(draw: st.DrawFn) -> dict[str, Any]:
-    start = draw(st.integers(1, 2**64 - 1))
+    start = draw(st.integers(1, TIMESTAMP_NS_MAX))  # later times are refused (test below)
     return {
         "trace_id": draw(nonzero_bytes(16)), "span_id": draw(nonzero_bytes(8)),
         "parent_span_id": draw(st.none() | nonzero_bytes(8)), "name": draw(st.text(min_size=1, max_size=12)),
-        "start": start, "end": draw(st.integers(start, 2**64 - 1)), "code": draw(st.integers(0, 2)),
+        "start": start, "end": draw(st.integers(start, TIMESTAMP_NS_MAX)), "code": draw(st.integers(0, 2)),
         "message": draw(st.text(max_size=12)), "attributes": draw(key_values),
         "events": draw(st.lists(st.tuples(st.text(max_size=8), key_values), max_size=2)),
     }
@@ -261,7 +262,8 @@ _SPAN_FIELD_ERRORS = [
     ("startTimeUnixNano", 1.5, "startTimeUnixNano must be an unsigned 64-bit integer"),
     ("startTimeUnixNano", "9" * 5000, "startTimeUnixNano must be an unsigned 64-bit integer"),
     ("startTimeUnixNano", 0, "startTimeUnixNano must be set"),
-    ("endTimeUnixNano", 1, "endTimeUnixNano (1) is before"), ("status", "ok", "status must be an object"),
+    ("endTimeUnixNano", 1, "endTimeUnixNano (1) is before"),
+    ("endTimeUnixNano", str(TIMESTAMP_NS_MAX + 1), "is past the latest time the pipeline stores"), ("status", "ok", "status must be an object"),
     ("status", {"code": "STATUS_CODE_MAYBE"}, "status: code must be an integer or one of"),
     ("status", {"code": 7}, "status.code must be 0 (unset), 1 (ok) or 2 (error)"),
     ("attributes", {"k": "v"}, "attributes must be an array"), ("attributes", [5], "attributes[0]: expected"),
