@@ -24,6 +24,7 @@ from pipeline.contracts import (
     encode,
     pack_items,
 )
+from pipeline.sampling import SDK_RULE_PREFIX
 from pipeline.scoring import JobOutcome, ScorerCache, run_job
 from pipeline.scoring.budget import Spend, SpendLedger
 from pipeline.worker.bundles import send_decisions
@@ -31,6 +32,12 @@ from pipeline.worker.context import WorkerContext
 from pipeline.worker.deadletter import dead_letter_for
 
 log = logging.getLogger(__name__)
+
+
+def metric_rule(rule: str) -> str:
+    """The `rule` label of a metric: a rules-file rule by name; every span request as `sdk:*`, because its
+    scorer name comes from the span, and a label per producer-chosen name would grow without bound."""
+    return f"{SDK_RULE_PREFIX}*" if rule.startswith(SDK_RULE_PREFIX) else rule
 
 
 class ScorerWorker:
@@ -85,7 +92,7 @@ class ScorerWorker:
         await send_decisions(self.ctx, decisions)
         for outcome in outcomes:
             status = outcome.result.status.value
-            self.ctx.counters.inc("scores", status=status, rule=outcome.result.rule)
+            self.ctx.counters.inc("scores", status=status, rule=metric_rule(outcome.result.rule))
             if outcome.dead_letter:
                 await self.ctx.dead_letter(dead_letter_for("scorer", message, _GaveUp(outcome),
                                                            trace_id=outcome.result.trace_id,

@@ -141,3 +141,10 @@ def test_the_scorer_cache_keeps_only_its_bound() -> None:
     assert len(cache) == 50
     newest = cache.get("trace_latency", {"max_ms": 10_000})
     assert newest is cache.get("trace_latency", {"max_ms": 10_000})
+
+
+def test_span_chosen_scorer_names_do_not_become_metric_labels() -> None:
+    from pipeline.worker.scorer import metric_rule
+
+    assert metric_rule("tool-errors") == "tool-errors"
+    assert {metric_rule(f"sdk:random-{i}") for i in range(1000)} == {"sdk:*"}
