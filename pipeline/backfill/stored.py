@@ -25,7 +25,7 @@ SPAN_SELECT = (
     "trace_id, span_id, parent_span_id, project, service, name, span_type, "
     "toUnixTimestamp64Micro(start_time) AS start_us, toUnixTimestamp64Micro(end_time) AS end_us, status, "
     "error_type, error_message, agent_name, agent_id, session_id, model, input_tokens, output_tokens, "
-    "total_tokens, cost_usd, attributes, inputs, outputs, trace_version"
+    "total_tokens, cost_usd, attributes, inputs, outputs, kind, trace_version"
 )
 
 
@@ -81,7 +81,7 @@ def _lenient_json(text: str) -> Any:
 def span_wire(row: list[Any]) -> dict[str, Any]:
     (trace_id, span_id, parent, project, service, name, span_type, start_us, end_us, status, error_type,
      error_message, agent_name, agent_id, session_id, model, input_tokens, output_tokens, total_tokens, cost_usd,
-     attributes, inputs, outputs, _version) = row
+     attributes, inputs, outputs, kind, _version) = row
     attrs = _lenient_json(attributes)
     return {
         "trace_id": trace_id, "span_id": span_id, "parent_span_id": parent or None, "name": name,
@@ -91,7 +91,7 @@ def span_wire(row: list[Any]) -> dict[str, Any]:
         "outputs": _lenient_json(outputs), "project": project, "service": service or None,
         "agent_name": agent_name or None, "agent_id": agent_id or None, "session_id": session_id or None,
         "model": model or None, "input_tokens": input_tokens, "output_tokens": output_tokens,
-        "total_tokens": total_tokens, "cost_usd": cost_usd,
+        "total_tokens": total_tokens, "cost_usd": cost_usd, "kind": kind or None,
     }
 
 

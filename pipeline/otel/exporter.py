@@ -62,6 +62,7 @@ def to_otel_span(span: ReadableSpan) -> OtelSpan:
         events=[(event.name, plain(dict(event.attributes or {}))) for event in span.events],
         resource=plain(dict(span.resource.attributes)) if span.resource is not None else {},
         scope=span.instrumentation_scope.name if span.instrumentation_scope is not None else None,
+        kind=span.kind.value + 1 if span.kind is not None else 0,  # the API's SpanKind counts from INTERNAL = 0
     )
 
 

@@ -78,6 +78,7 @@ def _decode_protobuf(body: bytes) -> list[OtelSpan]:
                     events=[(event.name, _pb_attributes(event.attributes)) for event in span.events],
                     resource=resource,
                     scope=scope,
+                    kind=span.kind,
                 ), f"resourceSpans[{r}].scopeSpans[{s}].spans[{k}]"))
     return spans
 
@@ -104,6 +105,8 @@ def _pb_value(value: Any) -> Any:
 # -- JSON -----------------------------------------------------------------------------------------
 
 _STATUS_CODES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
+_SPAN_KINDS = {"SPAN_KIND_UNSPECIFIED": 0, "SPAN_KIND_INTERNAL": 1, "SPAN_KIND_SERVER": 2, "SPAN_KIND_CLIENT": 3,
+               "SPAN_KIND_PRODUCER": 4, "SPAN_KIND_CONSUMER": 5}
 
 
 def _type(value: Any) -> str:
@@ -302,6 +305,7 @@ def _decode_json(body: bytes) -> list[OtelSpan]:
                     events=events,
                     resource=resource,
                     scope=scope,
+                    kind=span.enum("kind", _SPAN_KINDS),
                 ), span.where))
     return spans
 

@@ -187,6 +187,7 @@ def _fast_wrapper(tracer: Tracer, fn: Callable[..., Any], hooks: _Hooks) -> Call
             span.status = "error"
             span.error = exc
             span.end_ns = tracer._clock()
+            span._count_end()
             exporter.emit(span)
             raise
         reset_span(token)
@@ -194,6 +195,7 @@ def _fast_wrapper(tracer: Tracer, fn: Callable[..., Any], hooks: _Hooks) -> Call
             span.outputs = result
         span.status = "ok"
         span.end_ns = tracer._clock()
+        span._count_end()
         exporter.emit(span)
         return result
 

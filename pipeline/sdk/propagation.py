@@ -40,6 +40,8 @@ def inject(headers: MutableMapping[str, str] | None = None) -> MutableMapping[st
     """Add a `traceparent` for the current span to `headers` (a new dict if None); no span, no header."""
     headers = {} if headers is None else headers
     span = current_span.get()
+    if span is not None and not isinstance(span, RemoteParent):
+        span.kind = "client"  # a remote call: the pipeline waits for the callee's spans before it closes the trace
     if span is not None:
         headers[HEADER] = format_traceparent(span.trace_id_int if not isinstance(span, RemoteParent)
                                              else span.trace_id,

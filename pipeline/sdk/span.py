@@ -3,6 +3,7 @@ format (binding arguments, redaction, capping, formatting errors) happens on the
 
 from __future__ import annotations
 
+from collections import deque
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -15,6 +16,20 @@ if TYPE_CHECKING:
 _UNSET = "unset"
 
 
+class TraceProgress:
+    """The spans of one trace started and ended in this process, shared by its span handles. A root's batch
+    is `final` ("nothing more from me") only once every span this process started in the trace has ended,
+    so a child that outlives its root (fire-and-forget work) is in the trace's first version.
+    deque.append and len are atomic, so threads need no lock: whoever ends last sees the counts meet."""
+
+    __slots__ = ("ended", "root_ended", "started")
+
+    def __init__(self) -> None:
+        self.started: deque[None] = deque()
+        self.ended: deque[None] = deque()
+        self.root_ended = False
+
+
 class SpanHandle:
     """An open span. Ended by the decorator or context manager that opened it, or by `end()`."""
 
@@ -23,6 +38,9 @@ class SpanHandle:
     span_id_int: int
     parent_id_int: int | None
     remote_parent: bool = False
+    kind: str | None = None  # "client" once `inject()` carried the trace to another service from this span
+    closes_trace: bool = False  # set when it ends: the trace's root has ended, and nothing else is open here
+    spans_still_open: int = 0  # set on a root that ends before some of its trace's spans
     session_id: str | None = None
     end_ns: int = 0
     status: str = _UNSET
@@ -38,6 +56,11 @@ class SpanHandle:
     def __init__(self, tracer: Tracer, name: str, span_type: str,
                  parent: SpanHandle | RemoteParent | None, agent: AgentRef | None) -> None:
         self._tracer = tracer
+        if parent is None or type(parent) is RemoteParent:
+            self._progress = TraceProgress()
+        else:
+            self._progress = parent._progress  # type: ignore[union-attr]
+        self._progress.started.append(None)
         if parent is None:
             self.trace_id_int = tracer._new_trace_id()
             self.parent_id_int = None
@@ -76,9 +99,14 @@ class SpanHandle:
         return None if self.parent_id_int is None else f"{self.parent_id_int:016x}"
 
     @property
-    def ends_trace(self) -> bool:
-        """True for the trace's root: when it ends, the pipeline may close the trace at once."""
+    def is_root(self) -> bool:
         return self.parent_id_int is None and not self.remote_parent
+
+    @property
+    def ends_trace(self) -> bool:
+        """True for the span whose batch is `final`: the trace's root has ended and no other span of it is
+        open in this process, so the pipeline may close the trace as soon as its remote calls are answered."""
+        return self.closes_trace
 
     @property
     def recording(self) -> bool:
@@ -128,7 +156,20 @@ class SpanHandle:
         self.end_ns = end_ns or self._tracer._clock()
         if self.status == _UNSET:
             self.status = "ok"
+        self._count_end()
         self._tracer._finish(self)
+
+    def _count_end(self) -> None:
+        """Count this span as ended in its trace's progress (every path that ends a span calls it)."""
+        progress = self._progress
+        if self.is_root:
+            progress.root_ended = True
+        progress.ended.append(None)
+        still_open = len(progress.started) - len(progress.ended)
+        if progress.root_ended and still_open <= 0:
+            self.closes_trace = True
+        elif self.is_root:
+            self.spans_still_open = still_open
 
     def to_wire(self) -> tuple[dict[str, Any], bool]:
         """Called by the exporter, off the caller's thread."""

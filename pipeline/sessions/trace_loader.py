@@ -107,6 +107,10 @@ class StoredTraceLoader:
                 self._cache.popitem(last=False)
         return trace
 
+    async def rows(self, sql: str) -> Rows:
+        """Any read-only query, the way this loader reaches storage."""
+        return await self._rows(sql)
+
     async def _rows(self, sql: str) -> Rows:
         if self._db is not None:
             _columns, _types, rows = await self._db.query(sql)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 from rich.console import Console
@@ -25,6 +26,10 @@ def explain_trace(reader: Reader, trace_id: str, console: Console) -> bool:
         console.print(f"Trace {trace_id} is not in storage (not closed yet, or never received).")
         return False
     _print(console, f"Trace {trace_id}", versions.columns, versions.rows)
+    assembly = reader.query(f"SELECT version, waited_for, reopened_by FROM {db}.traces FINAL "
+                            f"WHERE trace_id = '{trace_id}' ORDER BY version")
+    for line in assembly_lines(assembly.rows):
+        console.print(line, markup=False, highlight=False)
     decisions = reader.query(
         f"SELECT rule, trace_version AS v, if(request_index > 0, concat(span_id, '#', toString(request_index)), "
         f"span_id) AS span, outcome, reason, decided_at FROM {db}.decisions FINAL "
@@ -38,6 +43,22 @@ def explain_trace(reader: Reader, trace_id: str, console: Console) -> bool:
     )
     _print(console, "Current scores", scores.columns, scores.rows)
     return True
+
+
+def assembly_lines(rows: list[list]) -> list[str]:
+    """What each version waited for before it closed, and what re-opened it, in words."""
+    lines = []
+    for version, waited_json, reopened_json in rows:
+        if reopened_json:
+            late = json.loads(reopened_json)
+            lines.append(f"  v{version} re-opened by span {late['span_id']} ({late.get('name') or '?'}), "
+                         f"{late.get('late_by_s', 0):g} s after the previous version closed")
+        for call in json.loads(waited_json) if waited_json else []:
+            outcome = (f"answered after {call['waited_s']:g} s" if call["answered"]
+                       else f"no answer from the callee within {call['waited_s']:g} s")
+            lines.append(f"  v{version} waited for remote call {call['span_id']} ({call.get('name') or '?'}): "
+                         f"{outcome}")
+    return lines
 
 
 def _print(console: Console, title: str, columns: list[str], rows: list[list]) -> None:

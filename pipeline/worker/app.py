@@ -14,6 +14,7 @@ import faust
 
 from pipeline import topics
 from pipeline.alerts.channels import channel_from_settings
+from pipeline.assembly.history import StoredSessionVersions, StoredVersions
 from pipeline.kafka_security import faust_credentials
 from pipeline.metrics import Counters
 from pipeline.pricing import LiteLLMPrices
@@ -92,7 +93,8 @@ def _assembler_role(app: faust.App, ctx: WorkerContext) -> None:
     them by the clock."""
     assembly = app.Table("assembly", partitions=ctx.settings.topic_partitions)
     prices = LiteLLMPrices()
-    assembler = Assembler(ctx, assembly, prices)
+    history = StoredVersions(make_trace_loader(ctx.settings), ctx.settings.clickhouse_database)
+    assembler = Assembler(ctx, assembly, prices, history)
 
     @app.agent(ctx.topics[topics.SPANS], name="assembler")
     async def assemble(stream: faust.StreamT) -> None:
@@ -109,7 +111,8 @@ def _assembler_role(app: faust.App, ctx: WorkerContext) -> None:
 
     # Closed traces' turns -> sessions. The `session-assembly` table holds conversations, keyed by session id.
     session_table = app.Table("session-assembly", partitions=ctx.settings.topic_partitions)
-    sessions = SessionAssembler(ctx, session_table)
+    sessions = SessionAssembler(ctx, session_table,
+                                StoredSessionVersions(make_trace_loader(ctx.settings), ctx.settings.clickhouse_database))
 
     @app.agent(ctx.topics[topics.SESSION_TURNS], name="session-assembler")
     async def assemble_sessions(stream: faust.StreamT) -> None:

@@ -16,9 +16,11 @@ import orjson
 from pipeline import topics
 from pipeline.assembly import DeadlineIndex, close_trace, due_action, merge_spans
 from pipeline.assembly.enrich import Prices, enrich_trace
-from pipeline.assembly.state import DueAction, deadline
+from pipeline.assembly.history import StoredVersions
+from pipeline.assembly.remote import RemotePeers
+from pipeline.assembly.state import DueAction, continue_stored, deadline, needs_history, pending_calls
 from pipeline.contracts import DeadLetter, SpanBatch, encode, load_object, pack_items, validate, validate_each
-from pipeline.errors import DecodeError
+from pipeline.errors import DecodeError, StorageError
 from pipeline.worker.context import WorkerContext
 from pipeline.worker.deadletter import dead_letter_for
 
@@ -27,13 +29,17 @@ log = logging.getLogger(__name__)
 TICK_KEY = b"__tick__"
 TICK = orjson.dumps({"v": 1, "kind": "tick"})
 TRACE_BATCH_OVERHEAD = len(b'{"v":1,"traces":[]}')
+HISTORY_RETRY_S = 5.0  # storage could not say whether a trace was stored before: ask again this much later
 
 
 class Assembler:
-    def __init__(self, ctx: WorkerContext, table: Any, prices: Prices | None = None) -> None:
+    def __init__(self, ctx: WorkerContext, table: Any, prices: Prices | None = None,
+                 history: StoredVersions | None = None) -> None:
         self.ctx = ctx
         self.table = table
         self.prices = prices
+        self.history = history  # None: versions are not continued from storage (tests without a store)
+        self.peers = RemotePeers()
         self.index = DeadlineIndex()
         self.cfg = ctx.settings.assembly
 
@@ -114,8 +120,11 @@ class Assembler:
                                 partition=home)
             return
         spans = [s.model_dump(mode="json", exclude_none=True) for s in batch.spans]
+        now = time.time()
         state, outcome = merge_spans(self.table.get(batch.trace_id), batch.trace_id, message.partition, spans,
-                                     batch.final, time.time())
+                                     batch.final, now, self.peers.expects_answer)
+        for call in outcome.answered:
+            self.peers.answered(call)
         self.table[batch.trace_id] = state
         self.index.set(message.partition, batch.trace_id, deadline(state, self.cfg))
         counters = self.ctx.counters
@@ -133,9 +142,11 @@ class Assembler:
         partition = tick.partition
         now = time.time()
         closed: list[tuple[str, bytes, dict[str, Any], dict[str, Any]]] = []
-        for trace_id in self.index.pop_due(partition, now):
+        due = self.index.pop_due(partition, now)
+        waiting = await self._continue_stored(partition, due, now)
+        for trace_id in due:
             state = self.table.get(trace_id)
-            if state is None:
+            if state is None or trace_id in waiting:
                 continue
             action = due_action(state, now, self.cfg)
             if action is None:
@@ -144,6 +155,7 @@ class Assembler:
                 del self.table[trace_id]
             else:
                 before = dict(state)
+                unanswered = pending_calls(state)
                 try:
                     payload = enrich_trace(close_trace(state, action, now), self.prices)
                     raw = orjson.dumps(payload)
@@ -157,6 +169,8 @@ class Assembler:
                     continue
                 self.index.set(partition, trace_id, deadline(state, self.cfg))
                 closed.append((trace_id, raw, state, before))
+                for call in unanswered:
+                    self.peers.unanswered(call)
                 # a version after a late span counts as reopened; a first version by its status
                 status = "reopened" if payload.get("version", 1) > 1 else payload["status"]
                 self.ctx.counters.inc("traces_closed", status=status)
@@ -181,6 +195,40 @@ class Assembler:
             raise
         for trace_id, _, state, _ in closed:
             self.table[trace_id] = state
+
+    async def _continue_stored(self, partition: int, due: list[str], now: float) -> set[str]:
+        """The due traces that may continue a stored trace go on from its highest stored version (one query for
+        all of them). When storage cannot answer, they stay open and are asked about again later: their ids
+        are returned."""
+        asking = {}
+        for trace_id in due:
+            state = self.table.get(trace_id)
+            if state is not None and needs_history(state, due_action(state, now, self.cfg)):
+                asking[trace_id] = state
+        if not asking:
+            return set()
+        if self.history is None:
+            for state in asking.values():
+                continue_stored(state, None, now)
+            return set()
+        try:
+            stored = await self.history.latest(list(asking))
+        except StorageError as exc:
+            self.ctx.counters.inc("assembly_history_errors")
+            log.warning("assembler: cannot ask storage for the stored versions of %d trace(s) (%s); they stay open "
+                        "and are asked about again in %.0f s", len(asking), exc, HISTORY_RETRY_S)
+            for trace_id, state in asking.items():
+                state["needs_history"] = True
+                self.table[trace_id] = state
+                self.index.set(partition, trace_id, now + HISTORY_RETRY_S)
+            return set(asking)
+        for trace_id, state in asking.items():
+            continue_stored(state, stored.get(trace_id), now)
+            if trace_id in stored:
+                log.info("assembler: trace %s continues from stored version %d as version %d", trace_id,
+                         stored[trace_id]["version"], state["version"])
+            self.table[trace_id] = state
+        return set()
 
     async def _refuse_oversized(self, tick: Any, trace_id: str, raw: bytes, state: dict[str, Any]) -> None:
         """Every part arrived under the limit, but the assembled trace is over it: the router and the sink

@@ -16,9 +16,10 @@ import orjson
 
 from pipeline import topics
 from pipeline.assembly import DeadlineIndex
+from pipeline.assembly.history import StoredSessionVersions
 from pipeline.contracts import DeadLetter, Session, SessionTurns, decode, encode
-from pipeline.errors import DecodeError
-from pipeline.sessions.state import add_turns, close_due, deadline_ns, mark_finished, snapshot
+from pipeline.errors import DecodeError, StorageError
+from pipeline.sessions.state import add_turns, close_due, deadline_ns, mark_finished, new_state, snapshot
 from pipeline.worker.context import WorkerContext
 from pipeline.worker.deadletter import dead_letter_for
 
@@ -30,9 +31,10 @@ TICK = orjson.dumps({"v": 1, "kind": "session_turns", "tick": True})
 
 
 class SessionAssembler:
-    def __init__(self, ctx: WorkerContext, table: Any) -> None:
+    def __init__(self, ctx: WorkerContext, table: Any, history: StoredSessionVersions | None = None) -> None:
         self.ctx = ctx
         self.table = table
+        self.history = history  # None: a conversation without state starts at version 1 (tests without a store)
         self.index = DeadlineIndex()
         self.cfg = ctx.settings.sessions
 
@@ -87,6 +89,8 @@ class SessionAssembler:
             return
         now = time.time_ns()
         state = self.table.get(session_id)
+        if state is None and batch.turns:
+            state = await self._continued(session_id, now)
         last_turn_at = state["last_turn_at_ns"] if state else None
         state, closed = add_turns(state, batch.turns, now, self.cfg) if batch.turns else (state, [])
         finished = mark_finished(state, batch.finished)
@@ -103,6 +107,23 @@ class SessionAssembler:
             await self._emit(snapshot(state, now))
         if took_turns:
             self.ctx.counters.inc("session_turns", len(batch.turns))
+
+    async def _continued(self, session_id: str, now_ns: int) -> dict[str, Any] | None:
+        """A conversation with no state: a new one, or one whose state is gone. The latter goes on from its
+        highest stored version + 1, so a stored version is never rewritten."""
+        if self.history is None:
+            return None
+        try:
+            stored = await self.history.highest(session_id)
+        except StorageError as exc:
+            self.ctx.counters.inc("assembly_history_errors")
+            log.warning("session-assembler: cannot ask storage whether session %s was stored before (%s); it starts "
+                        "at version 1", session_id, exc)
+            return None
+        if stored is None:
+            return None
+        log.info("session-assembler: session %s continues from stored version %d", session_id, stored)
+        return new_state(session_id, now_ns, version=stored + 1)
 
     async def _close_due(self, partition: int) -> None:
         now = time.time_ns()

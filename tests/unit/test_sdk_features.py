@@ -234,6 +234,19 @@ def test_traceparent_carries_a_trace_across_services_without_closing_it_early() 
     assert inner["trace_id"] == outer["trace_id"] and inner["parent_span_id"] == outer["span_id"]
     assert callee_exp.final_traces == []  # the callee's local root does not end the trace
     assert caller_exp.final_traces == [outer["trace_id"]]
+    # The caller's span is a remote call (the pipeline waits for the callee's spans); the callee's answers it.
+    assert outer["kind"] == "client" and inner["kind"] == "server"
+
+
+def test_work_that_outlives_its_root_keeps_the_trace_open_until_it_ends() -> None:
+    tracer, exp = recording_tracer("app")
+    with tracer.span("request") as root:
+        background = tracer.start_span("send-email", parent=root)
+    assert exp.final_traces == []  # the root ended, but its process still has a span of the trace running
+    assert exp.by_name()["request"]["spans_still_open"] == 1
+    background.end()
+    assert exp.final_traces == [exp.by_name()["send-email"]["trace_id"]]
+    assert "spans_still_open" not in exp.by_name()["send-email"]
 
 
 @pytest.mark.parametrize("header", ["", "garbage", "00-" + "0" * 32 + "-" + "1" * 16 + "-01",

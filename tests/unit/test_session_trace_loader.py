@@ -50,7 +50,7 @@ def stored(t: Trace) -> tuple[list[Any], list[list[Any]]]:
                           c["span_type"], c["start_time"], c["end_time"], c["status"], c["error_type"],
                           c["error_message"], c["agent_name"], c["agent_id"], c["session_id"], c["model"],
                           c["input_tokens"], c["output_tokens"], c["total_tokens"], c["cost_usd"], c["attributes"],
-                          c["inputs"], c["outputs"], c["trace_version"]])
+                          c["inputs"], c["outputs"], c["kind"], c["trace_version"]])
     return trace_row, span_rows
 
 
