@@ -30,6 +30,7 @@ TICK_KEY = b"__tick__"
 TICK = orjson.dumps({"v": 1, "kind": "tick"})
 TRACE_BATCH_OVERHEAD = len(b'{"v":1,"traces":[]}')
 HISTORY_RETRY_S = 5.0  # storage could not say whether a trace was stored before: ask again this much later
+HISTORY_TRIES = 6  # then close it as it is, with a warning: a trace must not stay open for want of storage
 
 
 class Assembler:
@@ -215,13 +216,20 @@ class Assembler:
             stored = await self.history.latest(list(asking))
         except StorageError as exc:
             self.ctx.counters.inc("assembly_history_errors")
-            log.warning("assembler: cannot ask storage for the stored versions of %d trace(s) (%s); they stay open "
-                        "and are asked about again in %.0f s", len(asking), exc, HISTORY_RETRY_S)
+            waiting = set()
             for trace_id, state in asking.items():
-                state["needs_history"] = True
+                tries = state["history_tries"] = state.get("history_tries", 0) + 1
+                if tries < HISTORY_TRIES:
+                    state["needs_history"] = True
+                    self.index.set(partition, trace_id, now + HISTORY_RETRY_S)
+                    waiting.add(trace_id)
+                else:  # storage never answered: close it as a first version rather than hold it for ever
+                    continue_stored(state, None, now)
                 self.table[trace_id] = state
-                self.index.set(partition, trace_id, now + HISTORY_RETRY_S)
-            return set(asking)
+            log.warning("assembler: cannot ask storage for the stored versions of %d rootless trace(s) (%s); %d "
+                        "asked again in %.0f s, %d closed as they are (a stored version may be rewritten)",
+                        len(asking), exc, len(waiting), HISTORY_RETRY_S, len(asking) - len(waiting))
+            return waiting
         for trace_id, state in asking.items():
             continue_stored(state, stored.get(trace_id), now)
             if trace_id in stored:

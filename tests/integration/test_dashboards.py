@@ -278,12 +278,13 @@ def insert(client: Any, table: str, columns: list[str], rows: list[dict[str, Any
 
 TRACE_DEFAULTS = {"version": 1, "project": "shop", "status": "complete", "close_reason": "quiet", "root_span_id": "",
                   "name": "handle", "end_time": us(1), "duration_ms": 100.0, "span_count": 3, "error_count": 0,
-                  "agents": ["planner"], "total_tokens": 0, "cost_usd": 0.0, "closed_at": us(2)}
+                  "agents": ["planner"], "total_tokens": 0, "cost_usd": 0.0, "closed_at": us(2), "waited_for": "",
+                  "reopened_by": "", "late_by_s": None}
 SPAN_DEFAULTS = {"trace_version": 1, "parent_span_id": "", "project": "shop", "service": "api", "span_type": "function",
                  "status": "ok", "error_type": "", "error_message": "", "agent_name": "planner", "agent_id": "",
                  "session_id": "", "model": "", "input_tokens": None, "output_tokens": None, "total_tokens": None,
-                 "cost_usd": None, "attributes": "{}", "inputs": "", "outputs": ""}
-SCORE_DEFAULTS = {"scorer_version": "1", "trace_version": 1, "span_id": "", "project": "shop", "agent_name": "planner",
+                 "cost_usd": None, "attributes": "{}", "inputs": "", "outputs": "", "kind": ""}
+SCORE_DEFAULTS = {"scorer_version": "1", "trace_version": 1, "span_id": "", "request_index": 0, "project": "shop", "agent_name": "planner",
                   "model": "gpt-4o", "status": "scored", "value": None, "label": "", "passed": None, "threshold": 0.5,
                   "reason": "", "criteria": "[]", "metadata": "", "error_type": "", "error_message": "", "attempts": 1,
                   "latency_ms": 12.0, "source": "live"}
@@ -396,7 +397,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     insert(ch, "spans", SPAN_COLUMNS, SPANS, SPAN_DEFAULTS)
     insert(ch, "scores", SCORE_COLUMNS, SCORES, SCORE_DEFAULTS)
     insert(ch, "scores", SCORE_COLUMNS, REDELIVERED, SCORE_DEFAULTS)
-    decision = {"reason": "", "job_id": "", "project": "shop", "source": "live"}
+    decision = {"reason": "", "job_id": "", "project": "shop", "source": "live", "span_id": "", "request_index": 0}
     insert(ch, "decisions", DECISION_COLUMNS, [
         {"rule": "helpful", "trace_id": "t-fail-1", "trace_version": 1, "outcome": "scored", "decided_at": us(15)},
         {"rule": "helpful", "trace_id": "t-fail-1", "trace_version": 2, "outcome": "scored", "decided_at": us(40)},

@@ -22,7 +22,6 @@ from aiokafka import AIOKafkaProducer
 
 from pipeline import topics
 from pipeline.runfile import read_run_file
-from pipeline.storage.client import connect, embedded_dsn
 from tests.integration.harness import FAST_ENV, batch, committed_offsets, produce, span
 from tests.integration.test_sink_outage import trace
 
@@ -164,12 +163,15 @@ def test_sigint_in_the_sinks_back_off_stops_up_within_10_s_and_commits_nothing_i
     assert committed_offsets(broker, group, topics.TRACES, 4)[0] == STORED, f"stopped in {elapsed:.1f} s"
     table_dir.unlink()
     aside.rename(table_dir)
-    client = connect(embedded_dsn(tmp_path / "data" / "clickhouse"))  # nothing runs: open the path itself
-    try:
-        stored = client.query("SELECT trace_id FROM evalstream.traces ORDER BY trace_id").result_rows
-    finally:
-        client.close()
-    assert [row[0] for row in stored] == [f"o{i:04d}" for i in range(STORED)]
+    # Nothing runs, so `evalstream sql` opens the path itself, in its own process: chDB allows one path per
+    # process, and this test process may have opened another test's.
+    listed = subprocess.run([sys.executable, "-m", "pipeline.cli", "sql", "--format", "json",
+                             "SELECT trace_id FROM evalstream.traces ORDER BY trace_id"],
+                            check=False, env={**os.environ, "EVALSTREAM_DATA_DIR": str(tmp_path / "data")},
+                            capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    stored = [json.loads(line)["trace_id"] for line in listed.stdout.splitlines() if line.strip()]
+    assert stored == [f"o{i:04d}" for i in range(STORED)]
 
 
 def test_sigterm_stops_a_running_up_and_its_broker_within_10_s(tmp_path: Path) -> None:
