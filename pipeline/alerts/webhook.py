@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.alerts.channels import attempt, finish, retry_after
+from pipeline.alerts.channel import attempt, finish, retry_after
 from pipeline.contracts import Alert, DeliveryAttempt
 from pipeline.errors import ConfigError
 

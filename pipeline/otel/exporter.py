@@ -26,7 +26,8 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
     raise ImportError(
         "pipeline.otel.exporter needs the OpenTelemetry SDK: pip install evalstream[otel]") from exc
 
-from pipeline.otel.mapping import DEFAULT_MAX_VALUE_BYTES, OtelSpan, check_span, plain, to_wire_span
+from pipeline.otel.mapping import DEFAULT_MAX_VALUE_BYTES, OtelSpan, check_span, to_wire_span
+from pipeline.otel.values import plain
 
 log = logging.getLogger("evalstream.otel")
 

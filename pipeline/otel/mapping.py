@@ -15,21 +15,26 @@ ERROR on failure and rarely set OK), so both UNSET and OK become "ok".
 
 from __future__ import annotations
 
-import base64
-import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from pipeline.contracts.bounds import (
     NAME_MAX_CHARS,
     TIMESTAMP_NS_MAX,
     cap_attributes,
-    is_cost,
-    is_count,
+)
+from pipeline.otel.values import (
+    as_count,
+    as_text,
+    as_usd,
+    cap,
+    is_index,
+    json_or_text,
+    parsed_json,
+    plain,
+    unflatten,
 )
 
 STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
@@ -37,9 +42,6 @@ DEFAULT_MAX_VALUE_BYTES = 32 * 1024
 MAX_NAME_CHARS = NAME_MAX_CHARS  # the contract's limit on span names
 MAX_ERROR_MESSAGE = 4000
 MAX_STACK = 8000
-TRUNCATED = "…[truncated]"
-_MAX_INDEX_DIGITS = 32  # int() refuses strings of over 4300 digits; no index or count is this long
-_MAX_DEPTH = 64  # orjson writes at most 254 levels of nesting, and a wire span wraps a value in a few more
 
 Event = tuple[str, Mapping[str, Any]]
 # OTLP's SpanKind numbers -> the wire span's `kind`; client and producer spans are remote calls the assembler
@@ -112,115 +114,6 @@ def check_span(span: OtelSpan) -> tuple[str, str] | None:
     return None
 
 
-# -- values ---------------------------------------------------------------------------------------
-
-def plain(value: Any) -> Any:
-    """A JSON-able copy of an attribute value (OpenTelemetry values are scalars, sequences and maps)."""
-    if value is None or isinstance(value, str | bool):
-        return value
-    if isinstance(value, int):
-        return value if -(2**63) <= value < 2**64 else str(value)  # orjson encodes 64-bit integers only
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, bytes | bytearray):
-        return base64.b64encode(value).decode()
-    if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, Sequence):
-        return [plain(v) for v in value]
-    return str(value)
-
-
-def cap(value: Any, max_bytes: int) -> Any:
-    """`value` if its JSON fits in `max_bytes`, else its (JSON) text cut to fit and marked."""
-    if isinstance(value, str):
-        if len(value) * 4 <= max_bytes:
-            return value
-        raw = value.encode()
-    elif value is None or isinstance(value, bool | int | float):
-        return value
-    elif _too_deep(value):  # orjson could not write it: keep it as text
-        return cap(str(value), max_bytes)
-    else:
-        raw = orjson.dumps(value)
-    if len(raw) <= max_bytes:
-        return value
-    return raw[:max_bytes].decode(errors="ignore") + TRUNCATED
-
-
-def _is_index(text: str) -> bool:
-    return text.isascii() and text.isdigit() and len(text) <= _MAX_INDEX_DIGITS
-
-
-def _too_deep(value: Any, depth: int = 0) -> bool:
-    if isinstance(value, Mapping):
-        items: Any = value.values()
-    elif isinstance(value, list | tuple):
-        items = value
-    else:
-        return False
-    return depth >= _MAX_DEPTH or any(_too_deep(item, depth + 1) for item in items)
-
-
-def _parsed(text: str) -> Any:
-    """The JSON document in `text`, or `text` itself if it is not JSON or nested too deep to write back
-    (orjson reads 1024 levels but writes only 254)."""
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return text
-    return text if _too_deep(value) else value
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _count(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if (isinstance(value, float) and value.is_integer()) or (isinstance(value, str) and _is_index(value)):
-        value = int(value)
-    return value if is_count(value) else None
-
-
-def _usd(value: Any) -> float | None:
-    return float(value) if is_cost(value) else None
-
-
-def _json_or_text(value: Any) -> Any:
-    """A JSON document if the string holds one (messages and tool arguments are sent as JSON text)."""
-    if isinstance(value, str):
-        if not value:
-            return None
-        return _parsed(value) if value[0] in "[{" else value
-    return plain(value)
-
-
-def _unflatten(flat: Mapping[str, Any]) -> Any:
-    """{"0.message.role": "user"} -> [{"message": {"role": "user"}}]: numeric segments are list indices."""
-    root: dict[str, Any] = {}
-    for path, value in flat.items():
-        node = root
-        *parents, leaf = path.split(".")
-        for part in parents:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = node[part] = {}
-            node = child
-        if not isinstance(node.get(leaf), dict):  # a leaf never hides a subtree with the same name
-            node[leaf] = plain(value)
-    return _lists(root)
-
-
-def _lists(node: Any) -> Any:
-    if not isinstance(node, dict):
-        return node
-    if node and all(_is_index(key) for key in node):
-        return [_lists(node[key]) for key in sorted(node, key=int)]
-    return {key: _lists(value) for key, value in node.items()}
-
-
 # -- attributes -----------------------------------------------------------------------------------
 
 class _Attributes:
@@ -243,12 +136,12 @@ class _Attributes:
     def flattened(self, prefix: str) -> Any:
         """Attributes `prefix.N.…` (OpenInference and legacy GenAI messages) as a list; consumed if any."""
         found = {k[len(prefix) + 1:]: v for k, v in self.values.items()
-                 if k.startswith(prefix + ".") and _is_index(k[len(prefix) + 1:].split(".", 1)[0])
+                 if k.startswith(prefix + ".") and is_index(k[len(prefix) + 1:].split(".", 1)[0])
                  and k not in self.used}
         if not found:
             return None
         self.used.update(f"{prefix}.{k}" for k in found)
-        return _unflatten(found)
+        return unflatten(found)
 
     def rest(self) -> dict[str, Any]:
         return {k: v for k, v in self.values.items() if k not in self.used}
@@ -269,7 +162,7 @@ _MODEL_KEYS = ("gen_ai.response.model", "gen_ai.request.model", "llm.model_name"
 
 def _span_type(attrs: _Attributes) -> str:
     explicit = attrs.first(["evalstream.span_type"],
-                           lambda v: _text(v.strip().lower()[:64]) if _text(v) else None)
+                           lambda v: as_text(v.strip().lower()[:64]) if as_text(v) else None)
     if explicit:
         return explicit
     # These two stay in `attributes`: several of their values map to one span type.
@@ -279,7 +172,7 @@ def _span_type(attrs: _Attributes) -> str:
     operation = attrs.values.get("gen_ai.operation.name")
     if isinstance(operation, str) and operation.lower() in _GENAI_OPERATIONS:
         return _GENAI_OPERATIONS[operation.lower()]
-    if any(_text(attrs.values.get(key)) for key in _MODEL_KEYS):
+    if any(as_text(attrs.values.get(key)) for key in _MODEL_KEYS):
         return "llm"
     return "function"
 
@@ -297,9 +190,9 @@ def _io_value(attrs: _Attributes, direction: str) -> Any:
     value = attrs.first([f"{direction}.value"], lambda v: v if v is not None and v != "" else None)
     if value is None:
         return None
-    mime = attrs.first([f"{direction}.mime_type"], _text)
+    mime = attrs.first([f"{direction}.mime_type"], as_text)
     if isinstance(value, str) and mime and mime.split(";")[0].strip().lower() == "application/json":
-        return _parsed(value)
+        return parsed_json(value)
     return plain(value)
 
 
@@ -316,11 +209,11 @@ _IO_KEYS = {
 def _io(attrs: _Attributes, events: list[Event], direction: str) -> Any:
     genai, openinference, legacy, tool, event = _IO_KEYS[direction]
     for candidate in (
-        lambda: attrs.first([genai], _json_or_text),
+        lambda: attrs.first([genai], json_or_text),
         lambda: _openinference_messages(attrs, openinference),
-        lambda: attrs.first([legacy], _json_or_text),
+        lambda: attrs.first([legacy], json_or_text),
         lambda: attrs.flattened(legacy),  # OpenLLMetry: gen_ai.prompt.0.role / .content
-        lambda: attrs.first([tool], _json_or_text),
+        lambda: attrs.first([tool], json_or_text),
         lambda: _io_value(attrs, direction),
         lambda: _take_event_attribute(events, event, legacy),  # older GenAI: content in span events
     ):
@@ -334,7 +227,7 @@ def _take_event_attribute(events: list[Event], event_name: str, key: str) -> Any
     for i, (name, attributes) in enumerate(events):
         if name == event_name and attributes.get(key) is not None:
             del events[i]
-            return _json_or_text(attributes[key])
+            return json_or_text(attributes[key])
     return None
 
 
@@ -344,15 +237,15 @@ def _error(span: OtelSpan, attrs: _Attributes, events: list[Event]) -> dict[str,
         if name == "exception":
             del events[i]
             error: dict[str, Any] = {
-                "type": _text(attributes.get("exception.type")) or "Error",
-                "message": (_text(attributes.get("exception.message"))
+                "type": as_text(attributes.get("exception.type")) or "Error",
+                "message": (as_text(attributes.get("exception.message"))
                             or span.status_message)[:MAX_ERROR_MESSAGE],
             }
-            stack = _text(attributes.get("exception.stacktrace"))
+            stack = as_text(attributes.get("exception.stacktrace"))
             if stack:
                 error["stack"] = stack[-MAX_STACK:]
             return error
-    return {"type": attrs.first(["error.type"], _text) or "Error",
+    return {"type": attrs.first(["error.type"], as_text) or "Error",
             "message": span.status_message[:MAX_ERROR_MESSAGE]}
 
 
@@ -372,27 +265,27 @@ def to_wire_span(span: OtelSpan, project: str = "default", *,
         "kind": SPAN_KINDS.get(span.kind),
         "start_ns": span.start_ns,
         "end_ns": span.end_ns,
-        "project": (attrs.first(["evalstream.project"], _text)
-                    or _text(span.resource.get("evalstream.project")) or project or "default"),
-        "service": _text(span.resource.get("service.name")),
+        "project": (attrs.first(["evalstream.project"], as_text)
+                    or as_text(span.resource.get("evalstream.project")) or project or "default"),
+        "service": as_text(span.resource.get("service.name")),
         "status": "error" if span.status_code == STATUS_ERROR else "ok",
     }
     if span.status_code == STATUS_ERROR:
         wire["error"] = _error(span, attrs, events)
-    wire["agent_name"] = attrs.first(["evalstream.agent.name", "gen_ai.agent.name", "agent.name"], _text)
-    wire["agent_id"] = attrs.first(["evalstream.agent.id", "gen_ai.agent.id"], _text)
-    wire["session_id"] = attrs.first(["evalstream.session.id", "gen_ai.conversation.id", "session.id"], _text)
-    wire["model"] = attrs.first(_MODEL_KEYS, _text)
+    wire["agent_name"] = attrs.first(["evalstream.agent.name", "gen_ai.agent.name", "agent.name"], as_text)
+    wire["agent_id"] = attrs.first(["evalstream.agent.id", "gen_ai.agent.id"], as_text)
+    wire["session_id"] = attrs.first(["evalstream.session.id", "gen_ai.conversation.id", "session.id"], as_text)
+    wire["model"] = attrs.first(_MODEL_KEYS, as_text)
     wire["input_tokens"] = attrs.first(
-        ["gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt"], _count)
+        ["gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt"], as_count)
     wire["output_tokens"] = attrs.first(
         ["gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.token_count.completion"],
-        _count)
-    total = attrs.first(["llm.token_count.total"], _count)
+        as_count)
+    total = attrs.first(["llm.token_count.total"], as_count)
     if total is None and wire["input_tokens"] is not None and wire["output_tokens"] is not None:
-        total = _count(wire["input_tokens"] + wire["output_tokens"])  # None past a UInt32
+        total = as_count(wire["input_tokens"] + wire["output_tokens"])  # None past a UInt32
     wire["total_tokens"] = total
-    wire["cost_usd"] = attrs.first(["llm.cost.total"], _usd)
+    wire["cost_usd"] = attrs.first(["llm.cost.total"], as_usd)
     for direction, key in (("input", "inputs"), ("output", "outputs")):
         value = _io(attrs, events, direction)
         if value is not None:

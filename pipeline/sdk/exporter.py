@@ -20,7 +20,9 @@ from typing import Any, Protocol
 
 import orjson
 
+from pipeline.contracts.batches import encode_span_batches
 from pipeline.contracts.codec import pack_items
+from pipeline.errors import OversizedError
 from pipeline.sdk.internal import warn_once
 from pipeline.topics import SPANS
 
@@ -53,25 +55,6 @@ class PreparedSpan:
 
     def to_wire(self) -> tuple[dict[str, Any], bool]:
         return self.span, self.ends_trace
-
-
-def encode_batches(trace_id: str, spans: list[bytes], final: bool,
-                   max_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[bytes, int]]:
-    """SpanBatch payloads for one trace, each under `max_bytes`, with their span counts; only the
-    last carries `final`, so the pipeline closes the trace after it has everything."""
-    head = b'{"v":1,"kind":"spans","trace_id":' + orjson.dumps(trace_id) + b',"final":'
-    budget = max_bytes - len(head) - 32
-    chunks: list[list[bytes]] = [[]]
-    size = 0
-    for span in spans:
-        if chunks[-1] and size + len(span) + 1 > budget:
-            chunks.append([])
-            size = 0
-        chunks[-1].append(span)
-        size += len(span) + 1
-    last = len(chunks) - 1
-    return [(head + (b"true" if final and i == last else b"false") + b',"spans":[' + b",".join(chunk) + b"]}",
-             len(chunk)) for i, chunk in enumerate(chunks)]
 
 
 class KafkaSpanExporter:
@@ -232,7 +215,13 @@ class KafkaSpanExporter:
         for trace_id, (spans, final) in by_trace.items():
             key = trace_id.encode()
             partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
-            for payload, count in encode_batches(trace_id, spans, final[0], self._max_message_bytes):
+            try:
+                payloads = encode_span_batches(trace_id, spans, final=final[0], max_bytes=self._max_message_bytes)
+            except OversizedError as exc:  # a span alone over the message limit: this trace's flush is lost, not others
+                self.failed += len(spans)
+                warn_once("oversized", "evalstream: dropping trace %s: %s", trace_id, exc)
+                continue
+            for payload, count in payloads:
                 per_partition.setdefault(partition, []).append((key, payload, count))
         by_partition: dict[int, list[tuple[bytes, bytes, int]]] = {}
         for partition, items in per_partition.items():

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from pipeline import topics
-from pipeline.alerts.channels import Channel
+from pipeline.alerts.channel import Channel
 from pipeline.alerts.evaluator import group_key
 from pipeline.alerts.redelivery import schedule_retry
 from pipeline.contracts import (

@@ -13,7 +13,7 @@ import orjson
 
 from pipeline import topics
 from pipeline.alerts import incidents
-from pipeline.alerts.channels import Channel
+from pipeline.alerts.channel import Channel
 from pipeline.alerts.evaluator import applies, group_key, matches, observation
 from pipeline.alerts.message import render
 from pipeline.contracts import AlertObservationBatch, DeliveryStatus, ScoreResultBatch, decode, encode

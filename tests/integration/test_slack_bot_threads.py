@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-from pipeline.alerts.channels import FanOutChannel, SlackBotChannel
+from pipeline.alerts.channel import FanOutChannel
+from pipeline.alerts.slack import SlackBotChannel
 from pipeline.alerts.webhook import HookChannel
 from pipeline.contracts import Alert, AlertKind, AlertLevel, AlertTrace, DeliveryStatus
 from tests.integration.slack_server import CHANNEL_ID, SlackServer

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from pipeline.alerts.channels import SlackWebhookChannel
+from pipeline.alerts.slack import SlackWebhookChannel
 from pipeline.contracts import Alert, AlertKind, AlertLevel, AlertTrace, DeliveryStatus
 from tests.integration.slack_server import SlackServer
 

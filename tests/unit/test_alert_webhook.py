@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from pipeline.alerts.channels import ConsoleChannel, FanOutChannel
+from pipeline.alerts.channel import ConsoleChannel, FanOutChannel
 from pipeline.alerts.webhook import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,

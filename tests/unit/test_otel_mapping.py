@@ -12,11 +12,11 @@ from pipeline.otel.mapping import (
     STATUS_ERROR,
     STATUS_OK,
     STATUS_UNSET,
-    TRUNCATED,
     OtelSpan,
     check_span,
     to_wire_span,
 )
+from pipeline.otel.values import TRUNCATED
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 ROOT = "b7ad6b7169203331"

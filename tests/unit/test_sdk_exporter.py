@@ -11,9 +11,9 @@ import orjson
 import pytest
 
 from pipeline.contracts import SpanBatch
+from pipeline.contracts.batches import encode_span_batches
 from pipeline.embedded import free_port
 from pipeline.sdk import KafkaSpanExporter, Tracer
-from pipeline.sdk.exporter import encode_batches
 
 
 def _span(i: int, size: int = 10) -> bytes:
@@ -22,7 +22,7 @@ def _span(i: int, size: int = 10) -> bytes:
 
 def test_a_big_trace_is_split_under_the_message_limit_and_only_the_last_part_is_final() -> None:
     spans = [_span(i, size=900) for i in range(50)]
-    payloads = encode_batches("t1", spans, final=True, max_bytes=10_000)
+    payloads = encode_span_batches("t1", spans, final=True, max_bytes=10_000)
     assert len(payloads) > 4
     assert sum(count for _, count in payloads) == 50
     batches = [SpanBatch.model_validate_json(p) for p, _ in payloads]
@@ -32,7 +32,7 @@ def test_a_big_trace_is_split_under_the_message_limit_and_only_the_last_part_is_
 
 
 def test_a_small_trace_is_one_message() -> None:
-    ((payload, count),) = encode_batches("t1", [_span(1), _span(2)], final=False)
+    ((payload, count),) = encode_span_batches("t1", [_span(1), _span(2)], final=False, max_bytes=8 * 1024 * 1024)
     batch = SpanBatch.model_validate_json(payload)
     assert count == 2 and not batch.final and batch.trace_id == "t1"
 

@@ -1,0 +1,84 @@
+"""What every command shares: the Typer app, the consoles, settings and rules loading, output formats."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from pipeline.errors import EvalstreamError
+from pipeline.settings import Settings
+from pipeline.shutdown import Shutdown
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Streaming evaluation for LLM agents.")
+console = Console()
+err = Console(stderr=True, soft_wrap=True)  # messages stay whole lines in logs and pipes
+
+RulesOpt = Annotated[Path | None, typer.Option("--rules", "-r", help="Rules file (YAML or TOML).")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a rule field: RULE.FIELD=VALUE.")]
+FORMATS = ("table", "csv", "json")
+
+
+def settings_from_env(**overrides: Any) -> Settings:
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})  # validated, unlike model_copy
+    except ValidationError as exc:
+        raise EvalstreamError(f"invalid EVALSTREAM_* setting: {exc}") from None
+
+
+def load_ruleset(settings: Settings, rules: Path | None, overrides: list[str] | None):
+    from pipeline.rules import RuleSet, load_rules
+    from pipeline.scoring import uploaded
+
+    uploaded.install(settings)  # rules may name uploaded scorers: resolved per job, hot-swapped
+    path = rules or settings.rules_file
+    if path is None:
+        if overrides:
+            raise EvalstreamError("--set needs a rules file (--rules or EVALSTREAM_RULES_FILE)")
+        err.print("[yellow]No rules file: traces are assembled and stored, nothing is scored.[/]")
+        return RuleSet()
+    ruleset = load_rules(path, overrides)
+    err.print(f"Loaded {len(ruleset.active)} rule(s) and {len(ruleset.alerts)} alert(s) from {path}")
+    return ruleset
+
+
+def install_shutdown(settings: Settings) -> Shutdown:
+    """SIGINT / SIGTERM from here on: a graceful stop, ended by force after `stop_timeout_s` or a second signal."""
+    shutdown = Shutdown(settings.stop_timeout_s)
+    shutdown.install()
+    return shutdown
+
+
+def bootstrap_of(settings: Settings) -> str:
+    from pipeline.runfile import read_run_file
+
+    bootstrap = settings.kafka_bootstrap or read_run_file(settings.run_file).get("kafka_bootstrap")
+    if not bootstrap:
+        raise EvalstreamError("no broker: set EVALSTREAM_KAFKA_BOOTSTRAP or start `evalstream up` first")
+    return bootstrap
+
+
+def print_result(columns: list[str], rows: list[Any], format: str) -> None:
+    if format not in FORMATS:
+        raise EvalstreamError("--format must be table, csv or json")
+    if format == "json":
+        for row in rows:
+            print(json.dumps(dict(zip(columns, row, strict=True)), default=str))
+    elif format == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    else:
+        table = Table(*columns, show_lines=False)
+        for row in rows:
+            table.add_row(*(escape("" if v is None else str(v)) for v in row))
+        console.print(table)
+        err.print(f"{len(rows)} row(s)")

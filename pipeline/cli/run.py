@@ -1,0 +1,135 @@
+"""Commands that run the pipeline: `up`, `worker`, `otlp`, `demo`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Annotated
+
+import typer
+
+from pipeline.cli.common import (
+    RulesOpt,
+    SetOpt,
+    app,
+    console,
+    err,
+    install_shutdown,
+    load_ruleset,
+    settings_from_env,
+)
+from pipeline.errors import EvalstreamError
+
+
+@app.command()
+def up(rules: RulesOpt = None, set_: SetOpt = None, web_port: int | None = None) -> None:
+    """Start the pipeline: the embedded broker and chDB unless EVALSTREAM_KAFKA_BOOTSTRAP / _CLICKHOUSE_DSN are set."""
+    from pipeline.embedded import EmbeddedBroker
+    from pipeline.runfile import clear_run_file, update_run_file
+    from pipeline.worker.runner import run_worker
+
+    settings = settings_from_env()
+    shutdown = install_shutdown(settings)
+    ruleset = load_ruleset(settings, rules, set_)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    broker = EmbeddedBroker(log_file=settings.data_dir / "broker.log") if settings.kafka_bootstrap is None else None
+    try:  # from here on: a broker that started is stopped, whatever happens
+        bootstrap = settings.kafka_bootstrap or ""
+        if broker is not None:
+            bootstrap = broker.start()
+            shutdown.track(broker.pid)
+            err.print(f"Embedded Tansu broker on {bootstrap}; ClickHouse data in {settings.data_dir / 'clickhouse'}")
+        update_run_file(settings.run_file, kafka_bootstrap=bootstrap)
+        run_worker(settings, ruleset, bootstrap, web_port, shutdown)
+    finally:
+        if broker is not None:
+            if shutdown.stopping:  # Tansu waits ~5 s for clients still connected (the SDK of a running app)
+                shutdown.say("stopping the embedded broker")
+            broker.stop(timeout_s=1.0 if shutdown.stopping else 5.0)  # it keeps topics in memory: no data to save
+            clear_run_file(settings.run_file, "kafka_bootstrap")
+        shutdown.finish()
+
+
+@app.command()
+def worker(rules: RulesOpt = None, set_: SetOpt = None,
+           sink: Annotated[bool | None, typer.Option(
+               "--sink/--no-sink", help="Run the ClickHouse sink here (default: EVALSTREAM_SINK_ENABLED, true)."
+           )] = None,
+           web_port: int | None = None,
+           roles: Annotated[str | None, typer.Option(
+               help="Comma-separated roles to run: assembler, router, scorer, alerter (default: all, or "
+                    "EVALSTREAM_ROLES).")] = None) -> None:
+    """Run one more worker against a running broker (EVALSTREAM_KAFKA_BOOTSTRAP or the embedded one)."""
+    from pipeline.runfile import read_run_file
+    from pipeline.worker.runner import run_worker
+
+    settings = settings_from_env(sink_enabled=sink, **({"roles": roles} if roles is not None else {}))
+    shutdown = install_shutdown(settings)
+    bootstrap = settings.kafka_bootstrap or read_run_file(settings.run_file).get("kafka_bootstrap")
+    if not bootstrap:
+        raise EvalstreamError("no broker: set EVALSTREAM_KAFKA_BOOTSTRAP or start `evalstream up` first")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_worker(settings, load_ruleset(settings, rules, set_), bootstrap, web_port, shutdown)
+    finally:
+        shutdown.finish()
+
+
+@app.command()
+def otlp(
+    host: Annotated[str | None, typer.Option(
+        help="Address to listen on (else EVALSTREAM_OTLP_HOST, or 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(
+        min=0, max=65535, help="Port to listen on (else EVALSTREAM_OTLP_PORT, or 4318)")] = None,
+    token: Annotated[str | None, typer.Option(
+        help="Require `Authorization: Bearer <token>` (else EVALSTREAM_OTLP_TOKEN, which is safer: "
+             "arguments show in ps)")] = None,
+    max_request_bytes: Annotated[int | None, typer.Option(
+        min=1024, help="Largest request body, before and after gzip (else EVALSTREAM_OTLP_MAX_REQUEST_BYTES, "
+                       "or 20 MiB)")] = None,
+    project: Annotated[str | None, typer.Option(
+        help="Project of spans without evalstream.project (else EVALSTREAM_OTLP_DEFAULT_PROJECT, "
+             "or default)")] = None,
+) -> None:
+    """Receive OpenTelemetry traces over OTLP/HTTP (POST /v1/traces) and feed them to the pipeline."""
+    from pydantic import SecretStr
+
+    from pipeline.admin import ensure_topics_for
+    from pipeline.otel.publisher import KafkaPublisher
+    from pipeline.otel.receiver import ReceiverConfig, create_app, serve
+    from pipeline.runfile import read_run_file
+
+    settings = settings_from_env(otlp_host=host, otlp_port=port, otlp_max_request_bytes=max_request_bytes,
+                         otlp_default_project=project, otlp_token=SecretStr(token) if token else None)
+    bootstrap = settings.kafka_bootstrap or read_run_file(settings.run_file).get("kafka_bootstrap")
+    if not bootstrap:
+        raise EvalstreamError("no broker: set EVALSTREAM_KAFKA_BOOTSTRAP or start `evalstream up` first")
+    secret = settings.otlp_token.get_secret_value() if settings.otlp_token else None
+    config = ReceiverConfig(project=settings.otlp_default_project, token=secret or None,
+                            max_request_bytes=settings.otlp_max_request_bytes,
+                            max_message_bytes=settings.max_message_bytes)
+    publisher = KafkaPublisher(bootstrap, max_message_bytes=settings.max_message_bytes)
+
+    def ready(url: str) -> None:
+        auth = ("a bearer token is required" if config.token
+                else "[yellow]no token: anyone who can connect may send spans[/]")
+        err.print(f"OTLP/HTTP receiver on {url} -> Kafka {bootstrap} ({publisher.topic}); {auth}")
+
+    async def run() -> None:
+        await ensure_topics_for(settings, bootstrap)
+        await publisher.start()
+        await serve(create_app(publisher, config), settings.otlp_host, settings.otlp_port, ready)
+
+    # While the broker is down aiokafka logs every reconnect attempt; the publisher logs each failed
+    # request once, with the topic and trace id.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+    asyncio.run(run())
+
+
+@app.command()
+def demo(traces: int = 60, keep_running: bool = False) -> None:
+    """Start the embedded stack, run an instrumented multi-agent demo, and print what the pipeline found."""
+    from pipeline.demo.runner import run_demo
+
+    run_demo(settings_from_env(), traces=traces, keep_running=keep_running, console=console)
