@@ -14,6 +14,10 @@ from typing import Any
 
 import orjson
 
+from pipeline.storage.filters import Eq, InSelect, MicrosRange, conjunction, literal, quote
+
+__all__ = ["SPAN_SELECT", "TRACE_SELECT", "Page", "StoredTraces", "Window", "assemble", "quote", "span_wire", "trace_wire"]
+
 Cursor = tuple[int, str]  # (closed_at in epoch microseconds, trace_id)
 
 TRACE_SELECT = (
@@ -29,10 +33,6 @@ SPAN_SELECT = (
 )
 
 
-def quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 @dataclass(frozen=True)
 class Window:
     database: str
@@ -40,14 +40,15 @@ class Window:
     until_us: int
     project: str | None = None
 
+    @property
+    def closed(self) -> MicrosRange:
+        """Closed in the window."""
+        return MicrosRange("closed_at", self.since_us, self.until_us)
+
     def _where(self) -> str:
-        db, closed = self.database, "toUnixTimestamp64Micro(closed_at)"
-        where = [f"{closed} >= {int(self.since_us)}", f"{closed} < {int(self.until_us)}",
-                 (f"(trace_id, version) IN (SELECT trace_id, max(version) FROM {db}.traces "
-                  f"WHERE {closed} >= {int(self.since_us)} GROUP BY trace_id)")]
-        if self.project:
-            where.append(f"project = {quote(self.project)}")
-        return " AND ".join(where)
+        newest = (f"SELECT trace_id, max(version) FROM {self.database}.traces "
+                  f"WHERE {MicrosRange('closed_at', self.since_us).sql()} GROUP BY trace_id")
+        return conjunction(self.closed, InSelect("(trace_id, version)", newest), Eq("project", self.project))
 
     def count_sql(self) -> str:
         return f"SELECT count() FROM {self.database}.traces FINAL WHERE {self._where()}"
@@ -55,7 +56,7 @@ class Window:
     def page_sql(self, after: Cursor | None, size: int) -> str:
         where = self._where()
         if after is not None:
-            closed, trace_id = int(after[0]), quote(after[1])
+            closed, trace_id = literal(int(after[0])), literal(str(after[1]))
             where += (f" AND (toUnixTimestamp64Micro(closed_at) > {closed} OR "
                       f"(toUnixTimestamp64Micro(closed_at) = {closed} AND trace_id > {trace_id}))")
         return (f"SELECT {TRACE_SELECT} FROM {self.database}.traces FINAL WHERE {where} "
@@ -64,8 +65,7 @@ class Window:
     def spans_sql(self, trace_ids: list[str]) -> str:
         """Every stored version's spans: a tuple IN on (trace_id, trace_version) costs more than
         dropping the few rows of older versions in `assemble`."""
-        ids = ", ".join(quote(t) for t in trace_ids)
-        return f"SELECT {SPAN_SELECT} FROM {self.database}.spans WHERE trace_id IN ({ids})"
+        return f"SELECT {SPAN_SELECT} FROM {self.database}.spans WHERE trace_id IN ({', '.join(map(quote, trace_ids))})"
 
 
 def _lenient_json(text: str) -> Any:
