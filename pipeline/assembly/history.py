@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from pipeline.backfill.stored import quote
+from pipeline.storage.filters import quote
 
 
 class TraceRows(Protocol):

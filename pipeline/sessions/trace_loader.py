@@ -9,11 +9,7 @@ Where the rows come from:
 
 Reads run on the loader's threads, so a scorer's event loop never waits on storage. A version that is
 not stored (yet) loads as None; storage that cannot be reached raises `StorageError`.
-
-Which spans belong to a version: the `spans` table keeps one row per span id, replaced by the row of
-a later version once merged (`ReplacingMergeTree(trace_version)`). So each span id gives its newest
-row at or below the version; when a later version's rows have replaced some of them (fewer spans than
-the version's `span_count`), the missing ones come from the later rows, earliest start first.
+The rows become a Trace in `storage/wire.py` (`trace_from_rows`: which spans belong to a version).
 """
 
 from __future__ import annotations
@@ -28,52 +24,18 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from pipeline.backfill.stored import SPAN_SELECT, TRACE_SELECT, quote, span_wire, trace_wire
 from pipeline.contracts.traces import Trace
 from pipeline.errors import StorageError
 from pipeline.runfile import read_run_file
 from pipeline.settings import Settings
 from pipeline.storage.client import connect, is_embedded
 from pipeline.storage.database import READ_ONLY, Database
+from pipeline.storage.wire import Rows, spans_sql, trace_from_rows, version_sql
 
 log = logging.getLogger(__name__)
 
-Rows = list[list[Any]]
 CACHED_TRACES = 16  # stored versions never change: a judge that opens the same turn again reads it once
 HTTP_TIMEOUT_S = 30.0
-
-
-def trace_sql(database: str, trace_id: str, version: int) -> str:
-    return (f"SELECT {TRACE_SELECT}, span_count FROM {database}.traces FINAL "
-            f"WHERE trace_id = {quote(trace_id)} AND version = {int(version)} LIMIT 1")
-
-
-def spans_sql(database: str, trace_id: str) -> str:
-    """Every stored row of the trace's spans (no FINAL: rows of older versions not merged away yet count)."""
-    return f"SELECT {SPAN_SELECT} FROM {database}.spans WHERE trace_id = {quote(trace_id)}"
-
-
-def trace_from_rows(trace_rows: Rows, span_rows: Rows) -> Trace | None:
-    """The `traces` row of one version (TRACE_SELECT + span_count) and its trace's span rows -> a Trace."""
-    if not trace_rows:
-        return None
-    row = list(trace_rows[0])
-    version, span_count = int(row[1]), int(row[10] or 0)
-    mine: dict[str, tuple[int, list[Any]]] = {}  # span id -> its newest row at or below the version
-    later: dict[str, tuple[int, list[Any]]] = {}  # span id -> its earliest row above it
-    for span in span_rows:
-        span_id, span_version = span[1], int(span[-1])
-        if span_version <= version:
-            if span_id not in mine or span_version > mine[span_id][0]:
-                mine[span_id] = (span_version, span)
-        elif span_id not in later or span_version < later[span_id][0]:
-            later[span_id] = (span_version, span)
-    spans = [span_wire(r) for _, r in mine.values()]
-    missing = [span_wire(r) for s, (_, r) in later.items() if s not in mine]
-    missing.sort(key=lambda s: (s["start_ns"], s["span_id"]))
-    spans += missing[: max(0, span_count - len(spans))]
-    spans.sort(key=lambda s: (s["start_ns"], s["span_id"]))
-    return Trace.model_validate(trace_wire(row[:10], spans))
 
 
 class StoredTraceLoader:
@@ -95,10 +57,10 @@ class StoredTraceLoader:
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key].model_copy(deep=True)  # a scorer may change what it got
-        trace_rows = await self._rows(trace_sql(self._database, trace_id, trace_version))
+        trace_rows = await self._rows(version_sql(self._database, trace_id, trace_version))
         if not trace_rows:
             return None
-        span_rows = await self._rows(spans_sql(self._database, trace_id))
+        span_rows = await self._rows(spans_sql(self._database, [trace_id]))
         trace = await asyncio.get_running_loop().run_in_executor(self._executor, trace_from_rows, trace_rows,
                                                                  span_rows)
         if trace is not None:
