@@ -87,10 +87,10 @@ def run_backfill(settings: Settings, ruleset: RuleSet, rules_source: str, spec: 
             resumed = cp is not None
             if cp is None:
                 window_us = spec.window_us(time.time())
-                total = StoredTraces(Window(db, *window_us, spec.project), lambda q: reader.query(q).rows).count()
+                total = StoredTraces(Window(db, *window_us, spec.project), reader.rows).count()
                 cp = Checkpoint.new(spec, window_us, min(total, spec.limit or total))
                 cp.save(path)
-            source = StoredTraces(Window(db, cp.since_us, cp.until_us, cp.project), lambda q: reader.query(q).rows)
+            source = StoredTraces(Window(db, cp.since_us, cp.until_us, cp.project), reader.rows)
             _announce(cp, spec, resumed, err)
             already_sent = cp.done
             if not cp.done:
