@@ -22,13 +22,14 @@ from pipeline.backfill.checkpoint import Checkpoint, RunLock, checkpoint_path
 from pipeline.backfill.progress import make_progress, outcome_line, rate, utc
 from pipeline.backfill.publisher import BackfillPublisher, pack
 from pipeline.backfill.spec import BackfillSpec, check_rules
-from pipeline.backfill.stored import StoredTraces, Window, quote
+from pipeline.backfill.stored import StoredTraces, Window
 from pipeline.errors import ConfigError
 from pipeline.kafka_security import aiokafka_options
 from pipeline.rules.model import RuleSet
 from pipeline.runfile import read_run_file
 from pipeline.settings import Settings
 from pipeline.storage.client import is_embedded
+from pipeline.storage.filters import Eq, InSelect, MicrosRange, OneOf, where
 
 TERMINAL = ("filtered_out", "sampled_out", "scored", "failed", "deferred")
 
@@ -86,10 +87,10 @@ def run_backfill(settings: Settings, ruleset: RuleSet, rules_source: str, spec: 
             resumed = cp is not None
             if cp is None:
                 window_us = spec.window_us(time.time())
-                total = StoredTraces(Window(db, *window_us, spec.project), lambda q: reader.query(q).rows).count()
+                total = StoredTraces(Window(db, *window_us, spec.project), reader.rows).count()
                 cp = Checkpoint.new(spec, window_us, min(total, spec.limit or total))
                 cp.save(path)
-            source = StoredTraces(Window(db, cp.since_us, cp.until_us, cp.project), lambda q: reader.query(q).rows)
+            source = StoredTraces(Window(db, cp.since_us, cp.until_us, cp.project), reader.rows)
             _announce(cp, spec, resumed, err)
             already_sent = cp.done
             if not cp.done:
@@ -180,12 +181,10 @@ async def _send(cp: Checkpoint, path: Path, source: StoredTraces, publisher: Bac
 
 def decisions_sql(db: str, window: Window, rules: list[str], since_us: int) -> str:
     """This backfill's current decisions by outcome: backfill rows of its rules and traces since it started."""
-    return (f"SELECT outcome, count() FROM {db}.decisions_current WHERE source = 'backfill' "
-            f"AND rule IN ({', '.join(quote(r) for r in rules)}) "
-            f"AND toUnixTimestamp64Micro(decided_at) >= {int(since_us)} "
-            f"AND trace_id IN (SELECT trace_id FROM {db}.traces WHERE "
-            f"toUnixTimestamp64Micro(closed_at) >= {int(window.since_us)} AND "
-            f"toUnixTimestamp64Micro(closed_at) < {int(window.until_us)}) GROUP BY outcome")
+    in_window = f"SELECT trace_id FROM {db}.traces WHERE {window.closed.sql()}"
+    conditions = where(Eq("source", "backfill"), OneOf("rule", rules), MicrosRange("decided_at", since_us),
+                       InSelect("trace_id", in_window))
+    return f"SELECT outcome, count() FROM {db}.decisions_current {conditions}GROUP BY outcome"
 
 
 def _wait(reader: Any, db: str, window: Window, cp: Checkpoint, options: BackfillOptions,

@@ -9,7 +9,7 @@ import orjson
 
 from pipeline.errors import ConfigError
 from pipeline.rules.model import RuleSet
-from pipeline.views.trace_list import parse_time
+from pipeline.storage.filters import parse_time
 
 
 @dataclass(frozen=True)

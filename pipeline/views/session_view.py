@@ -10,6 +10,7 @@ from rich.console import Group
 from rich.markup import escape
 from rich.text import Text
 
+from pipeline.storage.filters import Eq, InSelect, Range, where
 from pipeline.storage.reader import Reader
 
 STATUSES = ("open", "complete", "incomplete")
@@ -103,10 +104,6 @@ def build_view(header: dict[str, Any], turns: list[dict[str, Any]], scores: list
                        closing=[closing[r] for r in sorted(closing)], pending=pending, stray=stray)
 
 
-def _quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def _cut(text: str, limit: int = MAX_TEXT) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -170,26 +167,23 @@ def _dicts(result: Any) -> list[dict[str, Any]]:
 
 def load_session(reader: Reader, session_id: str, version: int | None = None) -> SessionView | None:
     """The session at `version` (default: the latest, an open snapshot while it runs), or None."""
-    db, sid = reader.database, _quote(session_id)
-    where_version = f"AND version = {int(version)}" if version is not None else ""
+    db, this = reader.database, Eq("session_id", session_id)
     header = _dicts(reader.query(
         f"SELECT session_id, version, project, status, close_reason, turn_count, error_count, duration_ms, "
         f"cost_usd, toString(started) AS started, toString(updated_at) AS updated_at FROM {db}.sessions FINAL "
-        f"WHERE session_id = {sid} {where_version} ORDER BY version DESC LIMIT 1"))
+        f"{where(this, Eq('version', version))}ORDER BY version DESC LIMIT 1"))
     if not header:
         return None
-    v = int(header[0]["version"])
+    of_version = where(this, Eq("session_version", int(header[0]["version"])))
     turns = _dicts(reader.query(
         f"SELECT turn, trace_id, trace_version, status, input, output, errors, agents, ends_session "
-        f"FROM {db}.session_turns FINAL WHERE session_id = {sid} AND session_version = {v} ORDER BY turn"))
+        f"FROM {db}.session_turns FINAL {of_version}ORDER BY turn"))
     scores = _dicts(reader.query(
         f"SELECT rule, scorer, turn, final, status, passed, coalesce(toString(value), label) AS value, "
         f"if(status = 'scored', reason, concat(error_type, ': ', error_message)) AS reason, "
-        f"toString(scored_at) AS scored_at FROM {db}.session_scores FINAL "
-        f"WHERE session_id = {sid} AND session_version = {v} ORDER BY turn, rule"))
+        f"toString(scored_at) AS scored_at FROM {db}.session_scores FINAL {of_version}ORDER BY turn, rule"))
     decisions = _dicts(reader.query(
-        f"SELECT rule, outcome, reason FROM {db}.session_decisions FINAL "
-        f"WHERE session_id = {sid} AND session_version = {v} "
+        f"SELECT rule, outcome, reason FROM {db}.session_decisions FINAL {of_version}"
         f"ORDER BY outcome IN ('scored', 'failed') DESC, decided_at DESC LIMIT 1 BY rule"))
     return build_view(header[0], turns, scores, decisions)
 
@@ -199,7 +193,7 @@ def _failed_sql(db: str, rule: str | None = None) -> str:
     closed version's; an error counts as a fail there), or, while the latest version is open, a look on it
     finished with a fail (a look that errored did not finish anything)."""
     failed = "(passed = false OR status = 'error')"
-    only = f"WHERE rule = {_quote(rule)} " if rule else ""
+    only = where(Eq("rule", rule))
     return (
         "SELECT session_id, groupUniqArray(rule) AS failed FROM ("
         f"SELECT session_id, rule FROM {db}.session_scores_current WHERE {failed} "
@@ -223,23 +217,17 @@ class SessionFilter:
     limit: int = 20
 
     def sql(self, db: str) -> str:
-        where = []
-        if self.since is not None:
-            where.append(f"s.updated_at >= toDateTime64({self.since:.6f}, 6)")
-        if self.until is not None:
-            where.append(f"s.updated_at < toDateTime64({self.until:.6f}, 6)")
-        if self.project:
-            where.append(f"s.project = {_quote(self.project)}")
-        if self.status:
-            where.append(f"s.status = {_quote(self.status)}")
+        failed = None
         if self.failed_rule:
-            where.append(f"s.session_id IN (SELECT session_id FROM ({_failed_sql(db, self.failed_rule)}))")
+            failed = InSelect("s.session_id", f"SELECT session_id FROM ({_failed_sql(db, self.failed_rule)})")
+        conditions = where(Range("s.updated_at", self.since, self.until), Eq("s.project", self.project),
+                           Eq("s.status", self.status), failed)
         return (
             "SELECT s.session_id AS session_id, s.updated_at AS updated_at, s.project AS project, "
             "s.status AS status, s.close_reason AS close_reason, s.version AS version, s.turn_count AS turns, "
             "s.error_count AS errors, round(s.duration_ms, 1) AS duration_ms, round(s.cost_usd, 6) AS cost_usd, "
             "arrayStringConcat(arraySort(f.failed), ', ') AS failed_rules "
             f"FROM {db}.sessions_current AS s LEFT JOIN ({_failed_sql(db)}) AS f ON f.session_id = s.session_id "
-            + (f"WHERE {' AND '.join(where)} " if where else "")
+            + conditions
             + f"ORDER BY s.updated_at DESC, s.session_id LIMIT {int(self.limit)}"
         )

@@ -1,31 +1,15 @@
-"""`evalstream traces list`: stored traces with filters, newest first. The SQL is built here (pure)."""
+"""`evalstream traces list`: stored traces with filters, newest first. The SQL is built here (pure), its
+conditions by `storage.filters`."""
 
 from __future__ import annotations
 
-import datetime as dt
-import re
 from dataclasses import dataclass
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+from pipeline.storage.filters import Eq, Has, InSelect, Range, parse_time, where
 
+__all__ = ["FAILED", "TraceFilter", "parse_time"]
 
-def parse_time(text: str, now: float) -> float:
-    """`30m`, `24h`, `7d` (that long ago) or an ISO date / datetime (UTC unless it says otherwise)."""
-    match = _DURATION.match(text.strip())
-    if match:
-        return now - float(match.group(1)) * _UNITS[match.group(2)]
-    try:
-        parsed = dt.datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ValueError(f"{text!r}: use a duration like 30m, 24h, 7d, or an ISO date like 2026-11-20") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.UTC)
-    return parsed.timestamp()
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+FAILED = "(passed = false OR status = 'error')"  # a current score that did not pass
 
 
 @dataclass(frozen=True)
@@ -39,20 +23,12 @@ class TraceFilter:
     limit: int = 20
 
     def sql(self, db: str) -> str:
-        where = []
-        if self.since is not None:
-            where.append(f"t.closed_at >= toDateTime64({self.since:.6f}, 6)")
-        if self.until is not None:
-            where.append(f"t.closed_at < toDateTime64({self.until:.6f}, 6)")
-        if self.agent:
-            where.append(f"has(t.agents, {_quote(self.agent)})")
-        if self.project:
-            where.append(f"t.project = {_quote(self.project)}")
-        if self.status:
-            where.append(f"t.status = {_quote(self.status)}")
+        failed = None
         if self.failed_rule:
-            where.append(f"t.trace_id IN (SELECT trace_id FROM {db}.scores_current WHERE rule = "
-                         f"{_quote(self.failed_rule)} AND (passed = false OR status = 'error'))")
+            failed = InSelect("t.trace_id", f"SELECT trace_id FROM {db}.scores_current "
+                                            f"WHERE {Eq('rule', self.failed_rule).sql()} AND {FAILED}")
+        conditions = where(Range("t.closed_at", self.since, self.until), Has("t.agents", self.agent),
+                           Eq("t.project", self.project), Eq("t.status", self.status), failed)
         return (
             "SELECT t.trace_id AS trace_id, t.closed_at AS closed_at, t.project AS project, t.status AS status, "
             "t.span_count AS spans, t.error_count AS errors, round(t.duration_ms, 1) AS duration_ms, "
@@ -60,7 +36,7 @@ class TraceFilter:
             "arrayStringConcat(arraySort(f.failed), ', ') AS failed_rules "
             f"FROM {db}.traces_current AS t "
             f"LEFT JOIN (SELECT trace_id, groupArray(rule) AS failed FROM {db}.scores_current "
-            "WHERE passed = false OR status = 'error' GROUP BY trace_id) AS f ON f.trace_id = t.trace_id "
-            + (f"WHERE {' AND '.join(where)} " if where else "")
+            f"WHERE {FAILED} GROUP BY trace_id) AS f ON f.trace_id = t.trace_id "
+            + conditions
             + f"ORDER BY t.closed_at DESC LIMIT {int(self.limit)}"
         )

@@ -10,6 +10,7 @@ from typing import Any
 from rich.markup import escape
 from rich.tree import Tree
 
+from pipeline.storage.filters import Eq, Fixed, where
 from pipeline.storage.reader import Reader
 
 TRACE_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
@@ -96,25 +97,24 @@ def load_trace(reader: Reader, trace_id: str, version: int | None = None) -> tup
     """The trace's header and span tree at `version` (default: the latest), or None if it is not stored."""
     if not TRACE_ID.match(trace_id):
         raise ValueError(f"not a trace id: {trace_id!r}")
-    db = reader.database
-    where_version = f"AND version = {int(version)}" if version is not None else ""
+    db, this = reader.database, Eq("trace_id", trace_id)
     header = reader.query(
         f"SELECT version, project, status, close_reason, name, span_count, error_count, duration_ms, cost_usd, "
-        f"closed_at FROM {db}.traces FINAL WHERE trace_id = '{trace_id}' {where_version} "
-        f"ORDER BY version DESC LIMIT 1")
+        f"closed_at FROM {db}.traces FINAL {where(this, Eq('version', version))}ORDER BY version DESC LIMIT 1")
     if not header.rows:
         return None
     info = dict(zip(header.columns, header.rows[0], strict=True))
+    up_to_version = Fixed(f"trace_version <= {int(info['version'])}")
     spans = reader.query(
         f"SELECT span_id, parent_span_id, name, span_type, agent_name, duration_ms, status, start_time, "
-        f"error_message FROM {db}.spans FINAL WHERE trace_id = '{trace_id}' AND trace_version <= {int(info['version'])} "
+        f"error_message FROM {db}.spans FINAL {where(this, up_to_version)}"
         f"ORDER BY trace_version DESC LIMIT 1 BY span_id")
     nodes = [SpanNode(span_id=r[0], parent_span_id=r[1], name=r[2], span_type=r[3], agent=r[4],
                       duration_ms=float(r[5] or 0), status=r[6], start=r[7], error=r[8] or "") for r in spans.rows]
     scored = reader.query(
         f"SELECT span_id, rule, scorer, status, coalesce(toString(value), label) AS value, passed, "
         f"if(status = 'scored', reason, concat(error_type, ': ', error_message)) AS reason "
-        f"FROM {db}.scores_current WHERE trace_id = '{trace_id}' ORDER BY rule")
+        f"FROM {db}.scores_current {where(this)}ORDER BY rule")
     scores = [(r[0], ScoreLine(rule=r[1], scorer=r[2], status=r[3], value=r[4], passed=r[5], reason=r[6] or ""))
               for r in scored.rows]
     return info, build_tree(nodes, scores)

@@ -20,8 +20,8 @@ from pipeline.metrics import Counters
 from pipeline.pricing import LiteLLMPrices
 from pipeline.rules import RuleSet
 from pipeline.scoring import uploaded
-from pipeline.sessions.trace_loader import make_trace_loader
 from pipeline.settings import Settings
+from pipeline.storage.reader import Reader
 from pipeline.worker.alert_redelivery import AlertRedelivery
 from pipeline.worker.alerter import Alerter
 from pipeline.worker.assembler import Assembler
@@ -93,7 +93,7 @@ def _assembler_role(app: faust.App, ctx: WorkerContext) -> None:
     them by the clock."""
     assembly = app.Table("assembly", partitions=ctx.settings.topic_partitions)
     prices = LiteLLMPrices()
-    history = StoredVersions(make_trace_loader(ctx.settings), ctx.settings.clickhouse_database)
+    history = StoredVersions(Reader.for_workers(ctx.settings))
     assembler = Assembler(ctx, assembly, prices, history)
 
     @app.agent(ctx.topics[topics.SPANS], name="assembler")
@@ -111,8 +111,7 @@ def _assembler_role(app: faust.App, ctx: WorkerContext) -> None:
 
     # Closed traces' turns -> sessions. The `session-assembly` table holds conversations, keyed by session id.
     session_table = app.Table("session-assembly", partitions=ctx.settings.topic_partitions)
-    sessions = SessionAssembler(ctx, session_table,
-                                StoredSessionVersions(make_trace_loader(ctx.settings), ctx.settings.clickhouse_database))
+    sessions = SessionAssembler(ctx, session_table, StoredSessionVersions(Reader.for_workers(ctx.settings)))
 
     @app.agent(ctx.topics[topics.SESSION_TURNS], name="session-assembler")
     async def assemble_sessions(stream: faust.StreamT) -> None:
@@ -166,7 +165,7 @@ def _scorer_role(app: faust.App, ctx: WorkerContext, bootstrap: str) -> None:
         async for event in stream.events():
             await deferred.handle(event)
 
-    session_scorer = SessionScorer(ctx, scorer.cache, scorer.slots, make_trace_loader(ctx.settings))
+    session_scorer = SessionScorer(ctx, scorer.cache, scorer.slots, Reader.for_workers(ctx.settings).atrace)
 
     @app.agent(ctx.topics[topics.SESSION_JOBS], name="session-scorer", concurrency=ctx.settings.scorer_concurrency)
     async def score_sessions(stream: faust.StreamT) -> None:

@@ -1,5 +1,5 @@
 """Sessions in chDB: what the sink stores from the sessions, scores and decisions topics, read back by
-`evalstream sessions show | list` and by a session scorer's trace loader, through the query endpoint of
+`evalstream sessions show | list` and by a session scorer (a worker's Reader), through the query endpoint of
 the process that owns chDB (as while the pipeline runs)."""
 
 from __future__ import annotations
@@ -231,22 +231,22 @@ def test_the_views_keep_one_current_row_per_session_and_rule(owner: Path) -> Non
 def test_a_session_scorer_loads_a_turns_trace_through_the_sinks_endpoint(owner: Path) -> None:
     from pipeline.contracts import Session
     from pipeline.sessions.conversation import Conversation
-    from pipeline.sessions.trace_loader import make_trace_loader
     from pipeline.sessions.transcript import turn_from_trace
     from pipeline.settings import Settings
+    from pipeline.storage.reader import Reader
 
     expected = turn_trace(2, "chat-1", "Any news?", "Still checking.")
     turns = [turn_from_trace(turn_trace(n, "chat-1", "q", "a")) for n in (1, 2)]
     session = Session(session_id="chat-1", version=1, status="open", turns=turns)
 
     async def main() -> None:
-        loader = make_trace_loader(Settings(data_dir=owner, clickhouse_dsn=None))
+        reader = Reader.for_workers(Settings(data_dir=owner, clickhouse_dsn=None))
         try:
-            conversation = Conversation(session=session, final=False, load_trace=loader)
+            conversation = Conversation(session=session, final=False, load_trace=reader.atrace)
             assert await conversation.trace(2) == expected
-            assert await loader("chat-1-t9", 1) is None
+            assert await reader.atrace("chat-1-t9", 1) is None
         finally:
-            loader.close()
+            reader.close()
 
     asyncio.run(main())
 

@@ -1,5 +1,5 @@
-"""pipeline/views/session_view.py: the transcript of `sessions show` with its verdicts, and the SQL of
-`sessions list` (pure, on plain rows)."""
+"""pipeline/views/session_view.py: the transcript of `sessions show` with its verdicts (pure, on plain rows).
+The SQL of `sessions list` is tested with the filters (test_storage_filters.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ from typing import Any
 
 from rich.console import Console
 
-from pipeline.views.session_view import SessionFilter, build_view, render
+from pipeline.views.session_view import build_view, render
 
-NOW = 1_800_000_000.0
 HEADER = {"session_id": "chat-1", "version": 2, "project": "bot", "status": "complete",
           "close_reason": "end_marker", "turn_count": 3, "error_count": 1, "duration_ms": 42_500.0,
           "cost_usd": 0.0125}
@@ -93,16 +92,3 @@ def test_a_rescored_closing_verdict_replaces_the_older_one_and_markup_in_a_conve
 
 def test_an_empty_closing_section_says_so() -> None:
     assert "none yet" in text_of(build_view(HEADER, [turn(1)], [], []))
-
-
-def test_list_filters_become_sql_conditions_with_quoted_values() -> None:
-    sql = SessionFilter(failed_rule="goal", project="o'brien", status="open", since=NOW - 60, until=NOW,
-                        limit=5).sql("evalstream")
-    assert "s.project = 'o\\'brien'" in sql and "s.status = 'open'" in sql
-    assert "s.updated_at >= toDateTime64(1799999940.000000, 6)" in sql
-    assert "s.updated_at < toDateTime64(1800000000.000000, 6)" in sql
-    assert ") WHERE rule = 'goal' GROUP BY session_id" in sql
-    assert "FROM evalstream.sessions_current AS s" in sql
-    assert sql.endswith("LIMIT 5")
-    plain = SessionFilter().sql("db")
-    assert "WHERE rule =" not in plain and plain.split("ON f.session_id = s.session_id ")[1].startswith("ORDER BY")

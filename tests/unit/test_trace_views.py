@@ -1,14 +1,10 @@
-"""pipeline/views: the span tree of `traces show` and the SQL of `traces list`."""
+"""pipeline/views: the span tree of `traces show` (the SQL of `traces list`: test_storage_filters.py)."""
 
 from __future__ import annotations
 
-import pytest
 from rich.console import Console
 
-from pipeline.views.trace_list import TraceFilter, parse_time
 from pipeline.views.trace_tree import ScoreLine, SpanNode, build_tree, render
-
-NOW = 1_800_000_000.0
 
 
 def node(span_id: str, parent: str = "", start: int = 0, **kw: object) -> SpanNode:
@@ -46,21 +42,3 @@ def test_the_rendered_tree_shows_agent_duration_status_and_verdicts() -> None:
     assert "agent planner · 12.3 ms · ok" in text
     assert "search function · 1.0 ms · error · timeout [x]" in text  # markup in data is escaped, not eaten
     assert "◆ tool-errors (s): fail 0.0 — tool-errors says so" in text
-
-
-def test_parse_time_takes_durations_and_iso_dates() -> None:
-    assert parse_time("30m", NOW) == NOW - 1800
-    assert parse_time("7d", NOW) == NOW - 7 * 86400
-    assert parse_time("2026-11-20", NOW) == 1_795_132_800.0  # midnight UTC
-    with pytest.raises(ValueError, match="use a duration like 30m"):
-        parse_time("yesterday", NOW)
-
-
-def test_list_filters_become_sql_conditions_with_quoted_values() -> None:
-    sql = TraceFilter(failed_rule="tool-errors", agent="o'brien", status="complete", since=NOW - 60,
-                      limit=5).sql("evalstream")
-    assert "has(t.agents, 'o\\'brien')" in sql
-    assert "rule = 'tool-errors' AND (passed = false OR status = 'error')" in sql
-    assert "t.status = 'complete'" in sql and "t.closed_at >= toDateTime64(1799999940.000000, 6)" in sql
-    assert sql.endswith("ORDER BY t.closed_at DESC LIMIT 5")
-    assert "WHERE" not in TraceFilter().sql("db").split("GROUP BY trace_id")[1]
