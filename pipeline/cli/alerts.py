@@ -26,10 +26,6 @@ def alert_rules(settings: Settings, rules: Path | None) -> Any:
     return load_rules(path)
 
 
-def sql_str(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 @alerts_app.command("list")
 def alerts_list(rules: RulesOpt = None) -> None:
     """The alert rules of a rules file, and the channel alerts go to."""
@@ -74,22 +70,14 @@ def alerts_history(limit: Annotated[int, typer.Option(help="How many, newest fir
                    incident: Annotated[str | None, typer.Option(help="Only this incident's messages.")] = None,
                    ) -> None:
     """What fired, digested and resolved, when, and whether it was delivered (works while the pipeline runs)."""
+    from pipeline.storage.filters import Eq, where
     from pipeline.storage.reader import Reader
 
-    where = []
-    if alert:
-        where.append(f"alert_rule = {sql_str(alert)}")
-    if incident:
-        where.append(f"incident_id = {sql_str(incident)}")
-    reader = Reader(settings_from_env())
-    try:
+    with Reader(settings_from_env()) as reader:
         result = reader.query(
             f"SELECT fired_at, incident_id AS incident, kind, level, title, delivery_status AS delivery, "
-            f"delivery_attempts AS attempts, delivery_error "
-            f"FROM {reader.database}.alerts FINAL {'WHERE ' + ' AND '.join(where) if where else ''} "
-            f"ORDER BY fired_at DESC LIMIT {int(limit)}")
-    finally:
-        reader.close()
+            f"delivery_attempts AS attempts, delivery_error FROM {reader.database}.alerts FINAL "
+            f"{where(Eq('alert_rule', alert), Eq('incident_id', incident))} ORDER BY fired_at DESC LIMIT {int(limit)}")
     table = Table(*result.columns)
     for row in result.rows:
         table.add_row(*(escape("" if v is None else str(v)[:80]) for v in row))

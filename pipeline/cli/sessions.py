@@ -50,9 +50,9 @@ def sessions_list(
     format: Annotated[str, typer.Option("--format", "-f", help="table, csv or json")] = "table",
 ) -> None:
     """Stored sessions (their latest version), newest first, with the rules that failed on them."""
+    from pipeline.storage.filters import parse_time
     from pipeline.storage.reader import Reader
     from pipeline.views.session_view import STATUSES, SessionFilter
-    from pipeline.views.trace_list import parse_time
 
     if format not in ("table", "csv", "json"):
         raise EvalstreamError("--format must be table, csv or json")

@@ -56,8 +56,9 @@ def traces_list(
     format: Annotated[str, typer.Option("--format", "-f", help="table, csv or json")] = "table",
 ) -> None:
     """Stored traces, newest first, with the rules that failed on them."""
+    from pipeline.storage.filters import parse_time
     from pipeline.storage.reader import Reader
-    from pipeline.views.trace_list import TraceFilter, parse_time
+    from pipeline.views.trace_list import TraceFilter
 
     if status is not None and status not in ("complete", "incomplete"):
         raise EvalstreamError("--status must be complete or incomplete")

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.storage.filters import Eq, Has, InSelect, Range, parse_time, where
+from pipeline.storage.filters import Eq, Has, InSelect, Range, where
 
-__all__ = ["FAILED", "TraceFilter", "parse_time"]
+__all__ = ["FAILED", "TraceFilter"]
 
 FAILED = "(passed = false OR status = 'error')"  # a current score that did not pass
 
