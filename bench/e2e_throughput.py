@@ -1,6 +1,7 @@
 """End-to-end throughput: traces/s and spans/s through the whole path, against the raw broker.
 
-    .venv/bin/python bench/e2e_throughput.py [--traces 3000] [--spans 10] [--profile out.txt] [--latency-traces 2000]
+    .venv/bin/python bench/e2e_throughput.py [--traces 3000] [--spans 10] [--split-sink | --split-roles]
+        [--profile out.txt] [--latency-traces 2000]
 
 --profile samples the worker with py-spy (`pip install py-spy`) while the traces go through, and
 writes the top functions by own time and by total time.
@@ -10,12 +11,21 @@ one trace's SpanBatch. Pipeline: one worker process (assembler, router, scorer, 
 scoring every trace with two code scorers; the clock stops when the last score row is in chDB.
 Then a latency phase sends traces at a steady rate (half the throughput measured) and reads, per score
 row, the time from its trace's close to the row's insert. EVALSTREAM_* variables reach the worker.
+
+CPU per trace (`bench/cpu.py`): utime + stime from /proc/<pid>/stat of the broker (Tansu), each worker
+process (with its children) and the bench's producer, sampled when the traces start to go out and when the
+last score row is stored; the producer's is its own process over the sending only. The same is sampled over
+the latency phase (`steady`), and over an idle window before the run (nothing sent: fetch polling, timers).
+Part of each process's CPU goes by the second, not by the trace: the idle figure (ms/s) shows how much.
+The raw baseline reports the broker's CPU (and the aiokafka client's) per message produced and consumed.
+Printed as a table and as one JSON line (the last line of the output).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import subprocess
@@ -28,6 +38,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.cpu import CpuMeter, CpuReport, Phase, cpu_s
 from pipeline.admin import ensure_topics
 from pipeline.contracts import pack_items
 from pipeline.embedded import EmbeddedBroker
@@ -80,26 +91,35 @@ def _bundle(chunk: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes]:
     return chunk[0][0], value
 
 
-async def raw_broker(bootstrap: str, messages: list[tuple[bytes, bytes]]) -> tuple[float, float]:
+async def raw_broker(bootstrap: str, messages: list[tuple[bytes, bytes]], broker_pid: int) -> dict[str, float]:
+    """Produce then consume `messages` with plain aiokafka: rates (msg/s) and the CPU seconds of the broker and of
+    this process (the client) in each phase."""
     topic = "bench.raw"
+    meter = CpuMeter({"broker": broker_pid, "client": os.getpid()}, children={"client": False})
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=16 * 1024 * 1024)
     await producer.start()
+    meter.start()
     started = time.perf_counter()
     for key, value in messages:
         await producer.send(topic, value, key=key)
     await producer.flush()
     produce_s = time.perf_counter() - started
+    produce_cpu = meter.stop()
     await producer.stop()
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                                 fetch_max_wait_ms=10, max_partition_fetch_bytes=16 * 1024 * 1024)
     await consumer.start()
+    meter.start()
     started, seen = time.perf_counter(), 0
     while seen < len(messages):
         for records in (await consumer.getmany(timeout_ms=1000)).values():
             seen += len(records)
     consume_s = time.perf_counter() - started
+    consume_cpu = meter.stop()
     await consumer.stop()
-    return len(messages) / produce_s, len(messages) / consume_s
+    return {"produce_msg_s": len(messages) / produce_s, "consume_msg_s": len(messages) / consume_s,
+            "produce_broker_cpu_s": produce_cpu["broker"], "produce_client_cpu_s": produce_cpu["client"],
+            "consume_broker_cpu_s": consume_cpu["broker"], "consume_client_cpu_s": consume_cpu["client"]}
 
 
 async def produce(bootstrap: str, messages: list[tuple[bytes, bytes]], rate: float | None = None) -> float:
@@ -147,69 +167,140 @@ def finish_profile(spy: subprocess.Popen, out: Path, tmp: Path, top: int = 40) -
     shutil.copy(tmp / "profile.raw", out.with_suffix(".folded"))  # for flame graphs and closer reading
 
 
-def main() -> None:
+FAUST_ROLES = ("assembler", "router", "scorer", "alerter")
+PRODUCER = "producer (bench)"
+
+
+def timed_produce(bootstrap: str, messages: list[tuple[bytes, bytes]], rate: float | None = None
+                  ) -> tuple[float, float]:
+    """`produce`, and the CPU seconds this process spent in it (the bench's producer)."""
+    before = cpu_s(os.getpid(), children=False)
+    started = asyncio.run(produce(bootstrap, messages, rate))
+    return started, cpu_s(os.getpid(), children=False) - before
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--traces", type=int, default=3000)
     parser.add_argument("--spans", type=int, default=10)
     parser.add_argument("--traces-per-message", type=int, default=25,
                         help="traces per spans message, packed per partition as the SDK packs a flush (1: one "
                              "SpanBatch per trace, as OpenTelemetry exporters send)")
-    parser.add_argument("--split-sink", action="store_true",
+    layout = parser.add_mutually_exclusive_group()
+    layout.add_argument("--split-sink", action="store_true",
                         help="run the sink in a process of its own (as the deploy does), beside the Faust roles")
+    layout.add_argument("--split-roles", action="store_true",
+                        help="one process per role (assembler, router, scorer, alerter, sink), for CPU per role")
     parser.add_argument("--profile", type=Path, default=None, help="write a py-spy profile of the worker here")
     parser.add_argument("--latency-traces", type=int, default=2000,
                         help="then send this many traces at a steady rate and measure close -> score row")
     parser.add_argument("--latency-rate", type=float, default=None,
                         help="traces/s of the latency phase (default: half the measured throughput)")
-    args = parser.parse_args()
+    parser.add_argument("--idle-s", type=float, default=5.0,
+                        help="seconds of CPU sampling with nothing sent, before the run (0: none)")
+    return parser.parse_args()
+
+
+def start_workers(args: argparse.Namespace, tmp: Path, bootstrap: str, rules: Path
+                  ) -> tuple[WorkerProcess, dict[str, WorkerProcess]]:
+    """The sink's process (the bench queries its endpoint) and every worker process by name, as laid out by the
+    flags: one process with all roles and the sink, the Faust roles beside the sink, or one process per role."""
+    env = {"EVALSTREAM_TOPIC_PARTITIONS": "8", "EVALSTREAM_LOG_LEVEL": "warn", **EXTRA_ENV}
+    no_sink = {**env, "EVALSTREAM_SINK_ENABLED": "false"}
+    if args.split_roles:
+        workers = {role: WorkerProcess(tmp / role, bootstrap, rules, {**no_sink, "EVALSTREAM_ROLES": role})
+                   for role in FAUST_ROLES}
+    elif args.split_sink:  # the Faust roles in one process, the sink (chDB) in another: one per core
+        workers = {"faust (4 roles)": WorkerProcess(tmp / "front", bootstrap, rules, no_sink)}
+    else:
+        workers = {}
+    for worker in workers.values():
+        worker.start()
+    sink_name = "sink" if workers else "worker (4 roles + sink)"
+    sink = WorkerProcess(tmp / "data", bootstrap, rules, {**env, "EVALSTREAM_ROLES": ""} if workers else env).start()
+    return sink, {**workers, sink_name: sink}
+
+
+def warm_up(sink: WorkerProcess, bootstrap: str, spans: int, n: int = 16) -> None:
+    """A few traces end to end before the clock starts: every role is running and has partitions."""
+    asyncio.run(produce(bootstrap, trace_batches(n, spans, prefix="w")))
+    sink.wait_for(lambda: sink.scalar("SELECT count() FROM evalstream.scores WHERE startsWith(trace_id, 'w')")
+                  >= 2 * n, timeout_s=120, what="the warm-up traces' scores")
+
+
+def main() -> None:
+    args = parse_args()
     per_trace = trace_batches(args.traces, args.spans)
     messages = bundled(per_trace, args.traces_per_message)
     size = sum(len(v) for _, v in messages) / len(messages)
 
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker(log_file=Path(tmp) / "broker.log") as broker:
+        assert broker.pid is not None
         asyncio.run(ensure_topics(broker.bootstrap, partitions=8))
-        produce_rate, consume_rate = asyncio.run(raw_broker(broker.bootstrap, messages))
+        raw = asyncio.run(raw_broker(broker.bootstrap, messages, broker.pid))
         rules = Path(tmp) / "rules.yaml"
         rules.write_text(RULES)
-        env = {"EVALSTREAM_TOPIC_PARTITIONS": "8", "EVALSTREAM_LOG_LEVEL": "warn", **EXTRA_ENV}
-        front = None
-        if args.split_sink:  # the Faust roles in one process, the sink (chDB) in another: one per core
-            front = WorkerProcess(Path(tmp) / "front", broker.bootstrap, rules,
-                                  {**env, "EVALSTREAM_SINK_ENABLED": "false"}).start()
-            env["EVALSTREAM_ROLES"] = ""
-        worker = WorkerProcess(Path(tmp) / "data", broker.bootstrap, rules, env).start()
+        sink, workers = start_workers(args, Path(tmp), broker.bootstrap, rules)
         try:
-            time.sleep(12)  # let both consumer groups join (Tansu: half the session timeout each)
-            spy = start_profile(front or worker, args.profile, Path(tmp)) if args.profile else None
-            started = asyncio.run(produce(broker.bootstrap, messages))
-            target = 2 * args.traces
-            worker.wait_for(lambda: worker.scalar("SELECT count() FROM evalstream.scores") >= target,
-                            timeout_s=1800, what="all scores stored")
+            time.sleep(12)  # let the consumer groups join (Tansu: half the session timeout each)
+            warm_up(sink, broker.bootstrap, args.spans)
+            pids = {"broker (Tansu)": broker.pid}
+            pids.update({name: w.process.pid for name, w in workers.items() if w.process is not None})
+            meter = CpuMeter(pids)
+            idle = None
+            if args.idle_s > 0:
+                meter.start()
+                time.sleep(args.idle_s)
+                idle = Phase(meter.stop(), 0, args.idle_s)
+            before = sink.scalar("SELECT count() FROM evalstream.scores")
+            spy = start_profile(workers.get("faust (4 roles)", sink), args.profile, Path(tmp)) if args.profile else None
+            meter.start()
+            started, producer_cpu = timed_produce(broker.bootstrap, messages)
+            sink.wait_for(lambda: sink.scalar("SELECT count() FROM evalstream.scores") >= before + 2 * args.traces,
+                          timeout_s=1800, what="all scores stored")
             elapsed = time.perf_counter() - started
+            run = Phase({**meter.stop(), PRODUCER: producer_cpu}, args.traces, elapsed)
             if spy is not None:
                 finish_profile(spy, args.profile, Path(tmp))
             ledger = Ledger([LedgerRule("errors"), LedgerRule("latency")],
                             spans={key.decode(): args.spans for key, _ in per_trace}, messages=per_trace)
             try:  # decisions and the last inserts may trail the scores by a flush
-                worker.wait_for(lambda: not ledger.account(worker.query), timeout_s=30, what="the ledger to balance")
+                sink.wait_for(lambda: not ledger.account(sink.query), timeout_s=30, what="the ledger to balance")
             except AssertionError:
                 pass
-            problems = ledger.account(worker.query)
+            problems = ledger.account(sink.query)
             latency_rate = args.latency_rate or max(1.0, args.traces / elapsed / 2)
-            latency = measure_latency(worker, broker.bootstrap, args.latency_traces, args.spans, latency_rate)
+            latency, steady = measure_latency(sink, broker.bootstrap, args.latency_traces, args.spans, latency_rate,
+                                              meter)
         finally:
-            worker.stop()
-            if front is not None:
-                front.stop()
+            for worker in workers.values():
+                worker.stop()
 
+    cpu = CpuReport(run, "broker (Tansu)", steady=steady, idle=idle)
+    report(args, raw, len(messages), size, problems, latency, latency_rate, cpu)
+
+
+def report(args: argparse.Namespace, raw: dict[str, float], n_messages: int, size: float,
+           problems: list[str], latency: tuple[float, float, float, float] | None, latency_rate: float,
+           cpu: CpuReport) -> None:
+    elapsed = cpu.run.wall_s
     traces_s = args.traces / elapsed
-    per_message = args.traces / len(messages)
-    print(f"traces: {args.traces} of {args.spans} spans in {len(messages)} messages ({per_message:.1f} traces, "
+    per_message = args.traces / n_messages
+    produce_rate, consume_rate = raw["produce_msg_s"], raw["consume_msg_s"]
+    print(f"traces: {args.traces} of {args.spans} spans in {n_messages} messages ({per_message:.1f} traces, "
           f"{size:.0f} B per message)")
-    print(f"raw broker   produce: {produce_rate:10.0f} msg/s  ({produce_rate * per_message:10.0f} traces/s, "
-          f"{produce_rate * per_message * args.spans:10.0f} spans/s)")
-    print(f"raw broker   consume: {consume_rate:10.0f} msg/s  ({consume_rate * per_message:10.0f} traces/s, "
-          f"{consume_rate * per_message * args.spans:10.0f} spans/s)")
+    raw_cpu = {}
+    for phase, rate in (("produce", produce_rate), ("consume", consume_rate)):
+        broker_ms = 1000 * raw[f"{phase}_broker_cpu_s"] / n_messages
+        client_ms = 1000 * raw[f"{phase}_client_cpu_s"] / n_messages
+        raw_cpu[phase] = {"msg_s": round(rate, 1), "traces_s": round(rate * per_message, 1),
+                          "broker_ms_per_msg": round(broker_ms, 4),
+                          "broker_ms_per_trace": round(broker_ms / per_message, 4),
+                          "client_ms_per_msg": round(client_ms, 4),
+                          "client_ms_per_trace": round(client_ms / per_message, 4)}
+        print(f"raw broker   {phase}: {rate:10.0f} msg/s  ({rate * per_message:10.0f} traces/s, "
+              f"{rate * per_message * args.spans:10.0f} spans/s); CPU per trace: "
+              f"broker {broker_ms / per_message:.3f} ms, aiokafka client {client_ms / per_message:.3f} ms")
     print(f"pipeline end to end : {traces_s:10.1f} traces/s ({traces_s * args.spans:10.0f} spans/s), "
           f"{elapsed:.1f} s for all scores stored")
     print(f"ratio pipeline / raw produce: {traces_s / (produce_rate * per_message):.3f}; target 2000 traces/s: "
@@ -220,25 +311,40 @@ def main() -> None:
         p50, p95, p99, worst = latency
         print(f"latency at {latency_rate:.0f} traces/s, trace closed -> score row stored: p50 {p50:.0f} ms, "
               f"p95 {p95:.0f} ms, p99 {p99:.0f} ms, max {worst:.0f} ms (target p95 <= 1000 ms)")
+    print(f"CPU per process (/proc utime+stime, {cpu.run.wall_s:.1f} s run; producer: its sending only; steady: "
+          f"the latency phase, one trace per message; idle: {args.idle_s:g} s, nothing sent):")
+    print(cpu.table())
+    layout = "split-roles" if args.split_roles else "split-sink" if args.split_sink else "one-process"
+    print(json.dumps({
+        "bench": "e2e_throughput", "traces": args.traces, "spans": args.spans, "messages": n_messages,
+        "traces_per_message": args.traces_per_message, "layout": layout,
+        "env": {k: v for k, v in EXTRA_ENV.items()}, "traces_s": round(traces_s, 1), "elapsed_s": round(elapsed, 2),
+        "ledger_ok": not problems, "ledger_problems": problems, "raw": raw_cpu,
+        "latency_ms": None if not latency else dict(zip(("p50", "p95", "p99", "max"),
+                                                        (round(x, 1) for x in latency), strict=True)),
+        "latency_rate": round(latency_rate, 1), "cpu": cpu.as_dict()}))
 
 
-def measure_latency(worker: WorkerProcess, bootstrap: str, n: int, spans: int, rate: float
-                    ) -> tuple[float, float, float, float] | None:
+def measure_latency(worker: WorkerProcess, bootstrap: str, n: int, spans: int, rate: float, meter: CpuMeter
+                    ) -> tuple[tuple[float, float, float, float] | None, Phase | None]:
     """Send n traces at a steady rate, wait for their scores, and read each score row's insert time against
-    its trace's close time from the tables (`scores.ingested_at` - `traces.closed_at`)."""
+    its trace's close time from the tables (`scores.ingested_at` - `traces.closed_at`); with the processes' CPU
+    over the phase, from the first send to the last score row."""
     if n <= 0:
-        return None
+        return None, None
     before = worker.scalar("SELECT count() FROM evalstream.scores")
-    asyncio.run(produce(bootstrap, trace_batches(n, spans, prefix="l"), rate=rate))
+    meter.start()
+    started, producer_cpu = timed_produce(bootstrap, trace_batches(n, spans, prefix="l"), rate=rate)
     worker.wait_for(lambda: worker.scalar("SELECT count() FROM evalstream.scores") >= before + 2 * n,
                     timeout_s=600, what="the latency phase's scores")
+    steady = Phase({**meter.stop(), PRODUCER: producer_cpu}, n, time.perf_counter() - started)
     (row,) = worker.query(
         "SELECT quantiles(0.5, 0.95, 0.99)(ms), max(ms) FROM (SELECT (toUnixTimestamp64Micro(s.ingested_at)"
         " - toUnixTimestamp64Micro(t.closed_at)) / 1000 AS ms FROM evalstream.scores AS s"
         " INNER JOIN evalstream.traces AS t ON s.trace_id = t.trace_id AND s.trace_version = t.version"
         " WHERE startsWith(s.trace_id, 'l'))")
     (p50, p95, p99), worst = row[0], row[1]
-    return p50, p95, p99, worst
+    return (p50, p95, p99, worst), steady
 
 
 if __name__ == "__main__":
