@@ -18,6 +18,7 @@ last score row is stored; the producer's is its own process over the sending onl
 the latency phase (`steady`), and over an idle window before the run (nothing sent: fetch polling, timers).
 Part of each process's CPU goes by the second, not by the trace: the idle figure (ms/s) shows how much.
 The raw baseline reports the broker's CPU (and the aiokafka client's) per message produced and consumed.
+At the end, every evalstream topic is read back: messages and bytes the pipeline wrote per trace.
 Printed as a table and as one JSON line (the last line of the output).
 """
 
@@ -34,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -136,6 +137,35 @@ async def produce(bootstrap: str, messages: list[tuple[bytes, bytes]], rate: flo
     return started
 
 
+async def topic_volume(bootstrap: str, timeout_s: float = 300) -> dict[str, tuple[int, int]]:
+    """Messages and payload bytes (key + value) in every `evalstream*` topic, the Faust changelogs included,
+    read from the beginning: what the pipeline wrote to the broker (before replication and record overhead)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10,
+                                max_partition_fetch_bytes=16 * 1024 * 1024)
+    await consumer.start()
+    try:
+        names = sorted(t for t in await consumer.topics() if t.startswith("evalstream"))
+        parts = [TopicPartition(t, p) for t in names for p in sorted(consumer.partitions_for_topic(t) or ())]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        begins = await consumer.beginning_offsets(parts)
+        todo = {tp for tp in parts if ends[tp] > begins[tp]}
+        volume = dict.fromkeys(names, (0, 0))
+        deadline = time.monotonic() + timeout_s
+        while todo and time.monotonic() < deadline:
+            for tp, records in (await consumer.getmany(*todo, timeout_ms=1000)).items():
+                count, size = volume[tp.topic]
+                volume[tp.topic] = (count + len(records), size + sum(max(0, r.serialized_key_size)
+                                                                     + max(0, r.serialized_value_size)
+                                                                     for r in records))
+                if records and records[-1].offset + 1 >= ends[tp]:
+                    todo.discard(tp)
+        return {t: v for t, v in volume.items() if v[0]}
+    finally:
+        await consumer.stop()
+
+
 def start_profile(worker: WorkerProcess, out: Path, tmp: Path) -> subprocess.Popen:
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     assert worker.process is not None
@@ -221,7 +251,10 @@ def start_workers(args: argparse.Namespace, tmp: Path, bootstrap: str, rules: Pa
     return sink, {**workers, sink_name: sink}
 
 
-def warm_up(sink: WorkerProcess, bootstrap: str, spans: int, n: int = 16) -> None:
+WARM_UP_TRACES = 16
+
+
+def warm_up(sink: WorkerProcess, bootstrap: str, spans: int, n: int = WARM_UP_TRACES) -> None:
     """A few traces end to end before the clock starts: every role is running and has partitions."""
     asyncio.run(produce(bootstrap, trace_batches(n, spans, prefix="w")))
     sink.wait_for(lambda: sink.scalar("SELECT count() FROM evalstream.scores WHERE startsWith(trace_id, 'w')")
@@ -275,14 +308,15 @@ def main() -> None:
         finally:
             for worker in workers.values():
                 worker.stop()
+        volume = asyncio.run(topic_volume(broker.bootstrap))
 
     cpu = CpuReport(run, "broker (Tansu)", steady=steady, idle=idle)
-    report(args, raw, len(messages), size, problems, latency, latency_rate, cpu)
+    report(args, raw, len(messages), size, problems, latency, latency_rate, cpu, volume)
 
 
 def report(args: argparse.Namespace, raw: dict[str, float], n_messages: int, size: float,
            problems: list[str], latency: tuple[float, float, float, float] | None, latency_rate: float,
-           cpu: CpuReport) -> None:
+           cpu: CpuReport, volume: dict[str, tuple[int, int]]) -> None:
     elapsed = cpu.run.wall_s
     traces_s = args.traces / elapsed
     per_message = args.traces / n_messages
@@ -314,6 +348,13 @@ def report(args: argparse.Namespace, raw: dict[str, float], n_messages: int, siz
     print(f"CPU per process (/proc utime+stime, {cpu.run.wall_s:.1f} s run; producer: its sending only; steady: "
           f"the latency phase, one trace per message; idle: {args.idle_s:g} s, nothing sent):")
     print(cpu.table())
+    sent = WARM_UP_TRACES + args.traces + max(0, args.latency_traces)  # every trace the broker saw
+    print(f"written to the broker per trace ({sent} traces: warm-up, run and latency phase; payload bytes, "
+          f"before replication):")
+    for topic, (count, written) in volume.items():
+        print(f"  {topic:<44}{count / sent:8.3f} msg{written / sent:10.0f} B")
+    total_bytes = sum(written for _, written in volume.values())
+    print(f"  {'all':<44}{sum(c for c, _ in volume.values()) / sent:8.3f} msg{total_bytes / sent:10.0f} B")
     layout = "split-roles" if args.split_roles else "split-sink" if args.split_sink else "one-process"
     print(json.dumps({
         "bench": "e2e_throughput", "traces": args.traces, "spans": args.spans, "messages": n_messages,
@@ -322,7 +363,10 @@ def report(args: argparse.Namespace, raw: dict[str, float], n_messages: int, siz
         "ledger_ok": not problems, "ledger_problems": problems, "raw": raw_cpu,
         "latency_ms": None if not latency else dict(zip(("p50", "p95", "p99", "max"),
                                                         (round(x, 1) for x in latency), strict=True)),
-        "latency_rate": round(latency_rate, 1), "cpu": cpu.as_dict()}))
+        "latency_rate": round(latency_rate, 1), "cpu": cpu.as_dict(),
+        "topics": {"traces_sent": sent, **{t: {"messages": c, "bytes": b, "bytes_per_trace": round(b / sent, 1)}
+                                           for t, (c, b) in volume.items()},
+                   "bytes_per_trace": round(total_bytes / sent, 1)}}))
 
 
 def measure_latency(worker: WorkerProcess, bootstrap: str, n: int, spans: int, rate: float, meter: CpuMeter
