@@ -18,7 +18,8 @@ last score row is stored; the producer's is its own process over the sending onl
 the latency phase (`steady`), and over an idle window before the run (nothing sent: fetch polling, timers).
 Part of each process's CPU goes by the second, not by the trace: the idle figure (ms/s) shows how much.
 The raw baseline reports the broker's CPU (and the aiokafka client's) per message produced and consumed.
-At the end, every evalstream topic is read back: messages and bytes the pipeline wrote per trace.
+At the end, every evalstream topic is read back (messages and bytes the pipeline wrote per trace), and the
+tables' active parts give the rows and bytes stored per trace.
 Printed as a table and as one JSON line (the last line of the output).
 """
 
@@ -166,6 +167,13 @@ async def topic_volume(bootstrap: str, timeout_s: float = 300) -> dict[str, tupl
         await consumer.stop()
 
 
+def stored_volume(sink: WorkerProcess) -> dict[str, tuple[int, int, int]]:
+    """Rows, compressed and uncompressed bytes of each evalstream table's active parts (merges may still run)."""
+    rows = sink.query("SELECT table, sum(rows), sum(data_compressed_bytes), sum(data_uncompressed_bytes)"
+                      " FROM system.parts WHERE database = 'evalstream' AND active GROUP BY table ORDER BY table")
+    return {table: (int(n), int(packed), int(unpacked)) for table, n, packed, unpacked in rows if int(n)}
+
+
 def start_profile(worker: WorkerProcess, out: Path, tmp: Path) -> subprocess.Popen:
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     assert worker.process is not None
@@ -286,7 +294,8 @@ def main() -> None:
                 time.sleep(args.idle_s)
                 idle = Phase(meter.stop(), 0, args.idle_s)
             before = sink.scalar("SELECT count() FROM evalstream.scores")
-            spy = start_profile(workers.get("faust (4 roles)", sink), args.profile, Path(tmp)) if args.profile else None
+            profiled = workers.get("faust (4 roles)", sink)
+            spy = start_profile(profiled, args.profile, Path(tmp)) if args.profile else None
             meter.start()
             started, producer_cpu = timed_produce(broker.bootstrap, messages)
             sink.wait_for(lambda: sink.scalar("SELECT count() FROM evalstream.scores") >= before + 2 * args.traces,
@@ -305,18 +314,19 @@ def main() -> None:
             latency_rate = args.latency_rate or max(1.0, args.traces / elapsed / 2)
             latency, steady = measure_latency(sink, broker.bootstrap, args.latency_traces, args.spans, latency_rate,
                                               meter)
+            stored = stored_volume(sink)
         finally:
             for worker in workers.values():
                 worker.stop()
         volume = asyncio.run(topic_volume(broker.bootstrap))
 
     cpu = CpuReport(run, "broker (Tansu)", steady=steady, idle=idle)
-    report(args, raw, len(messages), size, problems, latency, latency_rate, cpu, volume)
+    report(args, raw, len(messages), size, problems, latency, latency_rate, cpu, volume, stored)
 
 
 def report(args: argparse.Namespace, raw: dict[str, float], n_messages: int, size: float,
            problems: list[str], latency: tuple[float, float, float, float] | None, latency_rate: float,
-           cpu: CpuReport, volume: dict[str, tuple[int, int]]) -> None:
+           cpu: CpuReport, volume: dict[str, tuple[int, int]], stored: dict[str, tuple[int, int, int]]) -> None:
     elapsed = cpu.run.wall_s
     traces_s = args.traces / elapsed
     per_message = args.traces / n_messages
@@ -355,6 +365,11 @@ def report(args: argparse.Namespace, raw: dict[str, float], n_messages: int, siz
         print(f"  {topic:<44}{count / sent:8.3f} msg{written / sent:10.0f} B")
     total_bytes = sum(written for _, written in volume.values())
     print(f"  {'all':<44}{sum(c for c, _ in volume.values()) / sent:8.3f} msg{total_bytes / sent:10.0f} B")
+    print("stored in ClickHouse per trace (active parts; rows, compressed and uncompressed bytes):")
+    for table, (rows, packed, unpacked) in stored.items():
+        print(f"  {table:<44}{rows / sent:8.2f} rows{packed / sent:9.0f} B{unpacked / sent:9.0f} B")
+    rows, packed, unpacked = (sum(column) for column in zip(*stored.values(), strict=True)) if stored else (0, 0, 0)
+    print(f"  {'all':<44}{rows / sent:8.2f} rows{packed / sent:9.0f} B{unpacked / sent:9.0f} B")
     layout = "split-roles" if args.split_roles else "split-sink" if args.split_sink else "one-process"
     print(json.dumps({
         "bench": "e2e_throughput", "traces": args.traces, "spans": args.spans, "messages": n_messages,
@@ -366,7 +381,8 @@ def report(args: argparse.Namespace, raw: dict[str, float], n_messages: int, siz
         "latency_rate": round(latency_rate, 1), "cpu": cpu.as_dict(),
         "topics": {"traces_sent": sent, **{t: {"messages": c, "bytes": b, "bytes_per_trace": round(b / sent, 1)}
                                            for t, (c, b) in volume.items()},
-                   "bytes_per_trace": round(total_bytes / sent, 1)}}))
+                   "bytes_per_trace": round(total_bytes / sent, 1)},
+        "stored": {t: {"rows": r, "compressed_bytes": p, "bytes": u} for t, (r, p, u) in stored.items()}}))
 
 
 def measure_latency(worker: WorkerProcess, bootstrap: str, n: int, spans: int, rate: float, meter: CpuMeter
