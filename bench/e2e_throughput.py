@@ -7,8 +7,9 @@
 writes the top functions by own time and by total time.
 
 Baseline (same run, same broker): aiokafka producing and consuming messages of the same size as
-one trace's SpanBatch. Pipeline: one worker process (assembler, router, scorer, alerter, sink)
-scoring every trace with two code scorers; the clock stops when the last score row is in chDB.
+one trace's SpanBatch. Pipeline: one worker process (assembler, router, scorer, alerter, sink), or the
+sink apart (--split-sink), or one process per role (--split-roles), scoring every trace with two code
+scorers; after a warm-up of a few traces, the clock stops when the last score row is in chDB.
 Then a latency phase sends traces at a steady rate (half the throughput measured) and reads, per score
 row, the time from its trace's close to the row's insert. EVALSTREAM_* variables reach the worker.
 
