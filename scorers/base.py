@@ -10,8 +10,8 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.contracts import CriterionVerdict, Example, Trace
+from pipeline.contracts.conversation import Conversation
 from pipeline.errors import ScorerReturnTypeError
-from pipeline.sessions.conversation import Conversation
 
 ScoreTarget = Trace | Example | Conversation  # a Conversation for session rules (subject: session)
 

@@ -19,8 +19,8 @@ from typing import Any
 import orjson
 
 from pipeline.contracts import ScoreJob, ScoreResult, ScoreStatus, SessionJob, Trace
+from pipeline.contracts.conversation import Conversation
 from pipeline.errors import RetryableScorerError, ScorerTimeoutError
-from pipeline.sessions.conversation import Conversation
 from scorers.base import Scorer
 from scorers.registry import build_scorer
 

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar, overload
 
 from pipeline.contracts.bounds import SESSION_ID_MAX_CHARS
+from pipeline.contracts.sessions import SESSION_END_ATTRIBUTE
 from pipeline.sdk.capture import Capture
 from pipeline.sdk.config import Redactor, SDKConfig
 from pipeline.sdk.context import (
@@ -39,7 +40,6 @@ from pipeline.sdk.internal import report, warn_once
 from pipeline.sdk.span import NOOP_SPAN, NoopSpan, SpanHandle
 from pipeline.sdk.wire import span_to_wire
 
-SESSION_END_ATTRIBUTE = "evalstream.session.end"  # as pipeline.contracts.sessions (the SDK does not import it)
 F = TypeVar("F", bound=Callable[..., Any])
 
 _UNSET: Any = object()

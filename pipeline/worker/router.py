@@ -20,9 +20,9 @@ from pipeline.contracts import (
     decode,
     encode,
 )
+from pipeline.contracts.transcript import turn_from_trace
 from pipeline.errors import OversizedError
 from pipeline.routing import route_backfill, route_trace
-from pipeline.sessions.transcript import turn_from_trace
 from pipeline.worker.bundles import send_decisions, send_job_bundles
 from pipeline.worker.context import WorkerContext
 from pipeline.worker.deadletter import dead_letter_for

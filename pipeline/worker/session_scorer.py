@@ -27,8 +27,8 @@ from pipeline.contracts import (
     decode,
     encode,
 )
+from pipeline.contracts.conversation import Conversation, TraceLoader
 from pipeline.scoring import ScorerCache, run_session_job
-from pipeline.sessions.conversation import Conversation, TraceLoader
 from pipeline.worker.context import WorkerContext
 from pipeline.worker.deadletter import dead_letter_for
 

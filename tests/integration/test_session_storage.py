@@ -49,7 +49,7 @@ def messages() -> list[tuple[str, bytes]]:
         SessionDecision,
         encode,
     )
-    from pipeline.sessions.transcript import turn_from_trace
+    from pipeline.contracts.transcript import turn_from_trace
 
     traces = {
         "chat-1": [turn_trace(1, "chat-1", "I was charged twice", "Let me check."),
@@ -230,9 +230,9 @@ def test_the_views_keep_one_current_row_per_session_and_rule(owner: Path) -> Non
 
 def test_a_session_scorer_loads_a_turns_trace_through_the_sinks_endpoint(owner: Path) -> None:
     from pipeline.contracts import Session
-    from pipeline.sessions.conversation import Conversation
+    from pipeline.contracts.conversation import Conversation
+    from pipeline.contracts.transcript import turn_from_trace
     from pipeline.sessions.trace_loader import make_trace_loader
-    from pipeline.sessions.transcript import turn_from_trace
     from pipeline.settings import Settings
 
     expected = turn_trace(2, "chat-1", "Any news?", "Still checking.")

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from pipeline.contracts import Example, Trace, Verdict
+from pipeline.contracts.conversation import Conversation
 from pipeline.contracts.sessions import Session, Turn
-from pipeline.sessions.conversation import Conversation
 from scorers.judges.client import JudgeClient, RetrySettings, set_default_judge_client
 from scorers.judges.errors import JudgeConfigError, JudgeOutputError
 from scorers.judges.session_judge import SessionAgentJudge, SessionCriteriaJudge

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from pipeline.contracts import Example
+from pipeline.contracts.conversation import Conversation
 from pipeline.contracts.sessions import Session, Turn
-from pipeline.sessions.conversation import Conversation
 from scorers.base import Score, Scorer
 from scorers.builtin.sessions import SessionErrors, SessionLength, SessionRepetition
 from scorers.registry import build_scorer, resolve_scorer
