@@ -95,6 +95,7 @@ def otlp(
     from pydantic import SecretStr
 
     from pipeline.admin import ensure_topics_for
+    from pipeline.kafka_security import aiokafka_options
     from pipeline.otel.publisher import KafkaPublisher
     from pipeline.otel.receiver import ReceiverConfig, create_app, serve
     from pipeline.runfile import read_run_file
@@ -108,7 +109,8 @@ def otlp(
     config = ReceiverConfig(project=settings.otlp_default_project, token=secret or None,
                             max_request_bytes=settings.otlp_max_request_bytes,
                             max_message_bytes=settings.max_message_bytes)
-    publisher = KafkaPublisher(bootstrap, max_message_bytes=settings.max_message_bytes)
+    publisher = KafkaPublisher(bootstrap, max_message_bytes=settings.max_message_bytes,
+                               client_options=aiokafka_options(settings))
 
     def ready(url: str) -> None:
         auth = ("a bearer token is required" if config.token

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from pipeline.cli.common import app, console, err, settings_from_env
 from pipeline.errors import EvalstreamError
+from pipeline.kafka_security import aiokafka_options
 from pipeline.settings import Settings
 
 scorers_app = typer.Typer(help="Upload, list and test scorers that run in sandboxes.", no_args_is_help=True)
@@ -44,7 +45,8 @@ def use_stored_scorers(settings: Settings) -> None:
     if not bootstrap:
         return
     try:
-        records = asyncio.run(read_store(bootstrap, max_bytes=settings.max_message_bytes, timeout_s=10))
+        records = asyncio.run(read_store(bootstrap, max_bytes=settings.max_message_bytes, timeout_s=10,
+                                         client_options=aiokafka_options(settings)))
     except EvalstreamError as exc:
         err.print(f"[yellow]Uploaded scorers not checked: {exc}[/]")
         return
@@ -74,7 +76,7 @@ def scorers_upload(
 
     async def run() -> None:
         await ensure_topics_for(settings, bootstrap)
-        await publish(bootstrap, record, max_bytes=settings.max_message_bytes)
+        await publish(bootstrap, record, max_bytes=settings.max_message_bytes, client_options=aiokafka_options(settings))
 
     asyncio.run(run())
     needs = (", ".join(record.requirements) or "no requirements") + ("; with network" if record.network else "")
@@ -96,7 +98,8 @@ def scorers_list(
     if format not in ("table", "json"):
         raise EvalstreamError("--format must be table or json")
     settings = settings_from_env()
-    records = asyncio.run(read_store(require_store_bootstrap(settings), max_bytes=settings.max_message_bytes))
+    records = asyncio.run(read_store(require_store_bootstrap(settings), max_bytes=settings.max_message_bytes,
+                                     client_options=aiokafka_options(settings)))
     shown = records if history else latest_per_name(records)
     if format == "json":
         for r in shown:
@@ -150,7 +153,8 @@ def scorers_test(
         record = build_upload(Path(scorer), requirements, entry=entry, network=network)
     else:
         stored = {r.name: r for r in latest_per_name(asyncio.run(read_store(
-            require_store_bootstrap(settings), max_bytes=settings.max_message_bytes)))}
+            require_store_bootstrap(settings), max_bytes=settings.max_message_bytes,
+            client_options=aiokafka_options(settings))))}
         if scorer not in stored:
             raise EvalstreamError(f"no uploaded scorer named {scorer!r} (uploaded: {', '.join(stored) or 'none'})")
         record = stored[scorer]

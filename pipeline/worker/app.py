@@ -15,7 +15,6 @@ import faust
 from pipeline import topics
 from pipeline.alerts.channels import channel_from_settings
 from pipeline.assembly.history import StoredSessionVersions, StoredVersions
-from pipeline.kafka_security import faust_credentials
 from pipeline.metrics import Counters
 from pipeline.pricing import LiteLLMPrices
 from pipeline.rules import RuleSet
@@ -35,7 +34,7 @@ from pipeline.worker.session_assembler import SessionAssembler
 from pipeline.worker.session_router import SessionRouter
 from pipeline.worker.session_scorer import SessionScorer
 from pipeline.worker.sink_service import sink_service_class
-from pipeline.worker.transport import EvalstreamApp
+from pipeline.worker.transport import EvalstreamApp, faust_credentials
 
 log = logging.getLogger(__name__)
 

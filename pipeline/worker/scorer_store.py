@@ -9,6 +9,7 @@ from typing import Any
 
 from mode import Service
 
+from pipeline.kafka_security import aiokafka_options
 from pipeline.scoring.store import StoreFollower
 from pipeline.scoring.uploaded import UploadedScorers
 from pipeline.worker.context import WorkerContext
@@ -24,7 +25,8 @@ def scorer_store_service_class(ctx: WorkerContext, bootstrap: str, uploads: Uplo
         def __init__(self, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self.follower = StoreFollower(bootstrap, uploads.catalog, uploads.on_change,
-                                          max_bytes=ctx.settings.max_message_bytes)
+                                          max_bytes=ctx.settings.max_message_bytes,
+                                          client_options=aiokafka_options(ctx.settings))
 
         async def on_start(self) -> None:
             self.add_future(self.follower.run())
