@@ -1,4 +1,11 @@
-"""All pipeline settings in one object; every env var is `EVALSTREAM_<FIELD>` (listed in the README)."""
+"""All pipeline settings in one object; every env var is `EVALSTREAM_<FIELD>` (listed in the README).
+
+Plain typed fields, read from the environment here and nowhere else in the pipeline (the SDK reads its
+own in `sdk/config.py`). This module imports nothing of the pipeline: what a setting configures builds
+its own object from it (`AssemblyConfig.from_settings`, `SessionConfig.from_settings`,
+`RetryPolicy.from_settings`, `kafka_security.aiokafka_options`),
+and the composition root (`worker/app.py`, the CLI) hands those objects down.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +14,6 @@ from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from pipeline.assembly import AssemblyConfig
-from pipeline.scoring import RetryPolicy
-from pipeline.sessions.state import SessionConfig
-from pipeline.storage.client import embedded_dsn
 
 ROLES = ("assembler", "router", "scorer", "alerter")  # the sink is `sink_enabled` (one chDB opener)
 
@@ -159,7 +161,9 @@ class Settings(BaseSettings):
 
     @property
     def resolved_dsn(self) -> str:
-        return self.clickhouse_dsn or embedded_dsn(self.data_dir / "clickhouse")
+        """The ClickHouse DSN: the configured one, else embedded chDB under data_dir (`storage/client.py`
+        `embedded_dsn` makes the same string)."""
+        return self.clickhouse_dsn or f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
 
     @property
     def fetch_max_bytes(self) -> int:
@@ -170,17 +174,3 @@ class Settings(BaseSettings):
     @property
     def run_file(self) -> Path:
         return self.data_dir / "run.json"
-
-    @property
-    def assembly(self) -> AssemblyConfig:
-        return AssemblyConfig(self.quiet_period_s, self.idle_timeout_s, self.reopen_window_s, self.remote_wait_s)
-
-    @property
-    def sessions(self) -> SessionConfig:
-        return SessionConfig(self.session_idle_timeout_s, self.session_reopen_window_s, self.session_tombstone_ttl_s,
-                             self.session_end_grace_s)
-
-    @property
-    def retry_policy(self) -> RetryPolicy:
-        return RetryPolicy(max_attempts=self.scorer_max_attempts, backoff_s=self.scorer_backoff_s,
-                           timeout_s=self.scorer_timeout_s)

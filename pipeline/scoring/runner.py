@@ -14,7 +14,7 @@ import random
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -23,6 +23,9 @@ from pipeline.contracts.conversation import Conversation
 from pipeline.errors import RetryableScorerError, ScorerTimeoutError
 from scorers.base import Scorer
 from scorers.registry import build_scorer
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,11 @@ class RetryPolicy:
     backoff_s: float = 0.5
     max_backoff_s: float = 10.0
     timeout_s: float = 30.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        return cls(max_attempts=settings.scorer_max_attempts, backoff_s=settings.scorer_backoff_s,
+                   timeout_s=settings.scorer_timeout_s)
 
     def delay(self, attempt: int) -> float:
         base = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))

@@ -1,5 +1,8 @@
 """The composition root: one Faust app, wired from one Settings object and one RuleSet.
 
+From the Settings it builds what each part is configured with (AssemblyConfig, SessionConfig, the scoring
+RetryPolicy) and hands them down on the WorkerContext.
+
 A worker process runs the agents of its roles (`EVALSTREAM_ROLES`, default all of assembler,
 router, scorer and alerter); processes share partitions with other workers of the same app id. The sink role (ClickHouse writer and
 query endpoint) runs only where `sink_enabled` is true, because chDB allows one opener.
@@ -14,11 +17,13 @@ import faust
 
 from pipeline import topics
 from pipeline.alerts.channels import channel_from_settings
+from pipeline.assembly import AssemblyConfig
 from pipeline.assembly.history import StoredSessionVersions, StoredVersions
 from pipeline.metrics import Counters
 from pipeline.pricing import LiteLLMPrices
 from pipeline.rules import RuleSet
-from pipeline.scoring import uploaded
+from pipeline.scoring import RetryPolicy, uploaded
+from pipeline.sessions import SessionConfig
 from pipeline.sessions.trace_loader import make_trace_loader
 from pipeline.settings import Settings
 from pipeline.worker.alert_redelivery import AlertRedelivery
@@ -68,7 +73,8 @@ def create_app(settings: Settings, ruleset: RuleSet, bootstrap: str, *, web_port
         web_bind="127.0.0.1",
     )
     ctx = WorkerContext(app=app, settings=settings, ruleset=ruleset, counters=Counters(),
-                        topics=make_topics(app, settings))
+                        topics=make_topics(app, settings), assembly=AssemblyConfig.from_settings(settings),
+                        sessions=SessionConfig.from_settings(settings), retry_policy=RetryPolicy.from_settings(settings))
 
     roles = settings.role_set
     if "assembler" in roles:

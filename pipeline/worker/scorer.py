@@ -56,7 +56,7 @@ class ScorerWorker:
             self.running += 1
             self.ctx.counters.set("jobs_running", self.running)
             try:
-                return await run_job(job, batch.trace, self.cache, self.ctx.settings.retry_policy)
+                return await run_job(job, batch.trace, self.cache, self.ctx.retry_policy)
             finally:
                 self.running -= 1
                 self.ctx.counters.set("jobs_running", self.running)
