@@ -3,7 +3,7 @@
 Plain typed fields, read from the environment here and nowhere else in the pipeline (the SDK reads its
 own in `sdk/config.py`). This module imports nothing of the pipeline: what a setting configures builds
 its own object from it (`AssemblyConfig.from_settings`, `SessionConfig.from_settings`,
-`RetryPolicy.from_settings`, `kafka_security.aiokafka_options`),
+`RetryPolicy.from_settings`, `scoring/judges.py` `judge_config`, `kafka_security.aiokafka_options`),
 and the composition root (`worker/app.py`, the CLI) hands those objects down.
 """
 
@@ -70,6 +70,19 @@ class Settings(BaseSettings):
     budget_window_s: float = Field(default=3600.0, gt=0)  # rules' budgets are per this window (an hour)
     defer_max_sleep_s: float = Field(default=30.0, gt=0)  # a deferred job waits at most this long per pass
     defer_concurrency: int = Field(default=64, ge=1)  # deferred jobs waiting at once per worker
+
+    # Judges (docs/judges.md): the process's judge client and the defaults of every judge; unset = the
+    # judge client's default (`scorers/judges/config.py`). A rule's params beat these.
+    judge_model: str | None = None  # litellm model string (default openai/gpt-4o-mini)
+    judge_api_base: str | None = None  # endpoint (default: the provider's)
+    judge_api_key: SecretStr | None = None  # else a rule's api_key_env, else litellm's provider variable
+    judge_max_concurrency: int | None = Field(default=None, ge=1)  # calls in flight per model (default 16)
+    judge_requests_per_minute: float | None = Field(default=None, gt=0)  # per model (default unlimited)
+    judge_tokens_per_minute: float | None = Field(default=None, gt=0)  # per model (default unlimited)
+    judge_timeout_s: float | None = Field(default=None, gt=0)  # per call (default 60)
+    judge_max_attempts: int | None = Field(default=None, ge=1)  # per call, with Retry-After (default 5)
+    judge_cache_size: int | None = Field(default=None, ge=0)  # identical calls answered from memory (default 1024)
+    judge_send_spacing_ms: float | None = Field(default=None, ge=0)  # least time between two sends (default 4)
 
     # Uploaded scorers (`evalstream scorers upload`) each run in a sandbox process (docs/scorers.md)
     sandbox_timeout_s: float = Field(default=20.0, gt=0)  # wall clock per job, capped by scorer_timeout_s

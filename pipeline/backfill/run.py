@@ -52,12 +52,10 @@ class BackfillResult:
 
 def load_backfill_rules(settings: Settings, path: Path | None) -> tuple[RuleSet, str]:
     from pipeline.rules import load_rules
-    from pipeline.scoring import uploaded
 
     path = path or settings.rules_file
     if path is None:
         raise ConfigError("backfill needs the rules file the workers run: --rules FILE or EVALSTREAM_RULES_FILE")
-    uploaded.install(settings)  # rules may name uploaded scorers
     return load_rules(path), str(path)
 
 

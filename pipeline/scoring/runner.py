@@ -22,7 +22,7 @@ from pipeline.contracts import ScoreJob, ScoreResult, ScoreStatus, SessionJob, T
 from pipeline.contracts.conversation import Conversation
 from pipeline.errors import RetryableScorerError, ScorerTimeoutError
 from scorers.base import Scorer
-from scorers.registry import build_scorer
+from scorers.registry import ScorerResolver
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings
@@ -56,10 +56,12 @@ class JobOutcome:
 
 
 class ScorerCache:
-    """One scorer instance per (scorer, params): judges keep clients and caches between jobs. The params of
-    `async_evaluate` requests come from spans, so the cache keeps only the `max_entries` used last."""
+    """One scorer instance per (scorer, params), built by `scorers` (the process's resolver, whose judges
+    share its judge client). The params of `async_evaluate` requests come from spans, so the cache keeps
+    only the `max_entries` used last."""
 
-    def __init__(self, max_entries: int = 256) -> None:
+    def __init__(self, scorers: ScorerResolver, max_entries: int = 256) -> None:
+        self.scorers = scorers
         self.max_entries = max(1, max_entries)
         self._items: OrderedDict[bytes, Scorer] = OrderedDict()
 
@@ -72,7 +74,7 @@ class ScorerCache:
         if scorer is not None:
             self._items.move_to_end(key)
             return scorer
-        scorer = self._items[key] = build_scorer(ref, params)
+        scorer = self._items[key] = self.scorers.build(ref, params)
         while len(self._items) > self.max_entries:
             self._items.popitem(last=False)
         return scorer

@@ -1,7 +1,8 @@
 """What every agent needs, built once by the composition root (`worker/app.py`) and handed to each role.
 
 Besides the Settings and rules: the configuration objects built from them (assembly, sessions, scoring
-retries).
+retries), and the process's `ScorerResolver` (`scoring/resolvers.py`), which knows its uploaded scorers
+and holds the one judge client every judge of the process shares.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pipeline.rules import RuleSet
 from pipeline.scoring import RetryPolicy
 from pipeline.sessions import SessionConfig
 from pipeline.settings import Settings
+from scorers.registry import ScorerResolver
 
 
 @dataclass
@@ -32,6 +34,7 @@ class WorkerContext:
     assembly: AssemblyConfig
     sessions: SessionConfig
     retry_policy: RetryPolicy  # of a score job
+    scorers: ScorerResolver  # judges built by it share its judge client; `uploaded`: the scorer store's catalog
     lag: LagTracker = field(default_factory=LagTracker)  # consumer lag: what each consumer here has read
 
     async def send(self, topic: str, key: str | bytes, value: bytes, partition: int | None = None) -> None:

@@ -53,7 +53,7 @@ class Router:
         limit = self.ctx.settings.max_message_bytes
         for trace in batch.traces:
             try:
-                routed = route_trace(trace, self.ctx.ruleset)
+                routed = route_trace(trace, self.ctx.ruleset, self.ctx.scorers)
                 trace_decisions = routed.decisions
                 for code in routed.refused:
                     self.ctx.counters.inc("evaluation_requests_refused", reason=code)

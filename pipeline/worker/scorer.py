@@ -43,7 +43,7 @@ def metric_rule(rule: str) -> str:
 class ScorerWorker:
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
-        self.cache = ScorerCache(ctx.settings.scorer_cache_size)
+        self.cache = ScorerCache(ctx.scorers, ctx.settings.scorer_cache_size)
         self.slots = asyncio.Semaphore(ctx.settings.scorer_concurrency)
         self.running = 0
         self.ledger = SpendLedger(ctx.settings.budget_window_s)

@@ -13,7 +13,6 @@ from pipeline.kafka_security import aiokafka_options
 from pipeline.scoring.store import StoreFollower
 from pipeline.scoring.uploaded import UploadedScorers
 from pipeline.worker.context import WorkerContext
-from scorers.registry import builtin_names, entry_point_names
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +35,7 @@ def scorer_store_service_class(ctx: WorkerContext, bootstrap: str, uploads: Uplo
         async def _report_missing(self) -> None:
             """Once the store is read: say which rules name a scorer that nothing provides yet."""
             await uploads.catalog.ready.wait()
-            known = set(builtin_names()) | set(entry_point_names())
+            known = ctx.scorers.reserved_names()
             for rule in ctx.ruleset.active:
                 if ":" not in rule.scorer and rule.scorer not in known and rule.scorer not in uploads.catalog:
                     log.warning("rule %s: scorer %r has no uploaded version yet; its jobs are error rows until "
