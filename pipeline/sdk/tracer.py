@@ -31,6 +31,7 @@ from pipeline.sdk.context import (
     current_session,
     current_span,
     get_current_span,
+    latest_tracer,
 )
 from pipeline.sdk.decorators import AgentSpec, Instrumented, instrument
 from pipeline.sdk.evaluations import build_request
@@ -43,7 +44,6 @@ from pipeline.sdk.wire import span_to_wire
 F = TypeVar("F", bound=Callable[..., Any])
 
 _UNSET: Any = object()
-_latest: weakref.ref[Tracer] | None = None
 
 
 def _at_exit(callback: Callable[[], None]) -> None:
@@ -58,8 +58,14 @@ def _at_exit(callback: Callable[[], None]) -> None:
 
 
 def active_tracer() -> Tracer | None:
-    """The most recently built Tracer: what `wrap(client)` records into when given no tracer."""
-    return _latest() if _latest is not None else None
+    """What `wrap(client)` records into when it was given no tracer, looked up at each call: the tracer of the
+    current span, else the Tracer built last in this context (`context.latest_tracer`: asyncio tasks and
+    threads started with a copied context see it; other threads see the tracer of their current span)."""
+    span = get_current_span()
+    if span is not None:
+        return span._tracer
+    latest = latest_tracer.get()
+    return latest() if latest is not None else None
 
 
 MAX_SESSION_ID = SESSION_ID_MAX_CHARS  # the pipeline's limit: longer ids cannot be assembled
@@ -75,8 +81,7 @@ class Tracer:
         self._exporter: SpanExporter | None = None
         self._atexit_registered = False
         self.evaluations_dropped = 0
-        global _latest
-        _latest = weakref.ref(self)
+        latest_tracer.set(weakref.ref(self))
         self.configure(project=project, service=service, bootstrap_servers=bootstrap_servers, enabled=enabled,
                        evaluations=evaluations, max_queue_size=max_queue_size, flush_interval_s=flush_interval_s,
                        max_field_bytes=max_field_bytes, capture_io=capture_io, redact=redact,
