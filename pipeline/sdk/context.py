@@ -36,7 +36,7 @@ current_span: contextvars.ContextVar[SpanHandle | RemoteParent | None] = context
 current_agent: contextvars.ContextVar[AgentRef | None] = contextvars.ContextVar("evalstream_agent", default=None)
 current_session: contextvars.ContextVar[str | None] = contextvars.ContextVar("evalstream_session", default=None)
 # The Tracer built last in this context (a weak reference: a dropped tracer is not kept alive). `wrap(client)`
-# without a tracer records into the current span's tracer, else this one (`tracer.active_tracer`).
+# without a tracer records into the current span's tracer, else this one (`active_tracer`).
 latest_tracer: contextvars.ContextVar[weakref.ref[Tracer] | None] = contextvars.ContextVar(
     "evalstream_latest_tracer", default=None)
 
@@ -58,3 +58,14 @@ def bind_context(fn: Callable[P, R]) -> Callable[P, R]:
         return context.copy().run(fn, *args, **kwargs)
 
     return bound
+
+
+def active_tracer() -> Tracer | None:
+    """What `wrap(client)` records into when it was given no tracer, looked up at each call: the tracer of the
+    current span, else the Tracer built last in this context (`latest_tracer`: asyncio tasks and threads
+    started with a copied context see it; other threads see the tracer of their current span)."""
+    span = get_current_span()
+    if span is not None:
+        return span._tracer
+    latest = latest_tracer.get()
+    return latest() if latest is not None else None

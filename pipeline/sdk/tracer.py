@@ -57,17 +57,6 @@ def _at_exit(callback: Callable[[], None]) -> None:
         atexit.register(callback)
 
 
-def active_tracer() -> Tracer | None:
-    """What `wrap(client)` records into when it was given no tracer, looked up at each call: the tracer of the
-    current span, else the Tracer built last in this context (`context.latest_tracer`: asyncio tasks and
-    threads started with a copied context see it; other threads see the tracer of their current span)."""
-    span = get_current_span()
-    if span is not None:
-        return span._tracer
-    latest = latest_tracer.get()
-    return latest() if latest is not None else None
-
-
 MAX_SESSION_ID = SESSION_ID_MAX_CHARS  # the pipeline's limit: longer ids cannot be assembled
 
 

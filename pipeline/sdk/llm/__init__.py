@@ -14,7 +14,7 @@ endpoint (embeddings, legacy completions, litellm's other functions). Clients ma
 `client.with_options(...)` or `copy()` are new objects: wrap them too.
 
 Without an explicit tracer, one is looked up at each call: the current span's, else the Tracer built last
-in this context (`tracer.active_tracer`; a thread started without a copied context sees only the tracer
+in this context (`context.active_tracer`; a thread started without a copied context sees only the tracer
 of its own current span: pass `tracer` or use `bind_context` there). When there is none, or tracing is
 off, calls go straight through.
 """
