@@ -33,12 +33,14 @@ from pipeline.contracts import Example, ScoreJob, ScoreStatus, Trace
 from pipeline.embedded import free_port
 from pipeline.scoring.runner import RetryPolicy, ScorerCache, run_job
 from scorers.judges.agent_judge import AgentJudge
-from scorers.judges.client import SEND_SPACING_S, JudgeClient, set_default_judge_client
+from scorers.judges.client import JudgeClient
+from scorers.judges.config import SEND_SPACING_S
 from scorers.judges.limits import ModelLimits
 from scorers.judges.span_tree import SpanTree
 from scorers.judges.tokens import estimate_request_tokens, estimate_tokens
 from scorers.judges.trace_toolbox import TOOL_SCHEMAS
 from scorers.judges.trace_view import render_skeleton, render_trace
+from scorers.registry import ScorerResolver
 from tests.support.judge_traces import agent_trace
 from tests.support.openai_server import OpenAIServer, Reply
 
@@ -63,11 +65,10 @@ def start_server(latency: float) -> tuple[subprocess.Popen[bytes], str]:
 
 async def throughput(base_url: str, concurrency: int, judgments: int, spacing_s: float) -> tuple[float, float, int]:
     """(judgments/s, CPU seconds of this process, failed jobs) for `judgments` jobs at `concurrency`."""
-    set_default_judge_client(JudgeClient(default_limits=ModelLimits(max_concurrency=concurrency),
-                                         send_spacing_s=spacing_s))
+    client = JudgeClient(default_limits=ModelLimits(max_concurrency=concurrency), send_spacing_s=spacing_s)
     params = {"criteria": CRITERIA, "model": MODEL, "api_base": base_url, "api_key": "test"}
     trace = Trace(trace_id="bench", version=1, status="complete", close_reason="quiet_period")
-    cache = ScorerCache()
+    cache = ScorerCache(ScorerResolver(judge_client=client))  # every judge it builds shares the client
     policy = RetryPolicy(timeout_s=60)
 
     def job(i: int) -> ScoreJob:
@@ -123,12 +124,11 @@ def without_repeats(trace: Trace) -> Trace:
 
 async def agent_tokens(trace: Trace) -> dict[str, Any]:
     client = JudgeClient()
-    set_default_judge_client(client)
     with OpenAIServer() as server:
         server.respond_with(investigation(trace))
         judge = AgentJudge(instructions="Did every tool call in {trace} succeed, and did the agent handle failures?",
                            criteria=["Every tool call succeeded"], model=MODEL, api_base=server.base_url,
-                           api_key="test")
+                           api_key="test", client=client)
         score = await judge.run(trace)
         served_prompt = sum(c["input_tokens"] for c in score.metadata["judge"]["calls"])
     calls = list(client.history)  # whole messages (the score's metadata caps them)

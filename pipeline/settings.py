@@ -1,4 +1,11 @@
-"""All pipeline settings in one object; every env var is `EVALSTREAM_<FIELD>` (listed in the README)."""
+"""All pipeline settings in one object; every env var is `EVALSTREAM_<FIELD>` (listed in the README).
+
+Plain typed fields, read from the environment here and nowhere else in the pipeline (the SDK reads its
+own in `sdk/config.py`). This module imports nothing of the pipeline: what a setting configures builds
+its own object from it (`AssemblyConfig.from_settings`, `SessionConfig.from_settings`,
+`RetryPolicy.from_settings`, `scoring/judges.py` `judge_config`, `kafka_security.aiokafka_options`),
+and the composition root (`worker/app.py`, the CLI) hands those objects down.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +14,6 @@ from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from pipeline.assembly import AssemblyConfig
-from pipeline.scoring import RetryPolicy
-from pipeline.sessions.state import SessionConfig
-from pipeline.storage.client import embedded_dsn
 
 ROLES = ("assembler", "router", "scorer", "alerter")  # the sink is `sink_enabled` (one chDB opener)
 
@@ -68,6 +70,19 @@ class Settings(BaseSettings):
     budget_window_s: float = Field(default=3600.0, gt=0)  # rules' budgets are per this window (an hour)
     defer_max_sleep_s: float = Field(default=30.0, gt=0)  # a deferred job waits at most this long per pass
     defer_concurrency: int = Field(default=64, ge=1)  # deferred jobs waiting at once per worker
+
+    # Judges (docs/judges.md): the process's judge client and the defaults of every judge; unset = the
+    # judge client's default (`scorers/judges/config.py`). A rule's params beat these.
+    judge_model: str | None = None  # litellm model string (default openai/gpt-4o-mini)
+    judge_api_base: str | None = None  # endpoint (default: the provider's)
+    judge_api_key: SecretStr | None = None  # else a rule's api_key_env, else litellm's provider variable
+    judge_max_concurrency: int | None = Field(default=None, ge=1)  # calls in flight per model (default 16)
+    judge_requests_per_minute: float | None = Field(default=None, gt=0)  # per model (default unlimited)
+    judge_tokens_per_minute: float | None = Field(default=None, gt=0)  # per model (default unlimited)
+    judge_timeout_s: float | None = Field(default=None, gt=0)  # per call (default 60)
+    judge_max_attempts: int | None = Field(default=None, ge=1)  # per call, with Retry-After (default 5)
+    judge_cache_size: int | None = Field(default=None, ge=0)  # identical calls answered from memory (default 1024)
+    judge_send_spacing_ms: float | None = Field(default=None, ge=0)  # least time between two sends (default 4)
 
     # Uploaded scorers (`evalstream scorers upload`) each run in a sandbox process (docs/scorers.md)
     sandbox_timeout_s: float = Field(default=20.0, gt=0)  # wall clock per job, capped by scorer_timeout_s
@@ -158,10 +173,6 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def resolved_dsn(self) -> str:
-        return self.clickhouse_dsn or embedded_dsn(self.data_dir / "clickhouse")
-
-    @property
     def fetch_max_bytes(self) -> int:
         """Consumers fetch more than the message limit, so an oversized message is read and dead-lettered
         instead of stalling its partition."""
@@ -170,17 +181,3 @@ class Settings(BaseSettings):
     @property
     def run_file(self) -> Path:
         return self.data_dir / "run.json"
-
-    @property
-    def assembly(self) -> AssemblyConfig:
-        return AssemblyConfig(self.quiet_period_s, self.idle_timeout_s, self.reopen_window_s, self.remote_wait_s)
-
-    @property
-    def sessions(self) -> SessionConfig:
-        return SessionConfig(self.session_idle_timeout_s, self.session_reopen_window_s, self.session_tombstone_ttl_s,
-                             self.session_end_grace_s)
-
-    @property
-    def retry_policy(self) -> RetryPolicy:
-        return RetryPolicy(max_attempts=self.scorer_max_attempts, backoff_s=self.scorer_backoff_s,
-                           timeout_s=self.scorer_timeout_s)

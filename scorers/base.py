@@ -10,8 +10,8 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.contracts import CriterionVerdict, Example, Trace
+from pipeline.contracts.conversation import Conversation
 from pipeline.errors import ScorerReturnTypeError
-from pipeline.sessions.conversation import Conversation
 
 ScoreTarget = Trace | Example | Conversation  # a Conversation for session rules (subject: session)
 
@@ -42,6 +42,9 @@ class Scorer:
     # Params only the operator may set (in the rules file or its sdk_evaluations list), never a span's
     # `async_evaluate` call: where it sends data, with which credentials, and what it may spend.
     operator_params: ClassVar[frozenset[str]] = frozenset()
+    # A scorer that calls models takes the process's judge client as the keyword argument `client`: the
+    # `ScorerResolver` that builds it passes its own (a rule cannot: `client` is not JSON). Judges do.
+    takes_judge_client: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         if params:

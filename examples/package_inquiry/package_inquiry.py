@@ -10,17 +10,19 @@ An LLM judge answering YES or NO, written as an evalstream scorer module and upl
 The SDK asks for it with
     tracer.async_evaluate("package_inquiry", {"request": request, "response": response}, sampling_rate=0.95)
 
-The model and endpoint come from EVALSTREAM_JUDGE_MODEL / EVALSTREAM_JUDGE_API_BASE (allow-list them
-for the sandbox with EVALSTREAM_SANDBOX_ENV_ALLOW) or from the rule's params.
+It calls the model through the judge client it is given (`takes_judge_client`), as the built-in judges
+do: in its sandbox, a client configured from EVALSTREAM_JUDGE_MODEL / _API_BASE / _API_KEY (allow-list
+them for the sandbox with EVALSTREAM_SANDBOX_ENV_ALLOW); the rule's params beat them. Its tests give it
+a `scorers.testing.ScriptedJudgeClient`.
 """
 
 from __future__ import annotations
 
-import os
+from typing import ClassVar
 
 from pipeline.contracts import Example
 from scorers.base import Score, Scorer, ScoreTarget
-from scorers.judges.client import JudgeRequest, default_judge_client
+from scorers.judges.client import JudgeClient, JudgeRequest
 from scorers.judges.records import JudgmentLog
 
 PROMPT = """Evaluate if the customer service response adequately addresses a package inquiry.
@@ -33,9 +35,13 @@ class PackageInquiry(Scorer):
     name = "package_inquiry"
     version = "1"
 
-    def __init__(self, model: str | None = None, api_base: str | None = None) -> None:
-        self.model = model or os.environ.get("EVALSTREAM_JUDGE_MODEL", "openai/gpt-4o-mini")
-        self.api_base = api_base or os.environ.get("EVALSTREAM_JUDGE_API_BASE") or None
+    takes_judge_client: ClassVar[bool] = True
+
+    def __init__(self, model: str | None = None, api_base: str | None = None,
+                 client: JudgeClient | None = None) -> None:
+        self.client = client if client is not None else JudgeClient()
+        self.model = model or self.client.config.model
+        self.api_base = api_base or self.client.config.api_base
 
     async def score(self, target: ScoreTarget) -> Score:
         if not isinstance(target, Example):
@@ -43,8 +49,8 @@ class PackageInquiry(Scorer):
         request = getattr(target, "request", None) or target.inputs
         response = getattr(target, "response", None) or target.outputs
         log = JudgmentLog(model=self.model)
-        answer = await default_judge_client().complete(JudgeRequest(
-            model=self.model, api_base=self.api_base, api_key=os.environ.get("EVALSTREAM_JUDGE_API_KEY", "none"),
+        answer = await self.client.complete(JudgeRequest(
+            model=self.model, api_base=self.api_base, api_key=self.client.config.api_key or "none",
             messages=[{"role": "user", "content": PROMPT.format(request=request, response=response)}],
             params={"temperature": 0},
         ))

@@ -25,10 +25,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.assembly.remote import is_call
 from pipeline.contracts import CloseReason, TraceStatus
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 State = dict[str, Any]
 
@@ -39,6 +42,10 @@ class AssemblyConfig:
     idle_timeout_s: float = 300.0
     reopen_window_s: float = 900.0
     remote_wait_s: float = 10.0  # how long a remote call waits for the callee's spans (OTel's exporter: 5 s)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AssemblyConfig:
+        return cls(settings.quiet_period_s, settings.idle_timeout_s, settings.reopen_window_s, settings.remote_wait_s)
 
 
 MAX_WAITED = 20  # calls listed per version in `waited` (the rest are counted, not named)

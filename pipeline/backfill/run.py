@@ -28,7 +28,7 @@ from pipeline.kafka_security import aiokafka_options
 from pipeline.rules.model import RuleSet
 from pipeline.runfile import read_run_file
 from pipeline.settings import Settings
-from pipeline.storage.client import is_embedded
+from pipeline.storage.client import dsn_of, is_embedded
 from pipeline.storage.filters import Eq, InSelect, MicrosRange, OneOf, where
 
 TERMINAL = ("filtered_out", "sampled_out", "scored", "failed", "deferred")
@@ -53,12 +53,10 @@ class BackfillResult:
 
 def load_backfill_rules(settings: Settings, path: Path | None) -> tuple[RuleSet, str]:
     from pipeline.rules import load_rules
-    from pipeline.scoring import uploaded
 
     path = path or settings.rules_file
     if path is None:
         raise ConfigError("backfill needs the rules file the workers run: --rules FILE or EVALSTREAM_RULES_FILE")
-    uploaded.install(settings)  # rules may name uploaded scorers
     return load_rules(path), str(path)
 
 
@@ -71,7 +69,7 @@ def run_backfill(settings: Settings, ruleset: RuleSet, rules_source: str, spec: 
     bootstrap = settings.kafka_bootstrap or run.get("kafka_bootstrap")
     if not bootstrap:
         raise ConfigError("no broker: set EVALSTREAM_KAFKA_BOOTSTRAP or start `evalstream up` first")
-    if is_embedded(settings.resolved_dsn) and not run.get("query_url"):
+    if is_embedded(dsn_of(settings)) and not run.get("query_url"):
         raise ConfigError(f"no running pipeline in {settings.data_dir}: start `evalstream up` first; its workers "
                           "route and score the backfill, and its sink serves the stored traces")
     if options.page_size < 1:

@@ -19,11 +19,12 @@ app.add_typer(alerts_app, name="alerts")
 
 def alert_rules(settings: Settings, rules: Path | None) -> Any:
     from pipeline.rules import load_rules
+    from pipeline.scoring.resolvers import scorer_resolver
 
     path = rules or settings.rules_file
     if path is None:
         raise EvalstreamError("no rules file: pass --rules or set EVALSTREAM_RULES_FILE")
-    return load_rules(path)
+    return load_rules(path, scorers=scorer_resolver(settings))
 
 
 @alerts_app.command("list")

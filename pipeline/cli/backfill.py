@@ -25,10 +25,13 @@ def backfill(
 ) -> None:
     """Send stored traces back through the live rules and scorers (source=backfill); re-run to resume."""
     from pipeline.backfill import BackfillOptions, BackfillSpec, load_backfill_rules, run_backfill
+    from pipeline.rules import check_scorers
+    from pipeline.scoring.resolvers import worker_resolver
 
     settings = settings_from_env()
     spec = BackfillSpec.of(rule, since, until, project, limit)
     ruleset, source = load_backfill_rules(settings, rules)
+    check_scorers(ruleset, worker_resolver(settings), source)  # as the workers check them: uploads accepted
     options = BackfillOptions(page_size=page_size, restart=restart, wait=wait, wait_timeout_s=wait_timeout)
     try:
         result = run_backfill(settings, ruleset, source, spec, options, console, err)

@@ -1,4 +1,8 @@
-"""What every command shares: the Typer app, the consoles, settings and rules loading, output formats."""
+"""What every command shares: the Typer app, the consoles, settings and rules loading, output formats.
+
+A command is the composition root of its process: it reads the Settings once (`settings_from_env`) and
+builds what it needs from them, e.g. the `ScorerResolver` its rules are checked with (`scoring/resolvers.py`).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import csv
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -17,6 +21,9 @@ from rich.table import Table
 from pipeline.errors import EvalstreamError
 from pipeline.settings import Settings
 from pipeline.shutdown import Shutdown
+
+if TYPE_CHECKING:
+    from scorers.registry import ScorerResolver
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Streaming evaluation for LLM agents.")
 console = Console()
@@ -34,18 +41,18 @@ def settings_from_env(**overrides: Any) -> Settings:
         raise EvalstreamError(f"invalid EVALSTREAM_* setting: {exc}") from None
 
 
-def load_ruleset(settings: Settings, rules: Path | None, overrides: list[str] | None):
+def load_ruleset(settings: Settings, rules: Path | None, overrides: list[str] | None, scorers: ScorerResolver):
+    """The worker's rules, their scorers checked by the worker's resolver (`scorers`: its uploaded scorers are
+    resolved per job and hot-swapped, so a name without a version yet is accepted)."""
     from pipeline.rules import RuleSet, load_rules
-    from pipeline.scoring import uploaded
 
-    uploaded.install(settings)  # rules may name uploaded scorers: resolved per job, hot-swapped
     path = rules or settings.rules_file
     if path is None:
         if overrides:
             raise EvalstreamError("--set needs a rules file (--rules or EVALSTREAM_RULES_FILE)")
         err.print("[yellow]No rules file: traces are assembled and stored, nothing is scored.[/]")
         return RuleSet()
-    ruleset = load_rules(path, overrides)
+    ruleset = load_rules(path, overrides, scorers=scorers)
     err.print(f"Loaded {len(ruleset.active)} rule(s) and {len(ruleset.alerts)} alert(s) from {path}")
     return ruleset
 

@@ -26,11 +26,13 @@ def up(rules: RulesOpt = None, set_: SetOpt = None, web_port: int | None = None)
     """Start the pipeline: the embedded broker and chDB unless EVALSTREAM_KAFKA_BOOTSTRAP / _CLICKHOUSE_DSN are set."""
     from pipeline.embedded import EmbeddedBroker
     from pipeline.runfile import clear_run_file, update_run_file
+    from pipeline.scoring.resolvers import worker_resolver
     from pipeline.worker.runner import run_worker
 
     settings = settings_from_env()
     shutdown = install_shutdown(settings)
-    ruleset = load_ruleset(settings, rules, set_)
+    scorers = worker_resolver(settings)
+    ruleset = load_ruleset(settings, rules, set_, scorers)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     broker = EmbeddedBroker(log_file=settings.data_dir / "broker.log") if settings.kafka_bootstrap is None else None
     try:  # from here on: a broker that started is stopped, whatever happens
@@ -40,7 +42,7 @@ def up(rules: RulesOpt = None, set_: SetOpt = None, web_port: int | None = None)
             shutdown.track(broker.pid)
             err.print(f"Embedded Tansu broker on {bootstrap}; ClickHouse data in {settings.data_dir / 'clickhouse'}")
         update_run_file(settings.run_file, kafka_bootstrap=bootstrap)
-        run_worker(settings, ruleset, bootstrap, web_port, shutdown)
+        run_worker(settings, ruleset, bootstrap, web_port, shutdown, scorers)
     finally:
         if broker is not None:
             if shutdown.stopping:  # Tansu waits ~5 s for clients still connected (the SDK of a running app)
@@ -61,6 +63,7 @@ def worker(rules: RulesOpt = None, set_: SetOpt = None,
                     "EVALSTREAM_ROLES).")] = None) -> None:
     """Run one more worker against a running broker (EVALSTREAM_KAFKA_BOOTSTRAP or the embedded one)."""
     from pipeline.runfile import read_run_file
+    from pipeline.scoring.resolvers import worker_resolver
     from pipeline.worker.runner import run_worker
 
     settings = settings_from_env(sink_enabled=sink, **({"roles": roles} if roles is not None else {}))
@@ -70,7 +73,8 @@ def worker(rules: RulesOpt = None, set_: SetOpt = None,
         raise EvalstreamError("no broker: set EVALSTREAM_KAFKA_BOOTSTRAP or start `evalstream up` first")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        run_worker(settings, load_ruleset(settings, rules, set_), bootstrap, web_port, shutdown)
+        scorers = worker_resolver(settings)
+        run_worker(settings, load_ruleset(settings, rules, set_, scorers), bootstrap, web_port, shutdown, scorers)
     finally:
         shutdown.finish()
 
@@ -95,6 +99,7 @@ def otlp(
     from pydantic import SecretStr
 
     from pipeline.admin import ensure_topics_for
+    from pipeline.kafka_security import aiokafka_options
     from pipeline.otel.publisher import KafkaPublisher
     from pipeline.otel.receiver import ReceiverConfig, create_app, serve
     from pipeline.runfile import read_run_file
@@ -108,7 +113,8 @@ def otlp(
     config = ReceiverConfig(project=settings.otlp_default_project, token=secret or None,
                             max_request_bytes=settings.otlp_max_request_bytes,
                             max_message_bytes=settings.max_message_bytes)
-    publisher = KafkaPublisher(bootstrap, max_message_bytes=settings.max_message_bytes)
+    publisher = KafkaPublisher(bootstrap, max_message_bytes=settings.max_message_bytes,
+                               client_options=aiokafka_options(settings))
 
     def ready(url: str) -> None:
         auth = ("a bearer token is required" if config.token

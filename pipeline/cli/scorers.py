@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -14,7 +14,11 @@ from rich.table import Table
 
 from pipeline.cli.common import app, console, err, settings_from_env
 from pipeline.errors import EvalstreamError
+from pipeline.kafka_security import aiokafka_options
 from pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from pipeline.scoring.uploaded import UploadedScorers
 
 scorers_app = typer.Typer(help="Upload, list and test scorers that run in sandboxes.", no_args_is_help=True)
 app.add_typer(scorers_app, name="scorers")
@@ -34,21 +38,21 @@ def require_store_bootstrap(settings: Settings) -> str:
     return bootstrap
 
 
-def use_stored_scorers(settings: Settings) -> None:
-    """`rules check`: names of uploaded scorers are valid when the running broker has them."""
+def stored_scorers(settings: Settings) -> UploadedScorers | None:
+    """`rules check`: names of uploaded scorers are valid when the running broker has them (None: no broker)."""
     from pipeline.scoring.store import latest_per_name, read_store
     from pipeline.scoring.uploaded import UploadedScorers, catalog_of
-    from scorers.registry import use_uploaded_scorers
 
     bootstrap = store_bootstrap(settings)
     if not bootstrap:
-        return
+        return None
     try:
-        records = asyncio.run(read_store(bootstrap, max_bytes=settings.max_message_bytes, timeout_s=10))
+        records = asyncio.run(read_store(bootstrap, max_bytes=settings.max_message_bytes, timeout_s=10,
+                                         client_options=aiokafka_options(settings)))
     except EvalstreamError as exc:
         err.print(f"[yellow]Uploaded scorers not checked: {exc}[/]")
-        return
-    use_uploaded_scorers(UploadedScorers(catalog_of(latest_per_name(records)), settings, accept_unknown=False))
+        return None
+    return UploadedScorers(catalog_of(latest_per_name(records)), settings, accept_unknown=False)
 
 
 @scorers_app.command("upload")
@@ -74,7 +78,7 @@ def scorers_upload(
 
     async def run() -> None:
         await ensure_topics_for(settings, bootstrap)
-        await publish(bootstrap, record, max_bytes=settings.max_message_bytes)
+        await publish(bootstrap, record, max_bytes=settings.max_message_bytes, client_options=aiokafka_options(settings))
 
     asyncio.run(run())
     needs = (", ".join(record.requirements) or "no requirements") + ("; with network" if record.network else "")
@@ -96,7 +100,8 @@ def scorers_list(
     if format not in ("table", "json"):
         raise EvalstreamError("--format must be table or json")
     settings = settings_from_env()
-    records = asyncio.run(read_store(require_store_bootstrap(settings), max_bytes=settings.max_message_bytes))
+    records = asyncio.run(read_store(require_store_bootstrap(settings), max_bytes=settings.max_message_bytes,
+                                     client_options=aiokafka_options(settings)))
     shown = records if history else latest_per_name(records)
     if format == "json":
         for r in shown:
@@ -150,7 +155,8 @@ def scorers_test(
         record = build_upload(Path(scorer), requirements, entry=entry, network=network)
     else:
         stored = {r.name: r for r in latest_per_name(asyncio.run(read_store(
-            require_store_bootstrap(settings), max_bytes=settings.max_message_bytes)))}
+            require_store_bootstrap(settings), max_bytes=settings.max_message_bytes,
+            client_options=aiokafka_options(settings))))}
         if scorer not in stored:
             raise EvalstreamError(f"no uploaded scorer named {scorer!r} (uploaded: {', '.join(stored) or 'none'})")
         record = stored[scorer]

@@ -55,7 +55,7 @@ class Turn(_Wire):
     ended_ns: TimestampNs = 0
     status: TraceStatus = TraceStatus.COMPLETE
     agents: list[str] = Field(default_factory=list)  # distinct agent names, in span order
-    input: str = ""  # the root's inputs as text (pipeline.sessions.transcript)
+    input: str = ""  # the root's inputs as text (pipeline.contracts.transcript)
     output: str = ""  # the root's outputs as text
     errors: UInt32 = 0  # spans with status error
     cost_usd: CostUsd | None = None

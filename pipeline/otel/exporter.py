@@ -15,7 +15,6 @@ network and never raises.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -28,6 +27,7 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
 
 from pipeline.otel.mapping import DEFAULT_MAX_VALUE_BYTES, OtelSpan, check_span, to_wire_span
 from pipeline.otel.values import plain
+from pipeline.sdk.config import SDKConfig
 
 log = logging.getLogger("evalstream.otel")
 
@@ -68,21 +68,23 @@ def to_otel_span(span: ReadableSpan) -> OtelSpan:
 
 
 class EvalstreamSpanExporter(SpanExporter):
-    """Configuration: argument > `EVALSTREAM_KAFKA_BOOTSTRAP` / `EVALSTREAM_PROJECT` > default
-    (`localhost:9092`, project `default`). A span's `evalstream.project` attribute (or its resource's)
-    overrides the project."""
+    """Configuration is resolved as the SDK's (`sdk/config.py`): argument > `EVALSTREAM_KAFKA_BOOTSTRAP` /
+    `EVALSTREAM_PROJECT` (and the SDK's queue and Kafka TLS / SASL variables) > default (`localhost:9092`,
+    project `default`). A span's `evalstream.project` attribute (or its resource's) overrides the project."""
 
     def __init__(self, bootstrap_servers: str | None = None, project: str | None = None, *,
                  max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
                  publisher: WirePublisher | None = None) -> None:
-        self.bootstrap_servers = (bootstrap_servers or os.environ.get("EVALSTREAM_KAFKA_BOOTSTRAP")
-                                  or DEFAULT_BOOTSTRAP)
-        self.project = project or os.environ.get("EVALSTREAM_PROJECT") or "default"
+        config = SDKConfig.resolve(project=project or None, bootstrap_servers=bootstrap_servers or None)
+        self.bootstrap_servers = config.bootstrap_servers or DEFAULT_BOOTSTRAP
+        self.project = config.project
         self.max_value_bytes = max_value_bytes
         if publisher is None:
             from pipeline.sdk.exporter import KafkaSpanExporter
 
-            publisher = KafkaSpanExporter(self.bootstrap_servers)
+            publisher = KafkaSpanExporter(self.bootstrap_servers, max_queue_size=config.max_queue_size,
+                                          flush_interval_s=config.flush_interval_s,
+                                          kafka_options=config.kafka_options)
         self._publisher = publisher
         self.invalid = 0  # spans that could not be mapped (e.g. an empty name) and were not sent
         self._warned: set[str] = set()

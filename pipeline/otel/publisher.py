@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from pipeline.errors import PublishError
-from pipeline.kafka_security import env_options
 from pipeline.otel.batches import Message
 from pipeline.topics import SPANS
 
@@ -35,8 +34,10 @@ class KafkaPublisher:
     """An aiokafka producer (acks=all), connected on first use and reconnected after a failed start."""
 
     def __init__(self, bootstrap_servers: str, *, max_message_bytes: int, topic: str = SPANS,
-                 timeout_s: float = 8.0, reconnect_interval_s: float = 1.0) -> None:
+                 timeout_s: float = 8.0, reconnect_interval_s: float = 1.0,
+                 client_options: Mapping[str, Any] | None = None) -> None:
         self.bootstrap_servers = bootstrap_servers
+        self._client_options = dict(client_options or {})  # TLS / SASL: kafka_security.aiokafka_options
         self.topic = topic
         self._max_message_bytes = max_message_bytes
         self._timeout_s = timeout_s
@@ -68,7 +69,7 @@ class KafkaPublisher:
 
             producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers, acks="all", linger_ms=2,
                                         max_request_size=self._max_message_bytes + 64 * 1024,
-                                        request_timeout_ms=int(self._timeout_s * 1000), **env_options())
+                                        request_timeout_ms=int(self._timeout_s * 1000), **self._client_options)
             try:
                 await asyncio.wait_for(producer.start(), self._timeout_s)
             except Exception as exc:  # any failure to connect means: answer 503, try again later

@@ -25,6 +25,7 @@ from pipeline.errors import ScorerError
 from pipeline.rules.model import SdkEvaluations
 from scorers.base import Scorer
 from scorers.params import declared_params
+from scorers.registry import ScorerResolver
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,11 @@ class Refused:
 
 
 class EvaluationPolicy:
-    def __init__(self, config: SdkEvaluations) -> None:
+    """`scorers`: the process's resolver (listed scorers may be uploaded ones; installed entry points are its)."""
+
+    def __init__(self, config: SdkEvaluations, scorers: ScorerResolver) -> None:
         self.config = config
+        self.scorers = scorers
 
     def admit(self, request: EvaluationRequest) -> Admitted | Refused:
         config, name = self.config, request.scorer
@@ -53,7 +57,8 @@ class EvaluationPolicy:
         if ":" in name:
             return Refused("dotted_name", f"scorer {name!r}: a 'module:attr' name is never taken from a span; "
                                           "the operator can list it under sdk_evaluations.scorers")
-        code, judges, installed = _builtin_kinds()
+        code, judges = _builtin_kinds()
+        installed = self.scorers.entry_points
         if name in code:
             if not config.code_scorers:
                 return Refused("not_allowed", f"built-in scorer {name!r}: code scorers are turned off for spans "
@@ -73,10 +78,8 @@ class EvaluationPolicy:
 
     def _listed(self, request: EvaluationRequest, ref: str, fixed: dict[str, Any],
                 allow_model: bool) -> Admitted | Refused:
-        from scorers.registry import resolve_scorer
-
         try:
-            cls = resolve_scorer(ref)
+            cls = self.scorers.resolve(ref)
         except ScorerError as exc:
             return Refused("unknown_scorer", f"scorer {request.scorer!r} (listed as {ref!r}): {exc}")
         operator_only = cls.operator_params - ({"model"} if allow_model else set())
@@ -108,9 +111,8 @@ def _checked(request: EvaluationRequest, ref: str, cls: type[Scorer], *, fixed: 
     return Admitted(ref, params)
 
 
-def _builtin_kinds() -> tuple[dict[str, type[Scorer]], dict[str, type[Scorer]], set[str]]:
+def _builtin_kinds() -> tuple[dict[str, type[Scorer]], dict[str, type[Scorer]]]:
     from scorers.builtin import CODE_SCORERS
     from scorers.judges import JUDGES
-    from scorers.registry import entry_point_names
 
-    return CODE_SCORERS, JUDGES, set(entry_point_names())
+    return CODE_SCORERS, JUDGES

@@ -11,7 +11,7 @@ and marks jobs and decisions `source=backfill`; their job ids differ from the li
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from pydantic import ValidationError
@@ -28,6 +28,7 @@ from pipeline.routing.evaluation_policy import EvaluationPolicy, Refused
 from pipeline.rules.matching import filter_mismatch
 from pipeline.rules.model import RuleSet
 from pipeline.sampling import is_sampled, sdk_rule
+from scorers.registry import ScorerResolver
 
 
 @dataclass
@@ -37,12 +38,39 @@ class Routed:
     refused: list[str] = field(default_factory=list)  # the policy's code for each refused request
 
 
-def route_trace(trace: Trace, ruleset: RuleSet, *, source: JobSource = JobSource.LIVE,
+def route_trace(trace: Trace, ruleset: RuleSet, scorers: ScorerResolver, *, source: JobSource = JobSource.LIVE,
                 only_rule: str | None = None, only_rules: Collection[str] | None = None) -> Routed:
-    """Every active rule, or only `only_rule` / `only_rules` (then no `async_evaluate` requests)."""
+    """Every active rule, or only `only_rule` / `only_rules` (then no `async_evaluate` requests). `scorers`:
+    the process's resolver, which the evaluation policy asks about the scorers spans name."""
+    chosen = {only_rule} if only_rule is not None else set(only_rules) if only_rules is not None else None
+    out, decide, now = _route_rules(trace, ruleset, source, chosen)
+    if chosen is None:
+        _route_evaluation_requests(trace, out, decide, EvaluationPolicy(ruleset.sdk_evaluations, scorers), source,
+                                   now)
+    return out
+
+
+def route_backfill(trace: Trace, ruleset: RuleSet, rules: Collection[str]) -> Routed:
+    """A stored trace against the named rules only, as live. A name this worker has no active rule for
+    gets a `failed` decision saying so, so a rules file that differs from the backfill's is visible."""
+    routed, _, now = _route_rules(trace, ruleset, JobSource.BACKFILL, set(rules))
+    active = {r.name for r in ruleset.trace_rules}
+    for name in dict.fromkeys(rules):
+        if name not in active:
+            routed.decisions.append(Decision(
+                rule=name, trace_id=trace.trace_id, trace_version=trace.version, outcome=DecisionOutcome.FAILED,
+                reason="backfill: this worker has no active rule of that name (its rules file differs)",
+                project=trace.project, source=JobSource.BACKFILL, decided_at_ns=now,
+            ))
+    return routed
+
+
+def _route_rules(trace: Trace, ruleset: RuleSet, source: JobSource, chosen: set[str] | None
+                 ) -> tuple[Routed, Callable[..., None], int]:
+    """The rules' decisions and jobs (all active rules, or the `chosen`), the `decide` that records a
+    decision, and the time they are stamped with."""
     now = time.time_ns()
     out = Routed()
-    chosen = {only_rule} if only_rule is not None else set(only_rules) if only_rules is not None else None
 
     def decide(rule: str, outcome: DecisionOutcome, reason: str = "", job_id: str | None = None,
                span_id: str | None = None, request_index: int = 0) -> None:
@@ -68,26 +96,7 @@ def route_trace(trace: Trace, ruleset: RuleSet, *, source: JobSource = JobSource
             trace_id=trace.trace_id, trace_version=trace.version, source=source, created_ns=now,
         ))
         decide(rule.name, DecisionOutcome.QUEUED, job_id=job_id)
-
-    if chosen is None:
-        _route_evaluation_requests(trace, out, decide, EvaluationPolicy(ruleset.sdk_evaluations), source, now)
-    return out
-
-
-def route_backfill(trace: Trace, ruleset: RuleSet, rules: Collection[str]) -> Routed:
-    """A stored trace against the named rules only, as live. A name this worker has no active rule for
-    gets a `failed` decision saying so, so a rules file that differs from the backfill's is visible."""
-    routed = route_trace(trace, ruleset, source=JobSource.BACKFILL, only_rules=rules)
-    active = {r.name for r in ruleset.trace_rules}
-    now = time.time_ns()
-    for name in dict.fromkeys(rules):
-        if name not in active:
-            routed.decisions.append(Decision(
-                rule=name, trace_id=trace.trace_id, trace_version=trace.version, outcome=DecisionOutcome.FAILED,
-                reason="backfill: this worker has no active rule of that name (its rules file differs)",
-                project=trace.project, source=JobSource.BACKFILL, decided_at_ns=now,
-            ))
-    return routed
+    return out, decide, now
 
 
 def _route_evaluation_requests(trace: Trace, out: Routed, decide, policy: EvaluationPolicy, source: JobSource,

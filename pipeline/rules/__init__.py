@@ -1,6 +1,6 @@
 """Rules as code: which traces each scorer sees, how many, and when to alert."""
 
-from pipeline.rules.loader import apply_overrides, load_rules, parse_rules
+from pipeline.rules.loader import ScorerCheck, apply_overrides, check_scorers, load_rules, parse_rules
 from pipeline.rules.model import AlertCondition, AlertRule, EvalRule, RuleFilter, RuleSet, RuleSubject
 
 __all__ = [
@@ -10,7 +10,9 @@ __all__ = [
     "RuleFilter",
     "RuleSet",
     "RuleSubject",
+    "ScorerCheck",
     "apply_overrides",
+    "check_scorers",
     "load_rules",
     "parse_rules",
 ]

@@ -1,10 +1,15 @@
-"""Load, override and check a rules file. Every error names the rule and the field."""
+"""Load, override and check a rules file. Every error names the rule and the field.
+
+The scorers a rules file names are checked by the `ScorerCheck` the caller hands in (the process's
+`ScorerResolver`, which knows its uploaded scorers and its judges' configuration); without one, only
+the file's shape is checked.
+"""
 
 from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 from pydantic import ValidationError
@@ -13,7 +18,18 @@ from pipeline.errors import RulesError, ScorerError
 from pipeline.rules.model import RuleSet
 
 
-def load_rules(path: str | Path, overrides: list[str] | None = None) -> RuleSet:
+class ScorerCheck(Protocol):
+    """What checking the scorers takes (a `scorers.registry.ScorerResolver` is one)."""
+
+    def build(self, ref: str, params: dict[str, Any]) -> object:
+        """Build scorer `ref` with `params`: ScorerError when it is unknown, TypeError / ValueError on a bad param."""
+
+    def param_names(self, ref: str) -> set[str]:
+        """The params scorer `ref` declares (ScorerError when it is unknown)."""
+
+
+def load_rules(path: str | Path, overrides: list[str] | None = None, *, scorers: ScorerCheck | None = None
+               ) -> RuleSet:
     path = Path(path)
     if not path.is_file():
         raise RulesError(f"rules file {path} does not exist")
@@ -22,10 +38,11 @@ def load_rules(path: str | Path, overrides: list[str] | None = None) -> RuleSet:
         data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
         raise RulesError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {exc}") from None
-    return parse_rules(data or {}, source=str(path), overrides=overrides)
+    return parse_rules(data or {}, source=str(path), overrides=overrides, scorers=scorers)
 
 
-def parse_rules(data: Any, *, source: str = "<rules>", overrides: list[str] | None = None) -> RuleSet:
+def parse_rules(data: Any, *, source: str = "<rules>", overrides: list[str] | None = None,
+                scorers: ScorerCheck | None = None) -> RuleSet:
     if not isinstance(data, dict):
         raise RulesError(f"{source}: expected a mapping with 'rules' and 'alerts'")
     if overrides:
@@ -34,7 +51,8 @@ def parse_rules(data: Any, *, source: str = "<rules>", overrides: list[str] | No
         ruleset = RuleSet.model_validate(data)
     except ValidationError as exc:
         raise _explain(exc, data, source) from None
-    _check_scorers(ruleset, source)
+    if scorers is not None:
+        check_scorers(ruleset, scorers, source)
     return ruleset
 
 
@@ -73,33 +91,28 @@ def _explain(exc: ValidationError, data: dict[str, Any], source: str) -> RulesEr
     return RulesError(f"{source}: {where}: {err['msg']}{more}", rule=rule, field=field)
 
 
-def _check_scorers(ruleset: RuleSet, source: str) -> None:
+def check_scorers(ruleset: RuleSet, scorers: ScorerCheck, source: str = "<rules>") -> None:
     """Build each rule's scorer once, so an unknown scorer or bad param fails at start, not per trace."""
-    from scorers.registry import build_scorer
-
     for rule in ruleset.rules:
         try:
-            build_scorer(rule.scorer, rule.params)
+            scorers.build(rule.scorer, rule.params)
         except ScorerError as exc:
             raise RulesError(f"{source}: rule {rule.name!r} field 'scorer': {exc}", rule=rule.name,
                              field="scorer") from None
         except (TypeError, ValueError) as exc:
             raise RulesError(f"{source}: rule {rule.name!r} field 'params': {exc}", rule=rule.name,
                              field="params") from None
-    _check_sdk_scorers(ruleset, source)
+    _check_sdk_scorers(ruleset, scorers, source)
 
 
-def _check_sdk_scorers(ruleset: RuleSet, source: str) -> None:
+def _check_sdk_scorers(ruleset: RuleSet, scorers: ScorerCheck, source: str) -> None:
     """A listed scorer must exist, and its fixed params must be ones it declares (the span gives the rest)."""
-    from scorers.params import declared_params
-    from scorers.registry import resolve_scorer
-
     for entry in ruleset.sdk_evaluations.scorers:
         where = f"{source}: sdk_evaluations scorer {entry.name!r}"
         try:
-            cls = resolve_scorer(entry.ref)
+            declared = scorers.param_names(entry.ref)
         except ScorerError as exc:
             raise RulesError(f"{where}: {exc}", field="sdk_evaluations") from None
-        unknown = sorted(set(entry.params) - set(declared_params(cls).model_fields))
+        unknown = sorted(set(entry.params) - declared)
         if unknown:
             raise RulesError(f"{where}: {entry.ref!r} has no params {', '.join(unknown)}", field="sdk_evaluations")

@@ -14,15 +14,18 @@ import random
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from pipeline.contracts import ScoreJob, ScoreResult, ScoreStatus, SessionJob, Trace
+from pipeline.contracts.conversation import Conversation
 from pipeline.errors import RetryableScorerError, ScorerTimeoutError
-from pipeline.sessions.conversation import Conversation
 from scorers.base import Scorer
-from scorers.registry import build_scorer
+from scorers.registry import ScorerResolver
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,11 @@ class RetryPolicy:
     max_backoff_s: float = 10.0
     timeout_s: float = 30.0
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        return cls(max_attempts=settings.scorer_max_attempts, backoff_s=settings.scorer_backoff_s,
+                   timeout_s=settings.scorer_timeout_s)
+
     def delay(self, attempt: int) -> float:
         base = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
         return base * (0.5 + random.random() / 2)
@@ -48,10 +56,12 @@ class JobOutcome:
 
 
 class ScorerCache:
-    """One scorer instance per (scorer, params): judges keep clients and caches between jobs. The params of
-    `async_evaluate` requests come from spans, so the cache keeps only the `max_entries` used last."""
+    """One scorer instance per (scorer, params), built by `scorers` (the process's resolver, whose judges
+    share its judge client). The params of `async_evaluate` requests come from spans, so the cache keeps
+    only the `max_entries` used last."""
 
-    def __init__(self, max_entries: int = 256) -> None:
+    def __init__(self, scorers: ScorerResolver, max_entries: int = 256) -> None:
+        self.scorers = scorers
         self.max_entries = max(1, max_entries)
         self._items: OrderedDict[bytes, Scorer] = OrderedDict()
 
@@ -64,7 +74,7 @@ class ScorerCache:
         if scorer is not None:
             self._items.move_to_end(key)
             return scorer
-        scorer = self._items[key] = build_scorer(ref, params)
+        scorer = self._items[key] = self.scorers.build(ref, params)
         while len(self._items) > self.max_entries:
             self._items.popitem(last=False)
         return scorer

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -19,7 +20,6 @@ from pipeline import topics
 from pipeline.contracts import decode, encode
 from pipeline.contracts.uploads import UploadedScorer
 from pipeline.errors import BrokerError, DecodeError, PublishError
-from pipeline.kafka_security import env_options
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +65,11 @@ class ScorerCatalog:
         return name in self._latest
 
 
-def _consumer(bootstrap: str, max_bytes: int) -> AIOKafkaConsumer:
+def _consumer(bootstrap: str, max_bytes: int, client_options: Mapping[str, Any] | None) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                             auto_offset_reset="earliest", fetch_max_wait_ms=100,
                             max_partition_fetch_bytes=max(2 * max_bytes, 1024 * 1024),
-                            request_timeout_ms=15000, **env_options())
+                            request_timeout_ms=15000, **(client_options or {}))
 
 
 async def _assign_all(consumer: AIOKafkaConsumer) -> list[TopicPartition]:
@@ -92,10 +92,11 @@ async def _caught_up(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]
     return True
 
 
-async def read_store(bootstrap: str, *, max_bytes: int = 16 * 1024 * 1024, timeout_s: float = 30.0
-                     ) -> list[UploadedScorer]:
-    """Every version on the topic now, oldest upload first (for `scorers list` and `rules check`)."""
-    consumer = _consumer(bootstrap, max_bytes)
+async def read_store(bootstrap: str, *, max_bytes: int = 16 * 1024 * 1024, timeout_s: float = 30.0,
+                     client_options: Mapping[str, Any] | None = None) -> list[UploadedScorer]:
+    """Every version on the topic now, oldest upload first (for `scorers list` and `rules check`).
+    `client_options`: TLS / SASL (`kafka_security.aiokafka_options`), as for every client here."""
+    consumer = _consumer(bootstrap, max_bytes, client_options)
     try:
         await consumer.start()
     except KafkaError as exc:
@@ -129,14 +130,15 @@ def latest_per_name(records: list[UploadedScorer]) -> list[UploadedScorer]:
     return sorted(latest.values(), key=lambda r: r.name)
 
 
-async def publish(bootstrap: str, record: UploadedScorer, *, max_bytes: int) -> None:
+async def publish(bootstrap: str, record: UploadedScorer, *, max_bytes: int,
+                  client_options: Mapping[str, Any] | None = None) -> None:
     """Store a version: acknowledged by the broker before this returns."""
     value = encode(record)
     if len(value) > max_bytes:
         raise PublishError(f"{record.filename} makes a {len(value)}-byte record, over EVALSTREAM_MAX_MESSAGE_BYTES "
                            f"({max_bytes})")
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=max(2 * max_bytes, 1 << 20),
-                                **env_options())
+                                **(client_options or {}))
     try:
         await producer.start()
         await producer.send_and_wait(topics.SCORERS, value, key=record.name.encode())
@@ -151,8 +153,9 @@ class StoreFollower:
     replay it calls `on_change` for every current version, then for each new one as it arrives."""
 
     def __init__(self, bootstrap: str, catalog: ScorerCatalog, on_change: Callable[[UploadedScorer], None], *,
-                 max_bytes: int, retry_s: float = 2.0) -> None:
+                 max_bytes: int, retry_s: float = 2.0, client_options: Mapping[str, Any] | None = None) -> None:
         self.bootstrap = bootstrap
+        self.client_options = client_options
         self.catalog = catalog
         self.on_change = on_change
         self.max_bytes = max_bytes
@@ -171,7 +174,7 @@ class StoreFollower:
             await asyncio.sleep(self.retry_s)
 
     async def _follow(self) -> None:
-        consumer = _consumer(self.bootstrap, self.max_bytes)
+        consumer = _consumer(self.bootstrap, self.max_bytes, self.client_options)
         await consumer.start()
         try:
             assigned = await _assign_all(consumer)

@@ -1,8 +1,9 @@
 """Uploaded scorers in a process: the catalog of current versions and the sandboxes that run them.
 
-`install(settings)` makes them resolvable through `scorers.registry` (a worker calls it before it
-loads its rules). A worker accepts a rule naming a scorer that has no uploaded version yet: its
-jobs become error rows saying so until a version arrives, then it is scored without a restart.
+An `UploadedScorers` is the uploaded source of the process's `ScorerResolver` (`scoring/resolvers.py`,
+built by the composition root before it loads the rules). A worker's accepts a rule naming a scorer
+that has no uploaded version yet: its jobs become error rows saying so until a version arrives, then
+it is scored without a restart.
 """
 
 from __future__ import annotations
@@ -20,13 +21,12 @@ from pipeline.scoring.sandbox.scorer import SandboxedScorer, sandboxed_scorer_cl
 from pipeline.scoring.store import ScorerCatalog
 from pipeline.scoring.uploads import NAME
 from pipeline.settings import Settings
-from scorers.registry import use_uploaded_scorers
 
 log = logging.getLogger(__name__)
 
 
 class UploadedScorers:
-    """The registry's source of uploaded scorers and the resolver of their `SandboxedScorer`s.
+    """A `ScorerResolver`'s source of uploaded scorers, and what resolves their `SandboxedScorer`s.
 
     `accept_unknown`: a name with no version yet still resolves (workers), or does not (`rules check`).
     """
@@ -104,15 +104,3 @@ def catalog_of(records: list[UploadedScorer]) -> ScorerCatalog:
         catalog.put(record)
     catalog.ready.set()
     return catalog
-
-
-_installed: UploadedScorers | None = None
-
-
-def install(settings: Settings) -> UploadedScorers:
-    """Make uploaded scorers resolvable in this worker process (idempotent)."""
-    global _installed
-    if _installed is None:
-        _installed = UploadedScorers(ScorerCatalog(), settings, accept_unknown=True)
-        use_uploaded_scorers(_installed)
-    return _installed

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import ConfigError
+from pipeline.kafka_security import client_options
 
 ENV_VARS = {
     "EVALSTREAM_MONITORING": "false turns tracing into a no-op",
@@ -31,39 +32,15 @@ ENV_VARS = {
     "EVALSTREAM_KAFKA_SSL_CERTFILE": "client certificate, for mutual TLS",
     "EVALSTREAM_KAFKA_SSL_KEYFILE": "client key, for mutual TLS",
 }
-_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 def kafka_security(env: Mapping[str, str]) -> dict[str, Any]:
     """aiokafka keyword arguments for TLS / SASL, from the same variables the pipeline's workers read."""
-    protocol = (env.get("EVALSTREAM_KAFKA_SECURITY_PROTOCOL") or "PLAINTEXT").strip().upper()
-    if protocol not in _PROTOCOLS:
-        raise ConfigError(f"EVALSTREAM_KAFKA_SECURITY_PROTOCOL={protocol!r}: expected one of {', '.join(_PROTOCOLS)}")
-    if protocol == "PLAINTEXT":
-        return {}
-    options: dict[str, Any] = {"security_protocol": protocol}
-    if "SSL" in protocol:
-        import ssl
+    return client_options(env.get("EVALSTREAM_KAFKA_SECURITY_PROTOCOL"), env.get("EVALSTREAM_KAFKA_SASL_MECHANISM"),
+                          env.get("EVALSTREAM_KAFKA_SASL_USERNAME"), env.get("EVALSTREAM_KAFKA_SASL_PASSWORD"),
+                          env.get("EVALSTREAM_KAFKA_SSL_CAFILE"), env.get("EVALSTREAM_KAFKA_SSL_CERTFILE"),
+                          env.get("EVALSTREAM_KAFKA_SSL_KEYFILE"))
 
-        try:
-            context = ssl.create_default_context(cafile=env.get("EVALSTREAM_KAFKA_SSL_CAFILE") or None)
-            if env.get("EVALSTREAM_KAFKA_SSL_CERTFILE"):
-                context.load_cert_chain(env["EVALSTREAM_KAFKA_SSL_CERTFILE"],
-                                        env.get("EVALSTREAM_KAFKA_SSL_KEYFILE") or None)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"EVALSTREAM_KAFKA_SSL_*: {exc}") from None
-        options["ssl_context"] = context
-    if protocol.startswith("SASL"):
-        mechanism = (env.get("EVALSTREAM_KAFKA_SASL_MECHANISM") or "PLAIN").strip().upper()
-        if mechanism not in _MECHANISMS:
-            raise ConfigError(f"EVALSTREAM_KAFKA_SASL_MECHANISM={mechanism!r}: expected one of {', '.join(_MECHANISMS)}")
-        user, password = env.get("EVALSTREAM_KAFKA_SASL_USERNAME"), env.get("EVALSTREAM_KAFKA_SASL_PASSWORD")
-        if not user or not password:
-            raise ConfigError(f"EVALSTREAM_KAFKA_SECURITY_PROTOCOL={protocol} needs EVALSTREAM_KAFKA_SASL_USERNAME "
-                              "and EVALSTREAM_KAFKA_SASL_PASSWORD")
-        options.update(sasl_mechanism=mechanism, sasl_plain_username=user, sasl_plain_password=password)
-    return options
 
 _FALSE = {"0", "false", "no", "off"}
 _TRUE = {"1", "true", "yes", "on"}

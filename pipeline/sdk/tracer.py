@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar, overload
 
 from pipeline.contracts.bounds import SESSION_ID_MAX_CHARS
+from pipeline.contracts.sessions import SESSION_END_ATTRIBUTE
 from pipeline.sdk.capture import Capture
 from pipeline.sdk.config import Redactor, SDKConfig
 from pipeline.sdk.context import (
@@ -30,6 +31,7 @@ from pipeline.sdk.context import (
     current_session,
     current_span,
     get_current_span,
+    latest_tracer,
 )
 from pipeline.sdk.decorators import AgentSpec, Instrumented, instrument
 from pipeline.sdk.evaluations import build_request
@@ -39,11 +41,9 @@ from pipeline.sdk.internal import report, warn_once
 from pipeline.sdk.span import NOOP_SPAN, NoopSpan, SpanHandle
 from pipeline.sdk.wire import span_to_wire
 
-SESSION_END_ATTRIBUTE = "evalstream.session.end"  # as pipeline.contracts.sessions (the SDK does not import it)
 F = TypeVar("F", bound=Callable[..., Any])
 
 _UNSET: Any = object()
-_latest: weakref.ref[Tracer] | None = None
 
 
 def _at_exit(callback: Callable[[], None]) -> None:
@@ -55,11 +55,6 @@ def _at_exit(callback: Callable[[], None]) -> None:
         register(callback)
     except RuntimeError:  # already shutting down, or an interpreter without it
         atexit.register(callback)
-
-
-def active_tracer() -> Tracer | None:
-    """The most recently built Tracer: what `wrap(client)` records into when given no tracer."""
-    return _latest() if _latest is not None else None
 
 
 MAX_SESSION_ID = SESSION_ID_MAX_CHARS  # the pipeline's limit: longer ids cannot be assembled
@@ -75,8 +70,7 @@ class Tracer:
         self._exporter: SpanExporter | None = None
         self._atexit_registered = False
         self.evaluations_dropped = 0
-        global _latest
-        _latest = weakref.ref(self)
+        latest_tracer.set(weakref.ref(self))
         self.configure(project=project, service=service, bootstrap_servers=bootstrap_servers, enabled=enabled,
                        evaluations=evaluations, max_queue_size=max_queue_size, flush_interval_s=flush_interval_s,
                        max_field_bytes=max_field_bytes, capture_io=capture_io, redact=redact,

@@ -1,4 +1,5 @@
-"""Session (conversation) assembly: pure state transitions (state.py) and turn/transcript text (transcript.py)."""
+"""Session (conversation) assembly: pure state transitions (state.py). A turn's text and the transcript are
+contracts (`pipeline.contracts.transcript`), as is the `Conversation` a session scorer gets."""
 
 from pipeline.sessions.state import (
            SessionConfig,
@@ -9,7 +10,5 @@ from pipeline.sessions.state import (
            open_turns,
            snapshot,
 )
-from pipeline.sessions.transcript import render_transcript, turn_from_trace
 
-__all__ = ["SessionConfig", "add_turns", "close_due", "deadline_ns", "mark_finished", "open_turns", "render_transcript", "snapshot",
-           "turn_from_trace"]
+__all__ = ["SessionConfig", "add_turns", "close_due", "deadline_ns", "mark_finished", "open_turns", "snapshot"]

@@ -28,10 +28,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.contracts.sessions import RuleFinished, Session, SessionCloseReason, SessionStatus, Turn
 from pipeline.contracts.traces import TraceStatus
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 State = dict[str, Any]
 MAX_SEEN = 5_000  # trace ids a tombstone remembers; the oldest go first
@@ -49,6 +52,11 @@ class SessionConfig:
             raise ValueError("idle_timeout_s must be > 0, reopen_window_s and end_grace_s >= 0")
         if self.tombstone_ttl_s is not None and self.tombstone_ttl_s < self.reopen_window_s:
             raise ValueError("tombstone_ttl_s must be at least reopen_window_s")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SessionConfig:
+        return cls(settings.session_idle_timeout_s, settings.session_reopen_window_s,
+                   settings.session_tombstone_ttl_s, settings.session_end_grace_s)
 
 
 DEFAULT_CONFIG = SessionConfig()

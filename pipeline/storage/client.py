@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ConfigError, StorageError
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 
 def is_embedded(dsn: str) -> bool:
@@ -14,6 +17,11 @@ def is_embedded(dsn: str) -> bool:
 
 def embedded_dsn(path: Path) -> str:
     return f"chdb://{path.resolve()}"
+
+
+def dsn_of(settings: Settings) -> str:
+    """The ClickHouse DSN: the configured one, else embedded chDB under the data dir."""
+    return settings.clickhouse_dsn or embedded_dsn(settings.data_dir / "clickhouse")
 
 
 def connect(dsn: str, database: str | None = None) -> Any:

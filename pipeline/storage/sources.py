@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from pipeline.errors import StorageError
 from pipeline.runfile import read_run_file
 from pipeline.settings import Settings
-from pipeline.storage.client import connect, is_embedded
+from pipeline.storage.client import connect, dsn_of, is_embedded
 from pipeline.storage.database import READ_ONLY
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ def reachable(url: str) -> bool:
 def open_source(settings: Settings) -> Source:
     """For a command, found once: the server; for chDB, the running owner's endpoint if it answers, else
     chDB opened directly. Raises StorageError when the store cannot be opened."""
-    dsn = settings.resolved_dsn
+    dsn = dsn_of(settings)
     if is_embedded(dsn):
         url = read_run_file(settings.run_file).get("query_url")
         if url and reachable(url):
@@ -160,7 +160,7 @@ def open_source(settings: Settings) -> Source:
 def worker_source(settings: Settings) -> Source:
     """For a worker, nothing opened up front: a server directly; chDB only through the sink's endpoint (a
     worker never opens chDB itself, the sink has it), looked up at every query."""
-    dsn = settings.resolved_dsn
+    dsn = dsn_of(settings)
     if is_embedded(dsn):
         return EndpointSource(None, settings.run_file, WORKER_TIMEOUT_S)
     return ClientSource(dsn)

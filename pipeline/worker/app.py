@@ -1,4 +1,8 @@
-"""The composition root: one Faust app, wired from one Settings object and one RuleSet.
+"""The composition root: one Faust app, wired from one Settings object, one RuleSet and the process's
+ScorerResolver (built by the CLI before it checked the rules, else here).
+
+From the Settings it builds what each part is configured with (AssemblyConfig, SessionConfig, the scoring
+RetryPolicy; the judge client is the resolver's) and hands them down on the WorkerContext.
 
 A worker process runs the agents of its roles (`EVALSTREAM_ROLES`, default all of assembler,
 router, scorer and alerter); processes share partitions with other workers of the same app id. The sink role (ClickHouse writer and
@@ -14,12 +18,15 @@ import faust
 
 from pipeline import topics
 from pipeline.alerts.channels import channel_from_settings
+from pipeline.assembly import AssemblyConfig
 from pipeline.assembly.history import StoredSessionVersions, StoredVersions
-from pipeline.kafka_security import faust_credentials
 from pipeline.metrics import Counters
 from pipeline.pricing import LiteLLMPrices
 from pipeline.rules import RuleSet
-from pipeline.scoring import uploaded
+from pipeline.scoring import RetryPolicy
+from pipeline.scoring.resolvers import worker_resolver
+from pipeline.scoring.uploaded import UploadedScorers
+from pipeline.sessions import SessionConfig
 from pipeline.settings import Settings
 from pipeline.storage.reader import Reader
 from pipeline.worker.alert_redelivery import AlertRedelivery
@@ -35,7 +42,8 @@ from pipeline.worker.session_assembler import SessionAssembler
 from pipeline.worker.session_router import SessionRouter
 from pipeline.worker.session_scorer import SessionScorer
 from pipeline.worker.sink_service import sink_service_class
-from pipeline.worker.transport import EvalstreamApp
+from pipeline.worker.transport import EvalstreamApp, faust_credentials
+from scorers.registry import ScorerResolver
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +52,8 @@ def broker_url(bootstrap: str) -> str:
     return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip())
 
 
-def create_app(settings: Settings, ruleset: RuleSet, bootstrap: str, *, web_port: int | None = None) -> faust.App:
+def create_app(settings: Settings, ruleset: RuleSet, bootstrap: str, *, web_port: int | None = None,
+               scorers: ScorerResolver | None = None) -> faust.App:
     app = EvalstreamApp(
         settings.app_id,
         broker=broker_url(bootstrap),
@@ -69,7 +78,9 @@ def create_app(settings: Settings, ruleset: RuleSet, bootstrap: str, *, web_port
         web_bind="127.0.0.1",
     )
     ctx = WorkerContext(app=app, settings=settings, ruleset=ruleset, counters=Counters(),
-                        topics=make_topics(app, settings))
+                        topics=make_topics(app, settings), assembly=AssemblyConfig.from_settings(settings),
+                        sessions=SessionConfig.from_settings(settings), retry_policy=RetryPolicy.from_settings(settings),
+                        scorers=scorers if scorers is not None else worker_resolver(settings))
 
     roles = settings.role_set
     if "assembler" in roles:
@@ -172,7 +183,8 @@ def _scorer_role(app: faust.App, ctx: WorkerContext, bootstrap: str) -> None:
         async for event in stream.events():
             await session_scorer.handle(event)
 
-    app.service(scorer_store_service_class(ctx, bootstrap, uploaded.install(ctx.settings)))  # uploaded scorers
+    if isinstance(ctx.scorers.uploaded, UploadedScorers):  # uploaded scorers: follow the scorer store
+        app.service(scorer_store_service_class(ctx, bootstrap, ctx.scorers.uploaded))
 
 
 def _alerter_role(app: faust.App, ctx: WorkerContext) -> None:

@@ -42,7 +42,7 @@ class Assembler:
         self.history = history  # None: versions are not continued from storage (tests without a store)
         self.peers = RemotePeers()
         self.index = DeadlineIndex()
-        self.cfg = ctx.settings.assembly
+        self.cfg = ctx.assembly
 
     def on_rebalance(self) -> None:
         self.index.clear()

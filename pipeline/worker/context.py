@@ -1,4 +1,9 @@
-"""What every agent needs, built once by the composition root."""
+"""What every agent needs, built once by the composition root (`worker/app.py`) and handed to each role.
+
+Besides the Settings and rules: the configuration objects built from them (assembly, sessions, scoring
+retries), and the process's `ScorerResolver` (`scoring/resolvers.py`), which knows its uploaded scorers
+and holds the one judge client every judge of the process shares.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,15 @@ from typing import Any
 import faust
 
 from pipeline import topics
+from pipeline.assembly import AssemblyConfig
 from pipeline.contracts import DeadLetter, encode
 from pipeline.lag import LagTracker
 from pipeline.metrics import Counters
 from pipeline.rules import RuleSet
+from pipeline.scoring import RetryPolicy
+from pipeline.sessions import SessionConfig
 from pipeline.settings import Settings
+from scorers.registry import ScorerResolver
 
 
 @dataclass
@@ -22,6 +31,10 @@ class WorkerContext:
     ruleset: RuleSet
     counters: Counters
     topics: dict[str, faust.TopicT]
+    assembly: AssemblyConfig
+    sessions: SessionConfig
+    retry_policy: RetryPolicy  # of a score job
+    scorers: ScorerResolver  # judges built by it share its judge client; `uploaded`: the scorer store's catalog
     lag: LagTracker = field(default_factory=LagTracker)  # consumer lag: what each consumer here has read
 
     async def send(self, topic: str, key: str | bytes, value: bytes, partition: int | None = None) -> None:

@@ -20,9 +20,9 @@ from pipeline.contracts import (
     decode,
     encode,
 )
+from pipeline.contracts.transcript import turn_from_trace
 from pipeline.errors import OversizedError
 from pipeline.routing import route_backfill, route_trace
-from pipeline.sessions.transcript import turn_from_trace
 from pipeline.worker.bundles import send_decisions, send_job_bundles
 from pipeline.worker.context import WorkerContext
 from pipeline.worker.deadletter import dead_letter_for
@@ -53,7 +53,7 @@ class Router:
         limit = self.ctx.settings.max_message_bytes
         for trace in batch.traces:
             try:
-                routed = route_trace(trace, self.ctx.ruleset)
+                routed = route_trace(trace, self.ctx.ruleset, self.ctx.scorers)
                 trace_decisions = routed.decisions
                 for code in routed.refused:
                     self.ctx.counters.inc("evaluation_requests_refused", reason=code)

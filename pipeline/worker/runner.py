@@ -12,6 +12,7 @@ from pipeline.admin import ensure_topics_for
 from pipeline.settings import Settings
 from pipeline.shutdown import Shutdown
 from pipeline.worker.app import create_app
+from scorers.registry import ScorerResolver
 
 
 class _Worker(faust.Worker):
@@ -38,10 +39,12 @@ def tune_gc() -> None:
     gc.set_threshold(70_000, 20, 20)
 
 
-def run_worker(settings: Settings, ruleset: Any, bootstrap: str, web_port: int | None, shutdown: Shutdown) -> None:
-    """Run until stopped; returns (or raises SystemExit) once the worker has stopped."""
+def run_worker(settings: Settings, ruleset: Any, bootstrap: str, web_port: int | None, shutdown: Shutdown,
+               scorers: ScorerResolver | None = None) -> None:
+    """Run until stopped; returns (or raises SystemExit) once the worker has stopped. `scorers`: the resolver
+    the rules were checked with (else the app builds the worker's own)."""
     asyncio.run(ensure_topics_for(settings, bootstrap))
-    worker = _Worker(create_app(settings, ruleset, bootstrap, web_port=web_port),
+    worker = _Worker(create_app(settings, ruleset, bootstrap, web_port=web_port, scorers=scorers),
                      loglevel=settings.log_level, quiet=True)
     # At warning and above Faust keeps a terminal spinner that sets the root logger to DEBUG, so every
     # aiokafka debug record gets built (~10% of a busy worker's time): a service has no use for it.

@@ -43,7 +43,7 @@ def metric_rule(rule: str) -> str:
 class ScorerWorker:
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
-        self.cache = ScorerCache(ctx.settings.scorer_cache_size)
+        self.cache = ScorerCache(ctx.scorers, ctx.settings.scorer_cache_size)
         self.slots = asyncio.Semaphore(ctx.settings.scorer_concurrency)
         self.running = 0
         self.ledger = SpendLedger(ctx.settings.budget_window_s)
@@ -56,7 +56,7 @@ class ScorerWorker:
             self.running += 1
             self.ctx.counters.set("jobs_running", self.running)
             try:
-                return await run_job(job, batch.trace, self.cache, self.ctx.settings.retry_policy)
+                return await run_job(job, batch.trace, self.cache, self.ctx.retry_policy)
             finally:
                 self.running -= 1
                 self.ctx.counters.set("jobs_running", self.running)

@@ -9,10 +9,10 @@ from typing import Any
 
 from mode import Service
 
+from pipeline.kafka_security import aiokafka_options
 from pipeline.scoring.store import StoreFollower
 from pipeline.scoring.uploaded import UploadedScorers
 from pipeline.worker.context import WorkerContext
-from scorers.registry import builtin_names, entry_point_names
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,8 @@ def scorer_store_service_class(ctx: WorkerContext, bootstrap: str, uploads: Uplo
         def __init__(self, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self.follower = StoreFollower(bootstrap, uploads.catalog, uploads.on_change,
-                                          max_bytes=ctx.settings.max_message_bytes)
+                                          max_bytes=ctx.settings.max_message_bytes,
+                                          client_options=aiokafka_options(ctx.settings))
 
         async def on_start(self) -> None:
             self.add_future(self.follower.run())
@@ -34,7 +35,7 @@ def scorer_store_service_class(ctx: WorkerContext, bootstrap: str, uploads: Uplo
         async def _report_missing(self) -> None:
             """Once the store is read: say which rules name a scorer that nothing provides yet."""
             await uploads.catalog.ready.wait()
-            known = set(builtin_names()) | set(entry_point_names())
+            known = ctx.scorers.reserved_names()
             for rule in ctx.ruleset.active:
                 if ":" not in rule.scorer and rule.scorer not in known and rule.scorer not in uploads.catalog:
                     log.warning("rule %s: scorer %r has no uploaded version yet; its jobs are error rows until "

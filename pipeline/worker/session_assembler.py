@@ -36,7 +36,7 @@ class SessionAssembler:
         self.table = table
         self.history = history  # None: a conversation without state starts at version 1 (tests without a store)
         self.index = DeadlineIndex()
-        self.cfg = ctx.settings.sessions
+        self.cfg = ctx.sessions
 
     def on_rebalance(self) -> None:
         self.index.clear()

@@ -27,8 +27,8 @@ from pipeline.contracts import (
     decode,
     encode,
 )
+from pipeline.contracts.conversation import Conversation, TraceLoader
 from pipeline.scoring import ScorerCache, run_session_job
-from pipeline.sessions.conversation import Conversation, TraceLoader
 from pipeline.worker.context import WorkerContext
 from pipeline.worker.deadletter import dead_letter_for
 
@@ -53,7 +53,7 @@ class SessionScorer:
             await self.ctx.dead_letter(dead_letter_for("session-scorer", message, exc))
             return
         session = batch.session
-        policy = self.ctx.settings.retry_policy
+        policy = self.ctx.retry_policy
 
         async def run(job: Any) -> Any:
             conversation = Conversation(session=session, final=job.final, load_trace=self.load_trace)

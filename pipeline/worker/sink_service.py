@@ -16,6 +16,7 @@ from pipeline import topics
 from pipeline.kafka_security import aiokafka_options
 from pipeline.runfile import clear_run_file, update_run_file
 from pipeline.settings import Settings
+from pipeline.storage.client import dsn_of
 from pipeline.storage.database import Database
 from pipeline.storage.query_server import QueryServer
 from pipeline.storage.sink import ClickHouseSink
@@ -45,7 +46,7 @@ def sink_service_class(ctx: WorkerContext, bootstrap: str) -> type[Service]:
         def __init__(self, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             settings = ctx.settings
-            self.db = Database(settings.resolved_dsn, settings.clickhouse_database)
+            self.db = Database(dsn_of(settings), settings.clickhouse_database)
             self.consumer: AIOKafkaConsumer | None = None
             self.sink: ClickHouseSink | None = None
             self.task: asyncio.Future | None = None

@@ -1,4 +1,4 @@
-"""Faust's aiokafka driver with a configurable consumer fetch wait.
+"""Faust's aiokafka driver with a configurable consumer fetch wait, and the app's TLS / SASL credentials.
 
 The driver hard-codes `fetch_max_wait_ms=1500`. Brokers whose long poll does not wake on new
 data (Tansu) then add ~370 ms per hop at the median; ~10 ms brings a hop to ~5 ms.
@@ -8,10 +8,15 @@ is enough.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from pipeline.kafka_security import aiokafka_options
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -39,3 +44,15 @@ class EvalstreamApp(faust.App):
 
     def _new_transport(self) -> Any:
         return LowLatencyTransport(self.conf.broker_consumer, self, loop=self.loop)
+
+
+def faust_credentials(settings: Settings) -> Any:
+    """`broker_credentials` for the Faust app (None for PLAINTEXT), from the same options as every aiokafka client."""
+    options = aiokafka_options(settings)
+    protocol = options.get("security_protocol", "PLAINTEXT")
+    if protocol == "PLAINTEXT":
+        return None
+    if protocol == "SSL":
+        return faust.SSLCredentials(options["ssl_context"])
+    return faust.SASLCredentials(username=options["sasl_plain_username"], password=options["sasl_plain_password"],
+                                 ssl_context=options.get("ssl_context"), mechanism=options["sasl_mechanism"])

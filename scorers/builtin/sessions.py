@@ -15,9 +15,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from pipeline.contracts.conversation import Conversation
 from pipeline.contracts.sessions import Turn
 from pipeline.contracts.traces import TraceStatus
-from pipeline.sessions.conversation import Conversation
 from scorers.base import Score, Scorer, ScoreTarget
 from scorers.judges.session_tools import CONTINUE, FINISH, require_conversation, session_metadata
 

@@ -1,11 +1,13 @@
-"""LLM-as-a-judge and agent-as-a-judge scorers, and the shared judge client.
+"""LLM-as-a-judge and agent-as-a-judge scorers, and the judge client they share (one per process, built
+from a `JudgeConfig` by the composition root and handed to judges by the `ScorerResolver`).
 
 Importing this package does not import litellm: the client imports it on its first call.
 """
 
 from scorers.base import Scorer
 from scorers.judges.agent_judge import AgentJudge
-from scorers.judges.client import JudgeClient, default_judge_client, set_default_judge_client
+from scorers.judges.client import JudgeClient
+from scorers.judges.config import JudgeConfig
 from scorers.judges.limits import ModelLimits
 from scorers.judges.llm_judge import CriteriaJudge, JudgeScorer, LabelJudge, ScaleJudge
 from scorers.judges.presets import PRESETS, Groundedness, Helpfulness, TaskCompletion
@@ -19,8 +21,7 @@ JUDGES: dict[str, type[Scorer]] = {
 }
 
 __all__ = [
-    "JUDGES", "PRESETS", "AgentJudge", "CriteriaJudge", "Groundedness", "Helpfulness", "JudgeClient",
+    "JUDGES", "PRESETS", "AgentJudge", "CriteriaJudge", "Groundedness", "Helpfulness", "JudgeClient", "JudgeConfig",
     "JudgeScorer", "LabelJudge", "ModelLimits", "ScaleJudge", "SessionAgentJudge", "SessionCriteriaJudge",
-    "TaskCompletion", "default_judge_client",
-    "set_default_judge_client",
+    "TaskCompletion",
 ]

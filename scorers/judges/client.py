@@ -1,4 +1,5 @@
-"""The judge call layer: one `JudgeClient` per process, shared by every judge.
+"""The judge call layer: one `JudgeClient` per process, built by the composition root from a `JudgeConfig`
+(`scorers/judges/config.py`) and handed to every judge (through the `ScorerResolver` that builds them).
 
 It calls `litellm.acompletion` with any model string and adds what a stream of judgments needs:
 retries with backoff and jitter on 429, 5xx, timeouts and connection errors (honouring Retry-After),
@@ -24,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from scorers.judges.config import JudgeConfig, RetrySettings
 from scorers.judges.errors import JudgeOutputError, JudgeRequestError, JudgeRetriesExhausted
 from scorers.judges.limits import ModelLimits, RateGate
 from scorers.judges.records import JudgeCall, RetryRecord, ToolCallRequest
@@ -32,19 +34,6 @@ from scorers.judges.tokens import estimate_request_tokens
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({408, 409, 429})
-
-
-@dataclass(frozen=True)
-class RetrySettings:
-    max_attempts: int = 5
-    backoff_s: float = 0.5
-    max_backoff_s: float = 20.0
-    max_retry_after_s: float = 60.0  # a provider asking for longer: give the job back to the runner now
-    timeout_s: float = 60.0
-
-    def backoff(self, attempt: int) -> float:
-        base = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
-        return base * (0.5 + random.random() / 2)
 
 
 @dataclass(frozen=True)
@@ -101,9 +90,6 @@ class ClientStats:
     failures: int = 0
 
 
-SEND_SPACING_S = 0.004
-
-
 class JudgeClient:
     """`send_spacing_s`: the least time between two requests leaving this process (all models together).
 
@@ -116,20 +102,23 @@ class JudgeClient:
 
     def __init__(
         self,
+        config: JudgeConfig | None = None,
         *,
         default_limits: ModelLimits | None = None,
         retry: RetrySettings | None = None,
-        cache_size: int = 1024,
-        history_size: int = 1000,
-        send_spacing_s: float = SEND_SPACING_S,
+        cache_size: int | None = None,
+        history_size: int | None = None,
+        send_spacing_s: float | None = None,
     ) -> None:
-        self.default_limits = default_limits or ModelLimits()
-        self.retry = retry or RetrySettings()
-        self.cache_size = cache_size
-        self.send_spacing_s = send_spacing_s
+        """`config` (default: `JudgeConfig()`); a keyword argument beats its field."""
+        self.config = config = config or JudgeConfig()
+        self.default_limits = default_limits or config.limits
+        self.retry = retry or config.retry
+        self.cache_size = config.cache_size if cache_size is None else cache_size
+        self.send_spacing_s = config.send_spacing_s if send_spacing_s is None else send_spacing_s
         self._next_send = 0.0
         self.stats = ClientStats()
-        self.history: deque[JudgeCall] = deque(maxlen=history_size)
+        self.history: deque[JudgeCall] = deque(maxlen=config.history_size if history_size is None else history_size)
         self._limits: dict[str, ModelLimits] = {}
         self._gates: dict[str, RateGate] = {}
         # asyncio semaphores belong to one event loop; tests (and some hosts) run several loops in turn
@@ -198,7 +187,7 @@ class JudgeClient:
             try:
                 async with self._semaphore(request.model):
                     await self._spaced_send()
-                    response = await asyncio.wait_for(_acompletion(request, timeout), timeout + 1.0)
+                    response = await asyncio.wait_for(self._send(request, timeout), timeout + 1.0)
             except Exception as exc:  # classified below: retried, or raised as a judge error
                 failure = _classify(exc, timeout)
                 call.error = failure.description
@@ -240,6 +229,10 @@ class JudgeClient:
         log.warning("judge model %s on trace %s: attempt %d failed (%s); retrying in %.2fs",
                     request.model, request.trace_id, attempt, failure.description, wait)
         return wait
+
+    async def _send(self, request: JudgeRequest, timeout: float) -> Any:
+        """One request to the provider, through litellm (`scorers.testing.ScriptedJudgeClient` answers here)."""
+        return await _acompletion(request, timeout)
 
     async def _spaced_send(self) -> None:
         now = time.monotonic()
@@ -394,42 +387,3 @@ async def _sleep_until(deadline: float) -> None:
     delay = deadline - time.monotonic()
     if delay > 0:
         await asyncio.sleep(delay)
-
-
-# -- the process-wide client ------------------------------------------------------------------------
-
-_default_client: JudgeClient | None = None
-
-
-def client_from_env(env: dict[str, str] | None = None) -> JudgeClient:
-    """A client configured by `EVALSTREAM_JUDGE_*` variables (see docs/judges.md)."""
-    env = dict(os.environ if env is None else env)
-
-    def number(name: str) -> float | None:
-        raw = env.get(f"EVALSTREAM_JUDGE_{name}")
-        return float(raw) if raw not in (None, "") else None
-
-    limits = ModelLimits(
-        max_concurrency=int(number("MAX_CONCURRENCY") or 16),
-        requests_per_minute=number("REQUESTS_PER_MINUTE"),
-        tokens_per_minute=number("TOKENS_PER_MINUTE"),
-    )
-    retry = RetrySettings(max_attempts=int(number("MAX_ATTEMPTS") or 5), timeout_s=number("TIMEOUT_S") or 60.0)
-    cache_size = number("CACHE_SIZE")
-    spacing_ms = number("SEND_SPACING_MS")
-    return JudgeClient(default_limits=limits, retry=retry, cache_size=1024 if cache_size is None else int(cache_size),
-                       send_spacing_s=SEND_SPACING_S if spacing_ms is None else spacing_ms / 1000)
-
-
-def default_judge_client() -> JudgeClient:
-    global _default_client
-    if _default_client is None:
-        _default_client = client_from_env()
-    return _default_client
-
-
-def set_default_judge_client(client: JudgeClient | None) -> JudgeClient | None:
-    """Replace the process-wide client (None: build a new one from the environment on next use)."""
-    global _default_client
-    previous, _default_client = _default_client, client
-    return previous

@@ -10,11 +10,10 @@ score a Trace (the root's inputs and outputs, retriever outputs as context) or a
 
 from __future__ import annotations
 
-import os
 from typing import Any, ClassVar
 
 from scorers.base import Score, Scorer, ScoreTarget
-from scorers.judges.client import JudgeClient, JudgeRequest, JudgeResponse, default_judge_client
+from scorers.judges.client import JudgeClient, JudgeRequest, JudgeResponse
 from scorers.judges.errors import JudgeConfigError, JudgeOutputError
 from scorers.judges.limits import ModelLimits
 from scorers.judges.prompts import (
@@ -41,16 +40,18 @@ from scorers.judges.verdicts import (
     verdict_arguments,
 )
 
-DEFAULT_MODEL = "openai/gpt-4o-mini"
-
 
 class JudgeScorer(Scorer):
     """What every judge shares. Rule params:
 
-    model            litellm model string; default $EVALSTREAM_JUDGE_MODEL, else openai/gpt-4o-mini
-    api_base         endpoint; default $EVALSTREAM_JUDGE_API_BASE (else the provider's)
-    api_key_env      name of the variable holding the key (default EVALSTREAM_JUDGE_API_KEY, else litellm's
-                     provider variable, e.g. OPENAI_API_KEY); `api_key` is accepted but keeps a secret in rules
+    model            litellm model string; default: its client's config (EVALSTREAM_JUDGE_MODEL in the pipeline),
+                     else openai/gpt-4o-mini
+    api_base         endpoint; default: its client's config (EVALSTREAM_JUDGE_API_BASE), else the provider's
+    api_key_env      name of the variable holding the key (default: its client's config, EVALSTREAM_JUDGE_API_KEY,
+                     else litellm's provider variable, e.g. OPENAI_API_KEY); `api_key` is accepted but keeps a
+                     secret in rules
+    client           the process's JudgeClient, given by the ScorerResolver that builds the judge (never a
+                     rule's); a judge built without one makes its own with the default JudgeConfig
     temperature      0 by default: a judge should be repeatable (and the cache assumes it)
     max_tokens, timeout_s, litellm_params (any other litellm.acompletion kwarg)
     system_prompt    replaces the judge's role paragraph (the answer format is always appended)
@@ -62,6 +63,7 @@ class JudgeScorer(Scorer):
     """
 
     version = "1"
+    takes_judge_client: ClassVar[bool] = True
     operator_params: ClassVar[frozenset[str]] = frozenset({
         "model", "api_base", "api_key", "api_key_env", "litellm_params", "timeout_s", "max_tokens", "temperature",
         "max_concurrency", "requests_per_minute", "tokens_per_minute", "client",
@@ -87,9 +89,11 @@ class JudgeScorer(Scorer):
         tokens_per_minute: float | None = None,
         client: JudgeClient | None = None,
     ) -> None:
-        self.model = model or os.environ.get("EVALSTREAM_JUDGE_MODEL") or DEFAULT_MODEL
-        self.api_base = api_base or os.environ.get("EVALSTREAM_JUDGE_API_BASE") or None
-        self.api_key = api_key or os.environ.get(api_key_env or "EVALSTREAM_JUDGE_API_KEY") or None
+        self._client = client if client is not None else JudgeClient()
+        config = self._client.config
+        self.model = model or config.model
+        self.api_base = api_base or config.api_base
+        self.api_key = api_key or (config.variable(api_key_env) if api_key_env else config.api_key)
         if api_key_env and not self.api_key:
             raise JudgeConfigError(f"api_key_env names {api_key_env!r}, which is not set")
         self.params: dict[str, Any] = {**(litellm_params or {}), "temperature": temperature}
@@ -106,14 +110,12 @@ class JudgeScorer(Scorer):
         if max_concurrency or requests_per_minute or tokens_per_minute:
             self.limits = ModelLimits(max_concurrency=max_concurrency or 10**6,
                                       requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute)
-        self._client = client
 
     @property
     def client(self) -> JudgeClient:
-        client = self._client or default_judge_client()
         if self.limits is not None:
-            client.tighten_limits(self.model, self.limits)
-        return client
+            self._client.tighten_limits(self.model, self.limits)
+        return self._client
 
     # -- the pieces subclasses combine ----------------------------------------------------------------
     def _check_template(self, required: tuple[str, ...] = ()) -> None:

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.contracts import Verdict
-from pipeline.sessions.conversation import Conversation
-from pipeline.sessions.transcript import MAX_TRANSCRIPT_CHARS
+from pipeline.contracts.conversation import Conversation
+from pipeline.contracts.transcript import MAX_TRANSCRIPT_CHARS
 from scorers.base import Score, ScoreTarget
 from scorers.judges.agent_judge import AgentJudge
 from scorers.judges.errors import JudgeConfigError, JudgeOutputError

@@ -25,9 +25,9 @@ from typing import Any
 
 import orjson
 
+from pipeline.contracts.conversation import Conversation
 from pipeline.contracts.sessions import Turn
-from pipeline.sessions.conversation import Conversation
-from pipeline.sessions.transcript import cap
+from pipeline.contracts.transcript import cap
 from scorers.base import ScoreTarget
 from scorers.judges import trace_tools
 from scorers.judges.records import TraceToolCall

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.sessions.conversation import Conversation
+from pipeline.contracts.conversation import Conversation
 from scorers.base import Score, Scorer, ScoreTarget
 
 

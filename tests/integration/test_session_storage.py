@@ -49,7 +49,7 @@ def messages() -> list[tuple[str, bytes]]:
         SessionDecision,
         encode,
     )
-    from pipeline.sessions.transcript import turn_from_trace
+    from pipeline.contracts.transcript import turn_from_trace
 
     traces = {
         "chat-1": [turn_trace(1, "chat-1", "I was charged twice", "Let me check."),
@@ -107,13 +107,14 @@ def serve(data_dir: str) -> None:
     """The sink's part, in its own process (one chDB opener): store the messages, serve queries."""
     from pipeline.runfile import update_run_file
     from pipeline.settings import Settings
+    from pipeline.storage.client import dsn_of
     from pipeline.storage.database import Database
     from pipeline.storage.query_server import QueryServer
     from pipeline.storage.sink import _TABLES, rows_for
 
     async def main() -> None:
         settings = Settings(data_dir=Path(data_dir), clickhouse_dsn=None)
-        db = Database(settings.resolved_dsn, settings.clickhouse_database)
+        db = Database(dsn_of(settings), settings.clickhouse_database)
         await db.open(30)
         for topic, raw in messages():
             await db.insert_many(rows_for(topic, raw, 1 << 20), _TABLES)
@@ -230,8 +231,8 @@ def test_the_views_keep_one_current_row_per_session_and_rule(owner: Path) -> Non
 
 def test_a_session_scorer_loads_a_turns_trace_through_the_sinks_endpoint(owner: Path) -> None:
     from pipeline.contracts import Session
-    from pipeline.sessions.conversation import Conversation
-    from pipeline.sessions.transcript import turn_from_trace
+    from pipeline.contracts.conversation import Conversation
+    from pipeline.contracts.transcript import turn_from_trace
     from pipeline.settings import Settings
     from pipeline.storage.reader import Reader
 

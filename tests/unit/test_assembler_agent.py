@@ -20,8 +20,8 @@ PARTITIONS = 4
 
 class FakeContext:
     def __init__(self, max_message_bytes: int = 1024 * 1024) -> None:
-        self.settings = SimpleNamespace(max_message_bytes=max_message_bytes, topic_partitions=PARTITIONS,
-                                        assembly=AssemblyConfig(quiet_period_s=0.0))
+        self.settings = SimpleNamespace(max_message_bytes=max_message_bytes, topic_partitions=PARTITIONS)
+        self.assembly = AssemblyConfig(quiet_period_s=0.0)
         self.counters = Counters()
         self.sent: list[tuple[str, bytes, bytes, int | None]] = []
         self.dead: list[DeadLetter] = []

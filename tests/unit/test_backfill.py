@@ -29,6 +29,7 @@ from pipeline.errors import ConfigError
 from pipeline.routing import route_backfill, route_trace
 from pipeline.rules import parse_rules
 from pipeline.sampling import is_sampled
+from scorers.registry import ScorerResolver
 from tests.unit.test_storage_wire import stored
 
 NOW = 1_800_000_000.0
@@ -171,7 +172,7 @@ def test_backfill_routes_only_the_named_rules_with_live_filters_and_sampling() -
 
 def test_backfill_jobs_have_their_own_stable_ids() -> None:
     trace = make_trace()
-    live = route_trace(trace, RULES).jobs[0]
+    live = route_trace(trace, RULES, ScorerResolver()).jobs[0]
     (backfill,) = route_backfill(trace, RULES, ["latency"]).jobs
     assert backfill.job_id == route_backfill(trace, RULES, ["latency"]).jobs[0].job_id  # re-sent: same rows
     assert backfill.job_id == ScoreJob.make_id("latency", "t-1", 1, source=JobSource.BACKFILL)

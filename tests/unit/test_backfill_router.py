@@ -26,6 +26,7 @@ from pipeline.metrics import Counters
 from pipeline.rules import parse_rules
 from pipeline.sampling import is_sampled
 from pipeline.worker.router import Router
+from scorers.testing import resolver
 
 RULES = parse_rules({"rules": [
     {"name": "half", "scorer": "error_spans", "sampling_rate": 0.5},
@@ -37,6 +38,7 @@ class FakeContext:
     def __init__(self) -> None:
         self.settings = SimpleNamespace(max_message_bytes=1024 * 1024, topic_partitions=8)
         self.ruleset = RULES
+        self.scorers = resolver()
         self.counters = Counters()
         self.sent: list[tuple[str, str, bytes]] = []
         self.sent_to: list[tuple[str, str, bytes, int | None]] = []

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.contracts import ErrorInfo, Example, Span, Trace
 from scorers.builtin import JsonOutput, PiiLeak, ToolErrors, TraceCost
-from scorers.registry import build_scorer
+from scorers.testing import resolver
 
 
 def _span(span_id: str, name: str = "op", **kw: Any) -> Span:
@@ -93,5 +93,6 @@ async def test_pii_leak_scope_and_custom_patterns() -> None:
 
 
 def test_new_builtins_are_reachable_by_name_with_params() -> None:
-    assert isinstance(build_scorer("tool_errors", {"max_retries": 0}), ToolErrors)
-    assert isinstance(build_scorer("pii_leak", {"detect": ["email"]}), PiiLeak)
+    scorers = resolver()
+    assert isinstance(scorers.build("tool_errors", {"max_retries": 0}), ToolErrors)
+    assert isinstance(scorers.build("pii_leak", {"detect": ["email"]}), PiiLeak)

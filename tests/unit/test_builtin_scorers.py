@@ -8,9 +8,9 @@ import pytest
 
 from pipeline.contracts import ErrorInfo, Example, Span, Trace
 from pipeline.errors import ScorerNotFoundError, ScorerReturnTypeError
-from scorers import Score, Scorer, builtin_names, resolve_scorer, scorer
+from scorers import Score, Scorer, builtin_names, scorer
 from scorers.builtin import ErrorSpans, RepeatedToolCalls, TraceLatency
-from scorers.registry import build_scorer
+from scorers.testing import resolver
 
 
 def _span(span_id: str, name: str = "op", **kw: Any) -> Span:
@@ -260,13 +260,13 @@ def test_builtins_are_registered_by_name() -> None:
                                "llm_criteria", "llm_label", "llm_scale", "pii_leak", "repeated_tool_calls",
                                "session_agent_judge", "session_criteria", "session_errors", "session_length",
                                "session_repetition", "task_completion", "tool_errors", "trace_cost", "trace_latency"]
-    assert resolve_scorer("trace_latency") is TraceLatency
-    assert isinstance(build_scorer("error_spans", {"max_errors": 1}), ErrorSpans)
+    assert resolver().resolve("trace_latency") is TraceLatency
+    assert isinstance(resolver().build("error_spans", {"max_errors": 1}), ErrorSpans)
 
 
 def test_dotted_paths_resolve_classes_and_function_scorers() -> None:
-    assert resolve_scorer(f"{__name__}:Higher") is Higher
-    assert resolve_scorer(f"{__name__}:overlap") is overlap
+    assert resolver().resolve(f"{__name__}:Higher") is Higher
+    assert resolver().resolve(f"{__name__}:overlap") is overlap
 
 
 @pytest.mark.parametrize("ref, fragment", [
@@ -277,4 +277,4 @@ def test_dotted_paths_resolve_classes_and_function_scorers() -> None:
 ])
 def test_unknown_scorers(ref: str, fragment: str) -> None:
     with pytest.raises(ScorerNotFoundError, match=fragment):
-        resolve_scorer(ref)
+        resolver().resolve(ref)

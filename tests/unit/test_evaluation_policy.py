@@ -12,7 +12,9 @@ from pipeline.routing import route_trace
 from pipeline.routing.evaluation_policy import Admitted, EvaluationPolicy, Refused
 from pipeline.rules import parse_rules
 from pipeline.scoring.runner import ScorerCache
+from scorers.testing import resolver
 
+SCORERS = resolver()  # built-ins, entry points and dotted paths; no uploads
 LISTED = parse_rules({"sdk_evaluations": {"scorers": [
     {"name": "helpfulness", "params": {"model": "openai/judge", "api_base": "http://judge.internal/v1",
                                        "api_key_env": "JUDGE_KEY"}},
@@ -22,7 +24,7 @@ LISTED = parse_rules({"sdk_evaluations": {"scorers": [
 
 
 def admit(scorer: str, params: dict[str, Any] | None = None, ruleset=LISTED) -> Admitted | Refused:
-    return EvaluationPolicy(ruleset.sdk_evaluations).admit(EvaluationRequest(scorer=scorer, params=params or {}))
+    return EvaluationPolicy(ruleset.sdk_evaluations, SCORERS).admit(EvaluationRequest(scorer=scorer, params=params or {}))
 
 
 @pytest.mark.parametrize("params", [
@@ -88,9 +90,10 @@ def test_the_operator_can_turn_each_kind_off() -> None:
 
 def test_the_rules_file_is_checked_for_listed_scorers() -> None:
     with pytest.raises(RulesError, match="no params api_bse"):
-        parse_rules({"sdk_evaluations": {"scorers": [{"name": "helpfulness", "params": {"api_bse": "x"}}]}})
+        parse_rules({"sdk_evaluations": {"scorers": [{"name": "helpfulness", "params": {"api_bse": "x"}}]}},
+                    scorers=SCORERS)
     with pytest.raises(RulesError, match="nope"):
-        parse_rules({"sdk_evaluations": {"scorers": [{"name": "x", "scorer": "nope:Nope"}]}})
+        parse_rules({"sdk_evaluations": {"scorers": [{"name": "x", "scorer": "nope:Nope"}]}}, scorers=SCORERS)
     with pytest.raises(RulesError, match="more than once"):
         parse_rules({"sdk_evaluations": {"scorers": [{"name": "helpfulness"}, {"name": "helpfulness"}]}})
 
@@ -107,7 +110,7 @@ def trace_with(*requests: EvaluationRequest, spans: int = 1) -> Trace:
 def test_a_refused_request_is_a_failed_decision_naming_why_and_the_rules_still_run() -> None:
     rules = parse_rules({"rules": [{"name": "errors", "scorer": "error_spans"}]})
     evil = EvaluationRequest(scorer="llm_scale", example={}, params={"question": "q", "api_base": "http://evil"})
-    routed = route_trace(trace_with(evil), rules)
+    routed = route_trace(trace_with(evil), rules, SCORERS)
     assert [j.rule for j in routed.jobs] == ["errors"]
     (refused,) = [d for d in routed.decisions if d.rule == "sdk:llm_scale"]
     assert refused.outcome == DecisionOutcome.FAILED and refused.reason.startswith("refused: judge 'llm_scale'")
@@ -117,7 +120,7 @@ def test_a_refused_request_is_a_failed_decision_naming_why_and_the_rules_still_r
 def test_two_requests_on_one_span_are_two_jobs_and_two_decisions() -> None:
     one = EvaluationRequest(scorer="trace_latency", example={"inputs": 1}, params={"max_ms": 1})
     two = EvaluationRequest(scorer="trace_latency", example={"inputs": 2}, params={"max_ms": 1})
-    routed = route_trace(trace_with(one, two), parse_rules({}))
+    routed = route_trace(trace_with(one, two), parse_rules({}), SCORERS)
     assert [(j.span_id, j.request_index) for j in routed.jobs] == [("s0", 0), ("s0", 1)]
     assert len({j.job_id for j in routed.jobs}) == 2
     assert routed.jobs[0].job_id == ScoreJob.make_id("sdk:trace_latency", "t" * 32, 1, "s0")  # ids of before stay
@@ -128,14 +131,14 @@ def test_two_requests_on_one_span_are_two_jobs_and_two_decisions() -> None:
 def test_requests_past_the_cap_per_trace_are_sampled_out_with_the_reason() -> None:
     capped = parse_rules({"sdk_evaluations": {"max_per_trace": 3}})
     request = EvaluationRequest(scorer="error_spans", example={})
-    routed = route_trace(trace_with(request, spans=5), capped)
+    routed = route_trace(trace_with(request, spans=5), capped, SCORERS)
     assert len(routed.jobs) == 3
     over = [d for d in routed.decisions if d.outcome == DecisionOutcome.SAMPLED_OUT]
     assert len(over) == 2 and "max_per_trace=3" in over[0].reason
 
 
 def test_the_scorer_cache_keeps_only_its_bound() -> None:
-    cache = ScorerCache(max_entries=50)
+    cache = ScorerCache(SCORERS, max_entries=50)
     for i in range(10_000):
         cache.get("trace_latency", {"max_ms": i + 1})
     assert len(cache) == 50

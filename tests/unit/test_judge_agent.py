@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from pipeline.contracts import Trace
 from scorers.judges.agent_judge import AgentJudge
-from scorers.judges.client import JudgeClient, RetrySettings, set_default_judge_client
+from scorers.judges.client import JudgeClient
 from scorers.judges.errors import JudgeConfigError
 from scorers.judges.span_tree import SpanTree
+from scorers.testing import judge_client
 from tests.support.judge_traces import FAILED_URL, FAILURE_MESSAGE, agent_trace
 from tests.support.openai_server import OpenAIServer, Reply
 
@@ -22,17 +22,15 @@ INSTRUCTIONS = "Look at {trace} and decide whether every tool call the agent mad
 CRITERIA = ["Every tool call succeeded"]
 
 
-@pytest.fixture(autouse=True)
-def client() -> Iterator[JudgeClient]:
-    fresh = JudgeClient(retry=RetrySettings(max_attempts=2, backoff_s=0.01))
-    previous = set_default_judge_client(fresh)
-    yield fresh
-    set_default_judge_client(previous)
+@pytest.fixture
+def client() -> JudgeClient:
+    return judge_client()  # this test's own: a real litellm client that gives up quickly
 
 
 @pytest.fixture
-def endpoint(openai_server: OpenAIServer) -> dict[str, Any]:
-    return {"model": MODEL, "api_base": openai_server.base_url, "api_key": "test"}
+def endpoint(openai_server: OpenAIServer, client: JudgeClient) -> dict[str, Any]:
+    """A judge's params against the local server, and its client (as a worker's resolver hands it one)."""
+    return {"model": MODEL, "api_base": openai_server.base_url, "api_key": "test", "client": client}
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
@@ -12,16 +11,11 @@ import pytest
 from pipeline.contracts import Example, ScoreJob, ScoreStatus, Trace
 from pipeline.errors import RetryableScorerError
 from pipeline.scoring.runner import RetryPolicy, ScorerCache, run_job
-from scorers.judges.client import (
-    JudgeClient,
-    JudgeRequest,
-    RetrySettings,
-    parse_retry_after,
-    retry_after_seconds,
-    set_default_judge_client,
-)
+from scorers.judges.client import JudgeClient, JudgeRequest, parse_retry_after, retry_after_seconds
+from scorers.judges.config import RetrySettings
 from scorers.judges.errors import JudgeRequestError, JudgeRetriesExhausted
 from scorers.judges.limits import ModelLimits, RateGate, TokenBucket
+from scorers.testing import resolver
 from tests.support.openai_server import OpenAIServer
 
 MODEL = "openai/gpt-4o-mini"
@@ -29,11 +23,8 @@ FAST = RetrySettings(max_attempts=4, backoff_s=0.01, max_backoff_s=0.05, timeout
 
 
 @pytest.fixture
-def client() -> Iterator[JudgeClient]:
-    fresh = JudgeClient(retry=FAST)
-    previous = set_default_judge_client(fresh)
-    yield fresh
-    set_default_judge_client(previous)
+def client() -> JudgeClient:
+    return JudgeClient(retry=FAST)
 
 
 def ask(server: OpenAIServer, text: str = "Is the sky blue?", **fields: object) -> JudgeRequest:
@@ -110,7 +101,7 @@ async def test_a_429_storm_ends_and_every_job_completes(client: JudgeClient, ope
     jobs = [ScoreJob(job_id=f"j{i}", rule="answers", scorer="scorers.judges.llm_judge:CriteriaJudge",
                      params=params, trace_id=trace.trace_id, trace_version=1,
                      example=Example(inputs=f"question {i}", outputs=f"answer {i}")) for i in range(8)]
-    cache = ScorerCache()
+    cache = ScorerCache(resolver(client))  # every judge it builds shares `client`
     policy = RetryPolicy(max_attempts=1, timeout_s=20)  # the judge client alone must ride the storm out
     started = time.perf_counter()
     outcomes = await asyncio.gather(*(run_job(job, trace, cache, policy) for job in jobs))

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from pipeline.contracts import Example, ScoreJob, ScoreStatus, Trace, Verdict
 from pipeline.scoring.runner import RetryPolicy, ScorerCache, run_job
-from scorers.judges.client import JudgeClient, RetrySettings, set_default_judge_client
+from scorers.judges.client import JudgeClient
 from scorers.judges.errors import JudgeConfigError, JudgeOutputError
 from scorers.judges.llm_judge import CriteriaJudge, LabelJudge, ScaleJudge
+from scorers.testing import judge_client, resolver
 from tests.support.judge_traces import agent_trace
 from tests.support.openai_server import OpenAIServer
 
@@ -22,17 +22,15 @@ EXAMPLE = Example(inputs="How long do refunds take?", outputs="Refunds take 5 bu
 JUDGE_KEYS = {"model", "input_tokens", "output_tokens", "cost_usd", "latency_ms", "calls", "tool_calls", "steps"}
 
 
-@pytest.fixture(autouse=True)
-def client() -> Iterator[JudgeClient]:
-    fresh = JudgeClient(retry=RetrySettings(max_attempts=2, backoff_s=0.01))
-    previous = set_default_judge_client(fresh)
-    yield fresh
-    set_default_judge_client(previous)
+@pytest.fixture
+def client() -> JudgeClient:
+    return judge_client()  # this test's own: a real litellm client that gives up quickly
 
 
 @pytest.fixture
-def endpoint(openai_server: OpenAIServer) -> dict[str, Any]:
-    return {"model": MODEL, "api_base": openai_server.base_url, "api_key": "test"}
+def endpoint(openai_server: OpenAIServer, client: JudgeClient) -> dict[str, Any]:
+    """A judge's params against the local server, and its client (as a worker's resolver hands it one)."""
+    return {"model": MODEL, "api_base": openai_server.base_url, "api_key": "test", "client": client}
 
 
 def verdicts(**by_key: str) -> dict[str, str]:
@@ -133,11 +131,12 @@ async def test_a_malformed_answer_is_an_error_that_carries_the_raw_text(
 
 
 async def test_through_the_runner_a_malformed_answer_is_an_error_row_and_is_not_cached(
-        openai_server: OpenAIServer, endpoint: dict[str, Any]) -> None:
+        openai_server: OpenAIServer, client: JudgeClient) -> None:
     trace = Trace(trace_id="t-bad", version=1, status="complete", close_reason="quiet_period")
+    params = {"criteria": ["a"], "model": MODEL, "api_base": openai_server.base_url, "api_key": "test"}
     job = ScoreJob(job_id="j1", rule="answers", scorer="scorers.judges.llm_judge:CriteriaJudge",
-                   params={"criteria": ["a"], **endpoint}, trace_id="t-bad", trace_version=1, example=EXAMPLE)
-    cache = ScorerCache()
+                   params=params, trace_id="t-bad", trace_version=1, example=EXAMPLE)
+    cache = ScorerCache(resolver(client))
     openai_server.reply_with(content="Sure! Everything looks great.")
     outcome = await run_job(job, trace, cache, RetryPolicy(max_attempts=3))
     result = outcome.result

@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +13,9 @@ import pytest
 
 from pipeline.contracts import Example
 from scorers.judges import JUDGES, PRESETS
-from scorers.judges.client import JudgeClient, RetrySettings, set_default_judge_client
+from scorers.judges.client import JudgeClient
 from scorers.judges.presets import Groundedness, Helpfulness, TaskCompletion
+from scorers.testing import judge_client
 from tests.support.judge_traces import agent_trace
 from tests.support.openai_server import OpenAIServer
 
@@ -24,17 +24,15 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = Example(inputs="How long do refunds take?", outputs="Refunds take 5 business days.")
 
 
-@pytest.fixture(autouse=True)
-def client() -> Iterator[JudgeClient]:
-    fresh = JudgeClient(retry=RetrySettings(max_attempts=2, backoff_s=0.01))
-    previous = set_default_judge_client(fresh)
-    yield fresh
-    set_default_judge_client(previous)
+@pytest.fixture
+def client() -> JudgeClient:
+    return judge_client()  # this test's own: a real litellm client that gives up quickly
 
 
 @pytest.fixture
-def endpoint(openai_server: OpenAIServer) -> dict[str, Any]:
-    return {"model": MODEL, "api_base": openai_server.base_url, "api_key": "test"}
+def endpoint(openai_server: OpenAIServer, client: JudgeClient) -> dict[str, Any]:
+    """A judge's params against the local server, and its client (as a worker's resolver hands it one)."""
+    return {"model": MODEL, "api_base": openai_server.base_url, "api_key": "test", "client": client}
 
 
 def verdicts(**by_key: str) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""pipeline/kafka_security.py and topic configs: TLS and SASL from plain settings."""
+"""pipeline/kafka_security.py and topic configs: TLS and SASL from plain settings, parsed once for every client."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from pydantic import ValidationError
 
 from pipeline import topics
 from pipeline.admin import topic_configs
-from pipeline.kafka_security import aiokafka_options, faust_credentials
+from pipeline.kafka_security import aiokafka_options
 from pipeline.settings import Settings
+from pipeline.worker.transport import faust_credentials
 
 
 def test_plaintext_adds_nothing() -> None:

@@ -16,6 +16,9 @@ from pipeline.contracts import (
 from pipeline.routing import route_trace
 from pipeline.rules import parse_rules
 from pipeline.sampling import is_sampled
+from scorers.testing import resolver
+
+SCORERS = resolver()
 
 RULES = parse_rules({"rules": [
     {"name": "slow", "scorer": "trace_latency", "params": {"max_ms": 100}, "threshold": 50.0},
@@ -42,7 +45,7 @@ def by_rule(routed) -> dict[str, Any]:
 
 
 def test_a_decision_for_every_active_rule() -> None:
-    routed = route_trace(make_trace(), RULES)
+    routed = route_trace(make_trace(), RULES, SCORERS)
     decisions = by_rule(routed)
     assert len(routed.decisions) == 4
     assert set(decisions) == {"slow", "other-project", "never", "tools"}  # not the disabled one
@@ -61,7 +64,7 @@ def test_a_decision_for_every_active_rule() -> None:
 
 
 def test_jobs_only_for_sampled_rules_and_carry_the_rule() -> None:
-    routed = route_trace(make_trace(), RULES)
+    routed = route_trace(make_trace(), RULES, SCORERS)
     assert [j.rule for j in routed.jobs] == ["slow"]
     job = routed.jobs[0]
     assert job.scorer == "trace_latency" and job.params == {"max_ms": 100} and job.threshold == 50.0
@@ -71,17 +74,17 @@ def test_jobs_only_for_sampled_rules_and_carry_the_rule() -> None:
 
 
 def test_job_ids_are_deterministic() -> None:
-    first = route_trace(make_trace(), RULES).jobs[0]
-    again = route_trace(make_trace(), RULES).jobs[0]
+    first = route_trace(make_trace(), RULES, SCORERS).jobs[0]
+    again = route_trace(make_trace(), RULES, SCORERS).jobs[0]
     assert first.job_id == again.job_id == ScoreJob.make_id("slow", "trace-1", 1)
-    v2 = route_trace(make_trace(version=2), RULES).jobs[0]
-    other = route_trace(make_trace(trace_id="trace-2"), RULES).jobs[0]
+    v2 = route_trace(make_trace(version=2), RULES, SCORERS).jobs[0]
+    other = route_trace(make_trace(trace_id="trace-2"), RULES, SCORERS).jobs[0]
     assert len({first.job_id, v2.job_id, other.job_id}) == 3
 
 
 def test_disabled_rules_produce_nothing() -> None:
     only_disabled = parse_rules({"rules": [{"name": "off", "scorer": "error_spans", "enabled": False}]})
-    routed = route_trace(make_trace(), only_disabled)
+    routed = route_trace(make_trace(), only_disabled, SCORERS)
     assert routed.decisions == [] and routed.jobs == []
 
 
@@ -90,7 +93,7 @@ def test_partial_sampling_agrees_with_is_sampled() -> None:
     queued = 0
     for i in range(300):
         trace = make_trace(trace_id=f"t-{i}")
-        routed = route_trace(trace, rules)
+        routed = route_trace(trace, rules, SCORERS)
         (decision,) = routed.decisions
         expected = is_sampled(trace.trace_id, "half", 0.5)
         assert (decision.outcome == DecisionOutcome.QUEUED) is expected
@@ -103,14 +106,14 @@ def test_partial_sampling_agrees_with_is_sampled() -> None:
 
 def test_only_rule_routes_just_that_rule_and_no_sdk_requests() -> None:
     trace = make_trace(evaluations=[EvaluationRequest(scorer="mod:judge")])
-    routed = route_trace(trace, RULES, only_rule="never", source=JobSource.BACKFILL)
+    routed = route_trace(trace, RULES, SCORERS, only_rule="never", source=JobSource.BACKFILL)
     assert [d.rule for d in routed.decisions] == ["never"]
     assert routed.jobs == []
     assert routed.decisions[0].source == JobSource.BACKFILL
 
 
 def test_backfill_source_is_carried_to_jobs() -> None:
-    routed = route_trace(make_trace(), RULES, source=JobSource.BACKFILL)
+    routed = route_trace(make_trace(), RULES, SCORERS, source=JobSource.BACKFILL)
     assert routed.jobs[0].source == JobSource.BACKFILL
 
 
@@ -120,7 +123,7 @@ def test_async_evaluate_request_becomes_an_sdk_job_with_the_example() -> None:
                                          "context": ["doc"], "metadata": {"lang": "en"}})
     listed = parse_rules({"sdk_evaluations": {"scorers": [
         {"name": "my-judge", "scorer": "helpfulness", "params": {"model": "openai/m", "api_base": "http://j/v1"}}]}})
-    routed = route_trace(make_trace(evaluations=[request]), listed)
+    routed = route_trace(make_trace(evaluations=[request]), listed, SCORERS)
     (job,) = routed.jobs
     assert job.rule == "sdk:my-judge"
     assert job.scorer == "helpfulness"
@@ -135,14 +138,14 @@ def test_async_evaluate_request_becomes_an_sdk_job_with_the_example() -> None:
 
 
 def test_sdk_requests_are_routed_alongside_rules() -> None:
-    routed = route_trace(make_trace(evaluations=[EvaluationRequest(scorer="error_spans")]), RULES)
+    routed = route_trace(make_trace(evaluations=[EvaluationRequest(scorer="error_spans")]), RULES, SCORERS)
     assert [j.rule for j in routed.jobs] == ["slow", "sdk:error_spans"]
     assert len(routed.decisions) == 5
 
 
 def test_sdk_request_sampled_out() -> None:
     request = EvaluationRequest(scorer="error_spans", sampling_rate=0.0)
-    routed = route_trace(make_trace(evaluations=[request]), parse_rules({}))
+    routed = route_trace(make_trace(evaluations=[request]), parse_rules({}), SCORERS)
     assert routed.jobs == []
     (decision,) = routed.decisions
     assert decision.rule == "sdk:error_spans" and decision.outcome == DecisionOutcome.SAMPLED_OUT
@@ -151,5 +154,5 @@ def test_sdk_request_sampled_out() -> None:
 
 def test_malformed_sdk_example_does_not_block_the_rules() -> None:
     bad = EvaluationRequest(scorer="error_spans", example={"metadata": "not-a-dict"})
-    routed = route_trace(make_trace(evaluations=[bad]), RULES)
+    routed = route_trace(make_trace(evaluations=[bad]), RULES, SCORERS)
     assert "slow" in [j.rule for j in routed.jobs]

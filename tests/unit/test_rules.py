@@ -9,11 +9,23 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from pipeline import rules
 from pipeline.contracts import Span, Trace
 from pipeline.errors import RulesError
-from pipeline.rules import AlertCondition, RuleFilter, RuleSet, apply_overrides, load_rules, parse_rules
+from pipeline.rules import AlertCondition, RuleFilter, RuleSet, apply_overrides
 from pipeline.rules.matching import filter_mismatch
 from scorers import Scorer, scorer
+from scorers.testing import resolver
+
+SCORERS = resolver()  # the check a worker hands the loader (without uploads)
+
+
+def parse_rules(data: Any, **options: Any) -> RuleSet:
+    return rules.parse_rules(data, scorers=SCORERS, **options)
+
+
+def load_rules(path: Path, overrides: list[str] | None = None) -> RuleSet:
+    return rules.load_rules(path, overrides, scorers=SCORERS)
 
 YAML_RULES = """
 rules:
@@ -445,3 +457,12 @@ def test_unknown_param_of_a_function_scorer_fails_at_load() -> None:
     with pytest.raises(RulesError) as info:
         parse_rules({"rules": [{"name": "a", "scorer": f"{__name__}:scaled", "params": {"factr": 2}}]})
     assert info.value.rule == "a" and info.value.field == "params"
+
+
+def test_the_scorers_are_checked_only_by_the_check_handed_in() -> None:
+    data = {"rules": [{"name": "x", "scorer": "no_such_scorer"}]}
+    assert [r.scorer for r in rules.parse_rules(data).rules] == ["no_such_scorer"]  # the shape only
+    with pytest.raises(RulesError, match="rule 'x' field 'scorer': unknown scorer 'no_such_scorer'"):
+        rules.parse_rules(data, scorers=SCORERS)
+    with pytest.raises(RulesError, match="rule 'x' field 'scorer'"):
+        rules.check_scorers(rules.parse_rules(data), SCORERS, "rules.yaml")

@@ -11,6 +11,7 @@ from pipeline.contracts import Example, JobSource, ScoreJob, ScoreStatus, Span, 
 from pipeline.errors import RetryableScorerError
 from pipeline.scoring import RetryPolicy, ScorerCache, run_job
 from scorers import Score, Scorer, scorer
+from scorers.testing import resolver
 
 FAST = RetryPolicy(max_attempts=3, backoff_s=0.001, max_backoff_s=0.01, timeout_s=0.2)
 HERE = __name__  # the module name pytest imported us as: importable by the scorer registry
@@ -130,7 +131,7 @@ def make_job(scorer_ref: str, *, params: dict | None = None, threshold: float | 
 # -- built-in scorers -------------------------------------------------------------------------------
 
 async def test_builtin_scorer_fails_over_its_own_threshold() -> None:
-    out = await run_job(make_job("trace_latency", params={"max_ms": 1000}), make_trace(1500), ScorerCache(), FAST)
+    out = await run_job(make_job("trace_latency", params={"max_ms": 1000}), make_trace(1500), ScorerCache(resolver()), FAST)
     r = out.result
     assert not out.dead_letter
     assert r.status == ScoreStatus.SCORED
@@ -144,20 +145,20 @@ async def test_builtin_scorer_fails_over_its_own_threshold() -> None:
 
 
 async def test_builtin_scorer_passes_under_its_threshold() -> None:
-    out = await run_job(make_job("trace_latency", params={"max_ms": 2000}), make_trace(1500), ScorerCache(), FAST)
+    out = await run_job(make_job("trace_latency", params={"max_ms": 2000}), make_trace(1500), ScorerCache(resolver()), FAST)
     assert out.result.passed is True and out.result.threshold == 2000.0
 
 
 async def test_rule_threshold_overrides_the_scorer_threshold() -> None:
     job = make_job("trace_latency", params={"max_ms": 1000}, threshold=2000.0)
-    out = await run_job(job, make_trace(1500), ScorerCache(), FAST)
+    out = await run_job(job, make_trace(1500), ScorerCache(resolver()), FAST)
     assert out.result.passed is True and out.result.threshold == 2000.0
 
 
 # -- retries ----------------------------------------------------------------------------------------
 
 async def test_retryable_error_twice_then_success_is_scored_on_attempt_3() -> None:
-    cache = ScorerCache()
+    cache = ScorerCache(resolver())
     out = await run_job(make_job(f"{HERE}:Flaky"), make_trace(), cache, FAST)
     assert out.result.status == ScoreStatus.SCORED
     assert out.result.attempts == 3 and out.result.value == 1.0 and out.result.reason == "ok at last"
@@ -166,7 +167,7 @@ async def test_retryable_error_twice_then_success_is_scored_on_attempt_3() -> No
 
 
 async def test_always_transient_gives_an_error_row_for_the_dead_letter_topic() -> None:
-    out = await run_job(make_job(f"{HERE}:Flaky", params={"failures": 99}), make_trace(), ScorerCache(), FAST)
+    out = await run_job(make_job(f"{HERE}:Flaky", params={"failures": 99}), make_trace(), ScorerCache(resolver()), FAST)
     r = out.result
     assert out.dead_letter
     assert r.status == ScoreStatus.ERROR and r.attempts == 3
@@ -177,19 +178,19 @@ async def test_always_transient_gives_an_error_row_for_the_dead_letter_topic() -
 
 async def test_max_attempts_is_respected() -> None:
     policy = RetryPolicy(max_attempts=5, backoff_s=0.001, max_backoff_s=0.01, timeout_s=0.2)
-    out = await run_job(make_job(f"{HERE}:Flaky", params={"failures": 99}), make_trace(), ScorerCache(), policy)
+    out = await run_job(make_job(f"{HERE}:Flaky", params={"failures": 99}), make_trace(), ScorerCache(resolver()), policy)
     assert out.dead_letter and out.result.attempts == 5
 
 
 async def test_connection_error_is_transient() -> None:
-    cache = ScorerCache()
+    cache = ScorerCache(resolver())
     out = await run_job(make_job(f"{HERE}:Unreachable"), make_trace(), cache, FAST)
     assert out.dead_letter and out.result.error_type == "ConnectionError" and out.result.attempts == 3
     assert cache.get(f"{HERE}:Unreachable", {}).calls == 3
 
 
 async def test_scorer_bug_is_an_error_row_at_once() -> None:
-    cache = ScorerCache()
+    cache = ScorerCache(resolver())
     out = await run_job(make_job(f"{HERE}:Buggy"), make_trace(), cache, FAST)
     r = out.result
     assert not out.dead_letter
@@ -199,7 +200,7 @@ async def test_scorer_bug_is_an_error_row_at_once() -> None:
 
 
 async def test_wrong_return_type_is_an_error_row() -> None:
-    out = await run_job(make_job(f"{HERE}:ReturnsDict"), make_trace(), ScorerCache(), FAST)
+    out = await run_job(make_job(f"{HERE}:ReturnsDict"), make_trace(), ScorerCache(resolver()), FAST)
     r = out.result
     assert not out.dead_letter
     assert r.status == ScoreStatus.ERROR and r.attempts == 1
@@ -208,7 +209,7 @@ async def test_wrong_return_type_is_an_error_row() -> None:
 
 async def test_timeout_is_a_scorer_timeout_error_row() -> None:
     policy = RetryPolicy(max_attempts=2, backoff_s=0.001, max_backoff_s=0.01, timeout_s=0.05)
-    cache = ScorerCache()
+    cache = ScorerCache(resolver())
     out = await run_job(make_job(f"{HERE}:Slow"), make_trace(), cache, policy)
     r = out.result
     assert r.status == ScoreStatus.ERROR and r.error_type == "ScorerTimeoutError"
@@ -219,20 +220,20 @@ async def test_timeout_is_a_scorer_timeout_error_row() -> None:
 
 
 async def test_scorer_own_timeout_error_keeps_its_message() -> None:
-    out = await run_job(make_job(f"{HERE}:SocketTimeout"), make_trace(), ScorerCache(), FAST)
+    out = await run_job(make_job(f"{HERE}:SocketTimeout"), make_trace(), ScorerCache(resolver()), FAST)
     assert out.dead_letter and out.result.attempts == 3  # transient: retried (holds today)
     assert "judge read timed out" in out.result.error_message
 
 
 async def test_unknown_scorer_is_an_error_row() -> None:
-    out = await run_job(make_job("no_such_scorer"), make_trace(), ScorerCache(), FAST)
+    out = await run_job(make_job("no_such_scorer"), make_trace(), ScorerCache(resolver()), FAST)
     r = out.result
     assert r.status == ScoreStatus.ERROR and r.error_type == "ScorerNotFoundError"
     assert not out.dead_letter and r.attempts == 1 and r.scorer_version == "?"
 
 
 async def test_bad_params_are_an_error_row() -> None:
-    out = await run_job(make_job("trace_latency", params={"max_ms": -5}), make_trace(), ScorerCache(), FAST)
+    out = await run_job(make_job("trace_latency", params={"max_ms": -5}), make_trace(), ScorerCache(resolver()), FAST)
     assert out.result.status == ScoreStatus.ERROR and out.result.error_type == "ValueError"
     assert not out.dead_letter
 
@@ -241,19 +242,19 @@ async def test_bad_params_are_an_error_row() -> None:
 
 async def test_example_job_scores_the_example_and_is_attributed_to_the_asking_span() -> None:
     job = make_job(f"{HERE}:SeesTarget", example=Example(inputs={"q": "hi"}), span_id="child")
-    out = await run_job(job, make_trace(), ScorerCache(), FAST)
+    out = await run_job(job, make_trace(), ScorerCache(resolver()), FAST)
     r = out.result
     assert r.value == "{'q': 'hi'}" and r.passed is True
     assert r.span_id == "child" and r.agent_name == "researcher"
 
 
 async def test_trace_job_scores_the_trace() -> None:
-    out = await run_job(make_job(f"{HERE}:SeesTarget"), make_trace(), ScorerCache(), FAST)
+    out = await run_job(make_job(f"{HERE}:SeesTarget"), make_trace(), ScorerCache(resolver()), FAST)
     assert out.result.value == "trace:trace-1"
 
 
 async def test_function_scorer_with_params_and_threshold() -> None:
-    cache = ScorerCache()
+    cache = ScorerCache(resolver())
     out = await run_job(make_job(f"{HERE}:ratio", params={"numerator": 3, "denominator": 4}), make_trace(),
                         cache, FAST)
     assert out.result.value == 0.75 and out.result.passed is True and out.result.threshold == 0.5
@@ -263,7 +264,7 @@ async def test_function_scorer_with_params_and_threshold() -> None:
 
 
 async def test_function_scorer_returning_bool() -> None:
-    out = await run_job(make_job(f"{HERE}:always_true"), make_trace(), ScorerCache(), FAST)
+    out = await run_job(make_job(f"{HERE}:always_true"), make_trace(), ScorerCache(resolver()), FAST)
     assert out.result.status == ScoreStatus.SCORED
     assert out.result.value is True and out.result.passed is True
 
@@ -271,7 +272,7 @@ async def test_function_scorer_returning_bool() -> None:
 # -- cache and policy -------------------------------------------------------------------------------
 
 def test_scorer_cache_keeps_one_instance_per_scorer_and_params() -> None:
-    cache = ScorerCache()
+    cache = ScorerCache(resolver())
     a = cache.get("trace_latency", {"max_ms": 100})
     assert cache.get("trace_latency", {"max_ms": 100}) is a
     assert cache.get("trace_latency", {"max_ms": 200}) is not a

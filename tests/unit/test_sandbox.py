@@ -37,7 +37,7 @@ from pipeline.scoring.sandbox.venvs import venv_python
 from pipeline.scoring.store import ScorerCatalog
 from pipeline.scoring.uploaded import UploadedScorers
 from pipeline.settings import Settings
-from scorers import registry
+from scorers.testing import resolver
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox uses Linux process limits")
 
@@ -561,10 +561,8 @@ async def test_closing_the_pool_kills_every_sandbox(venv_root: Path) -> None:
 async def worker_uploads(venv_root: Path) -> AsyncIterator[UploadedScorers]:
     settings = Settings(data_dir=venv_root, sandbox_timeout_s=WALL_S)
     uploads = UploadedScorers(ScorerCatalog(), settings, accept_unknown=True, ready_timeout_s=0.1)
-    previous = registry.use_uploaded_scorers(uploads)
     uploads.catalog.ready.set()
     yield uploads
-    registry.use_uploaded_scorers(previous)
     await uploads.close()
 
 
@@ -577,7 +575,7 @@ POLICY = RetryPolicy(max_attempts=2, backoff_s=0.01, timeout_s=10)
 
 
 async def test_run_job_scores_uploaded_scorers_and_records_their_version(worker_uploads: UploadedScorers) -> None:
-    cache = ScorerCache()
+    cache = ScorerCache(resolver(uploaded=worker_uploads))  # a worker's: uploads resolve through the sandbox
     unknown = await run_job(job("keyword", params={"min_hits": 2}), TRACE, cache, POLICY)
     assert unknown.result.status == ScoreStatus.ERROR and unknown.result.error_type == "ScorerNotFoundError"
     assert "no uploaded version has arrived" in unknown.result.error_message
@@ -596,7 +594,7 @@ async def test_run_job_scores_uploaded_scorers_and_records_their_version(worker_
 
 async def test_run_job_turns_a_hostile_upload_into_an_error_row(worker_uploads: UploadedScorers) -> None:
     worker_uploads.catalog.put(upload("hostile", HOSTILE, "hostile"))
-    cache = ScorerCache()
+    cache = ScorerCache(resolver(uploaded=worker_uploads))  # a worker's: uploads resolve through the sandbox
     crashed = await run_job(job("hostile", params={"mode": "exit"}), TRACE, cache, POLICY)
     assert crashed.result.status == ScoreStatus.ERROR and crashed.result.error_type == "SandboxExitError"
     assert "exited with code 3" in crashed.result.error_message and not crashed.dead_letter

@@ -212,46 +212,38 @@ def test_latest_per_name_in_upload_order() -> None:
 
 # -- the registry ------------------------------------------------------------------------------------
 
-@pytest.fixture
-def restore_registry() -> Any:
-    previous = registry.use_uploaded_scorers(None)
-    yield
-    registry.use_uploaded_scorers(previous)
-
-
-def test_resolution_order_builtin_entry_point_dotted_uploaded(monkeypatch: pytest.MonkeyPatch,
-                                                               restore_registry: None) -> None:
+def test_resolution_order_builtin_entry_point_dotted_uploaded() -> None:
     eps = {"from_ep": EntryPoint("from_ep", "scorers.builtin:ErrorSpans", registry.ENTRY_POINT_GROUP),
            "broken_ep": EntryPoint("broken_ep", "no_such_pkg_xyz:Thing", registry.ENTRY_POINT_GROUP),
            "trace_latency": EntryPoint("trace_latency", "scorers.builtin:ErrorSpans", registry.ENTRY_POINT_GROUP)}
-    monkeypatch.setattr(registry, "_entry_points", lambda: eps)
     uploads = UploadedScorers(catalog_of([record("from_upload")]), Settings(), accept_unknown=False)
-    registry.use_uploaded_scorers(uploads)
+    scorers = registry.ScorerResolver(uploaded=uploads, entry_points=eps)
 
-    assert registry.resolve_scorer("trace_latency") is TraceLatency  # a built-in beats an entry point
-    assert registry.resolve_scorer("from_ep").name == "error_spans"
-    assert registry.resolve_scorer("scorers.builtin:TraceLatency") is TraceLatency
-    uploaded = registry.resolve_scorer("from_upload")
-    assert uploaded.name == "from_upload" and registry.resolve_scorer("from_upload") is uploaded
+    assert scorers.resolve("trace_latency") is TraceLatency  # a built-in beats an entry point
+    assert scorers.resolve("from_ep").name == "error_spans"
+    assert scorers.resolve("scorers.builtin:TraceLatency") is TraceLatency
+    uploaded = scorers.resolve("from_upload")
+    assert uploaded.name == "from_upload" and scorers.resolve("from_upload") is uploaded
     with pytest.raises(ScorerNotFoundError, match="entry point 'no_such_pkg_xyz:Thing' .* cannot be loaded"):
-        registry.resolve_scorer("broken_ep")
+        scorers.resolve("broken_ep")
     with pytest.raises(ScorerNotFoundError, match=r"unknown scorer 'nope'.*\(broken_ep, from_ep, trace_latency\).*upload"):
-        registry.resolve_scorer("nope")
-    assert registry.reserved_names() >= {"from_ep", "trace_latency", "error_spans"}
+        scorers.resolve("nope")
+    assert scorers.reserved_names() >= {"from_ep", "trace_latency", "error_spans"}
+    with pytest.raises(ScorerNotFoundError, match="unknown scorer 'from_upload'"):
+        registry.ScorerResolver(entry_points=eps).resolve("from_upload")  # another resolver: no uploads
 
 
-def test_workers_accept_a_name_before_its_first_version(restore_registry: None) -> None:
-    strict = UploadedScorers(ScorerCatalog(), Settings(), accept_unknown=False)
-    registry.use_uploaded_scorers(strict)
+def test_workers_accept_a_name_before_its_first_version() -> None:
+    strict = registry.ScorerResolver(uploaded=UploadedScorers(ScorerCatalog(), Settings(), accept_unknown=False))
     with pytest.raises(ScorerNotFoundError, match="unknown scorer 'later'"):
-        registry.build_scorer("later", {})
-    registry.use_uploaded_scorers(UploadedScorers(ScorerCatalog(), Settings(), accept_unknown=True))
-    scorer = registry.build_scorer("later", {"word": "x"})
+        strict.build("later", {})
+    worker = registry.ScorerResolver(uploaded=UploadedScorers(ScorerCatalog(), Settings(), accept_unknown=True))
+    scorer = worker.build("later", {"word": "x"})
     assert scorer.name == "later" and scorer.version == "?"
     with pytest.raises(TypeError, match="params of uploaded scorer 'later' must be JSON"):
-        registry.build_scorer("later", {"bad": object()})
+        worker.build("later", {"bad": object()})
     with pytest.raises(ScorerNotFoundError):
-        registry.build_scorer("not a name", {})  # never a sandbox for something that cannot be uploaded
+        worker.build("not a name", {})  # never a sandbox for something that cannot be uploaded
 
 
 async def test_a_name_without_a_version_is_an_error_that_says_so() -> None:

@@ -7,13 +7,14 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 
-from pipeline.sdk import Tracer, get_current_span, wrap
+from pipeline.sdk import Tracer, bind_context, get_current_span, wrap
 from pipeline.sdk.testing import InMemoryExporter, recording_tracer
 from tests.support.openai_server import OpenAIServer
 
@@ -320,6 +321,29 @@ def test_without_a_tracer_the_latest_one_is_used_at_call_time(openai_server: Ope
     client.chat.completions.create(model="gpt-4o-mini", messages=ASK)
     assert exp.names() == ["openai.chat.completions"]
     assert tracer.enabled
+
+
+def test_without_a_tracer_the_current_spans_tracer_is_used_in_any_thread(openai_server: OpenAIServer) -> None:
+    """The latest tracer is a contextvar, not a module global: a thread started without the caller's context
+    sees it only through its own current span (or `bind_context`)."""
+    client = wrap(openai_client(openai_server))
+    tracer, exp = recording_tracer("threads")
+    other, other_exp = recording_tracer("built-later")  # the latest tracer of this context
+
+    def traced_in_a_thread() -> None:
+        with tracer.span("handle", "agent"):
+            client.chat.completions.create(model="gpt-4o-mini", messages=ASK)
+
+    def untraced_in_a_thread() -> None:
+        client.chat.completions.create(model="gpt-4o-mini", messages=ASK)
+
+    for target in (traced_in_a_thread, untraced_in_a_thread, bind_context(untraced_in_a_thread)):
+        thread = threading.Thread(target=target)
+        thread.start()
+        thread.join()
+    assert exp.names() == ["openai.chat.completions", "handle"]  # the span's tracer, not the latest one
+    assert other_exp.names() == ["openai.chat.completions"]  # bound to this context: the latest tracer
+    assert len(openai_server.requests) == 3 and other.enabled
 
 
 def test_tracing_disabled_is_a_pure_pass_through(openai_server: OpenAIServer) -> None:

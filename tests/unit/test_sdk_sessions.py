@@ -65,8 +65,8 @@ def test_a_bad_session_id_is_reported_not_used() -> None:
 def test_end_session_marks_the_last_turn_so_the_pipeline_closes_the_conversation_with_it() -> None:
     from pipeline.contracts import Span, Trace
     from pipeline.contracts.sessions import SESSION_END_ATTRIBUTE
+    from pipeline.contracts.transcript import turn_from_trace
     from pipeline.sdk.tracer import SESSION_END_ATTRIBUTE as SDK_ATTRIBUTE
-    from pipeline.sessions import turn_from_trace
 
     assert SDK_ATTRIBUTE == SESSION_END_ATTRIBUTE  # the SDK does not import the contracts: keep them equal
     tracer, exported = recording_tracer()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pipeline.contracts import Trace
+from pipeline.contracts.conversation import Conversation
 from pipeline.contracts.sessions import Session, Turn
-from pipeline.sessions.conversation import Conversation
 
 
 def stored_trace(trace_id: str) -> Trace:

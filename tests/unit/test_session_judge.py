@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from pipeline.contracts import Example, Trace, Verdict
+from pipeline.contracts.conversation import Conversation
 from pipeline.contracts.sessions import Session, Turn
-from pipeline.sessions.conversation import Conversation
-from scorers.judges.client import JudgeClient, RetrySettings, set_default_judge_client
+from scorers.judges.client import JudgeClient
 from scorers.judges.errors import JudgeConfigError, JudgeOutputError
 from scorers.judges.session_judge import SessionAgentJudge, SessionCriteriaJudge
 from scorers.judges.session_tools import SessionToolbox
-from scorers.registry import build_scorer
+from scorers.testing import judge_client, resolver
 from tests.support.judge_traces import FAILURE_MESSAGE, agent_trace
 from tests.support.openai_server import OpenAIServer, Reply
 
@@ -31,17 +30,15 @@ TRACE_IDS = [f"{n:02d}{'a' * 30}" for n in range(1, 11)]
 DECISION_CHOICE = {"type": "function", "function": {"name": "submit_decision"}}
 
 
-@pytest.fixture(autouse=True)
-def client() -> Iterator[JudgeClient]:
-    fresh = JudgeClient(retry=RetrySettings(max_attempts=2, backoff_s=0.01))
-    previous = set_default_judge_client(fresh)
-    yield fresh
-    set_default_judge_client(previous)
+@pytest.fixture
+def client() -> JudgeClient:
+    return judge_client()  # this test's own: a real litellm client that gives up quickly
 
 
 @pytest.fixture
-def endpoint(openai_server: OpenAIServer) -> dict[str, Any]:
-    return {"model": MODEL, "api_base": openai_server.base_url, "api_key": "test"}
+def endpoint(openai_server: OpenAIServer, client: JudgeClient) -> dict[str, Any]:
+    """A judge's params against the local server, and its client (as a worker's resolver hands it one)."""
+    return {"model": MODEL, "api_base": openai_server.base_url, "api_key": "test", "client": client}
 
 
 def turns(count: int, *, broken_at: int | None = 3, **by_turn: dict[str, Any]) -> list[Turn]:
@@ -213,8 +210,10 @@ async def test_a_template_takes_session_fields(openai_server: OpenAIServer, endp
         SessionCriteriaJudge(criteria=CRITERIA, template="{trace}", **endpoint)
 
 
-async def test_wrong_targets_and_empty_conversations(openai_server: OpenAIServer, endpoint: dict[str, Any]) -> None:
-    judge = build_scorer("session_criteria", {"criteria": CRITERIA, **endpoint})
+async def test_wrong_targets_and_empty_conversations(openai_server: OpenAIServer, client: JudgeClient) -> None:
+    judge = resolver(client).build("session_criteria", {"criteria": CRITERIA, "model": MODEL,
+                                                        "api_base": openai_server.base_url, "api_key": "test"})
+    assert judge.client is client
     assert isinstance(judge, SessionCriteriaJudge)
     for target in (Example(inputs="q", outputs="a"), agent_trace(10)):
         with pytest.raises(TypeError, match="session_criteria scores conversations: use it in a rule with "

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 
 from pipeline.contracts import Example
+from pipeline.contracts.conversation import Conversation
 from pipeline.contracts.sessions import Session, Turn
-from pipeline.sessions.conversation import Conversation
 from scorers.base import Score, Scorer
 from scorers.builtin.sessions import SessionErrors, SessionLength, SessionRepetition
-from scorers.registry import build_scorer, resolve_scorer
+from scorers.testing import resolver
 from tests.support.judge_traces import agent_trace
 
 
@@ -82,7 +82,7 @@ async def test_session_errors_params_and_a_clean_conversation() -> None:
 # -- session_length ----------------------------------------------------------------------------------
 
 async def test_session_length_finishes_failing_once_the_limit_is_passed() -> None:
-    scorer = build_scorer("session_length", {"max_turns": 3})
+    scorer = resolver().build("session_length", {"max_turns": 3})
     all_turns = [turn(n) for n in range(1, 7)]
     scores = await looks(scorer, all_turns)
     assert len(scores) == 4
@@ -98,7 +98,7 @@ async def test_session_length_finishes_failing_once_the_limit_is_passed() -> Non
         with pytest.raises(ValueError, match="max_turns"):
             SessionLength(max_turns=bad)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        build_scorer("session_length", {})
+        resolver().build("session_length", {})
 
 
 # -- session_repetition ------------------------------------------------------------------------------
@@ -136,7 +136,7 @@ async def test_repetition_counts_consecutive_non_empty_replies_only() -> None:
 
 @pytest.mark.parametrize("name", ["session_errors", "session_length", "session_repetition"])
 async def test_session_scorers_refuse_traces_and_examples(name: str) -> None:
-    scorer = build_scorer(name, {"max_turns": 5} if name == "session_length" else {})
+    scorer = resolver().build(name, {"max_turns": 5} if name == "session_length" else {})
     for target in (agent_trace(10), Example(inputs="q", outputs="a")):
         with pytest.raises(TypeError, match=f"{name} scores conversations: use it in a rule with "
                                             f"`subject: session`; it was given a {type(target).__name__}"):
@@ -144,7 +144,7 @@ async def test_session_scorers_refuse_traces_and_examples(name: str) -> None:
 
 
 def test_session_scorers_are_builtins() -> None:
-    assert resolve_scorer("session_errors") is SessionErrors
-    assert resolve_scorer("session_length") is SessionLength
-    assert resolve_scorer("session_repetition") is SessionRepetition
+    assert resolver().resolve("session_errors") is SessionErrors
+    assert resolver().resolve("session_length") is SessionLength
+    assert resolver().resolve("session_repetition") is SessionRepetition
     assert all(not cls.higher_is_better for cls in (SessionErrors, SessionLength, SessionRepetition))

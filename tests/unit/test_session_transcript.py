@@ -6,8 +6,7 @@ from typing import Any
 
 from pipeline.contracts import Span, Trace
 from pipeline.contracts.sessions import Session, Turn
-from pipeline.sessions import render_transcript, turn_from_trace
-from pipeline.sessions.transcript import render_value
+from pipeline.contracts.transcript import render_transcript, render_value, turn_from_trace
 
 
 def span(span_id: str, parent: str | None = "root", start: int = 0, **kw: Any) -> Span:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
+import functools
 import importlib.util
 import os
 import re
@@ -27,6 +28,7 @@ import orjson
 from pipeline.errors import RetryableScorerError
 from pipeline.scoring.sandbox import protocol
 from scorers.base import Scorer
+from scorers.registry import ScorerResolver
 
 MAX_LINE_BYTES = 1 << 30
 _PR_SET_PDEATHSIG = 1
@@ -139,8 +141,20 @@ class Server:
         key = orjson.dumps(params, option=orjson.OPT_SORT_KEYS)
         scorer = self.instances.get(key)
         if scorer is None:
-            scorer = self.instances[key] = self.scorer_cls(**params)
+            scorer = self.instances[key] = self.scorers.instantiate(self.scorer_cls, params)
         return scorer
+
+    @functools.cached_property
+    def scorers(self) -> ScorerResolver:
+        """Builds the scorer as a worker's resolver would. One that calls models (a judge) gets a judge client
+        configured from the EVALSTREAM_JUDGE_* variables this sandbox may see (EVALSTREAM_SANDBOX_ENV_ALLOW)."""
+        if not self.scorer_cls.takes_judge_client:
+            return ScorerResolver()
+        from pipeline.scoring.judges import judge_config
+        from pipeline.settings import Settings
+        from scorers.judges.client import JudgeClient
+
+        return ScorerResolver(judge_client=JudgeClient(judge_config(Settings())))
 
     async def handle(self, message: dict[str, Any]) -> None:
         request_id = message["id"]

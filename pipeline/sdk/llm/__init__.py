@@ -13,8 +13,10 @@ Not traced: `with_raw_response` / `with_streaming_response` calls, `.parse()` he
 endpoint (embeddings, legacy completions, litellm's other functions). Clients made afterwards with
 `client.with_options(...)` or `copy()` are new objects: wrap them too.
 
-Without an explicit tracer, the most recently built Tracer is looked up at each call; when there is
-none, or tracing is off, calls go straight through.
+Without an explicit tracer, one is looked up at each call: the current span's, else the Tracer built last
+in this context (`context.active_tracer`; a thread started without a copied context sees only the tracer
+of its own current span: pass `tracer` or use `bind_context` there). When there is none, or tracing is
+off, calls go straight through.
 """
 
 from __future__ import annotations

@@ -12,10 +12,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pipeline.sdk.context import active_tracer
 from pipeline.sdk.internal import internal_errors, report
 from pipeline.sdk.llm.results import LLMResult, record
 from pipeline.sdk.llm.streams import Accumulator, AsyncTracedStream, TracedStream
-from pipeline.sdk.tracer import active_tracer
 
 if TYPE_CHECKING:
     from pipeline.sdk.span import SpanHandle

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from pipeline.contracts.sessions import Session, Turn
 from pipeline.contracts.traces import Trace
+from pipeline.contracts.transcript import MAX_TRANSCRIPT_CHARS, render_transcript
 from pipeline.errors import StorageError, TraceNotLoadedError
-from pipeline.sessions.transcript import MAX_TRANSCRIPT_CHARS, render_transcript
 
 TraceLoader = Callable[[str, int], Awaitable[Trace | None]]  # (trace_id, trace_version) -> the stored trace
 STORE_WAIT_S = 10.0  # a turn's trace closed before its session did, but the sink may not have stored it yet
