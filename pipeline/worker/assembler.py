@@ -7,6 +7,7 @@ keep closes ordered after every span that reached the partition before them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -30,6 +31,7 @@ TICK_KEY = b"__tick__"
 TICK = orjson.dumps({"v": 1, "kind": "tick"})
 TRACE_BATCH_OVERHEAD = len(b'{"v":1,"traces":[]}')
 HISTORY_RETRY_S = 5.0  # storage could not say whether a trace was stored before: ask again this much later
+HISTORY_TIMEOUT_S = 5.0  # a sink that hangs must not hold the partition's closes for its HTTP timeout
 HISTORY_TRIES = 6  # then close it as it is, with a warning: a trace must not stay open for want of storage
 
 
@@ -213,8 +215,8 @@ class Assembler:
                 continue_stored(state, None, now)
             return set()
         try:
-            stored = await self.history.latest(list(asking))
-        except StorageError as exc:
+            stored = await asyncio.wait_for(self.history.latest(list(asking)), HISTORY_TIMEOUT_S)
+        except (StorageError, TimeoutError) as exc:
             self.ctx.counters.inc("assembly_history_errors")
             waiting = set()
             for trace_id, state in asking.items():
@@ -228,7 +230,8 @@ class Assembler:
                 self.table[trace_id] = state
             log.warning("assembler: cannot ask storage for the stored versions of %d rootless trace(s) (%s); %d "
                         "asked again in %.0f s, %d closed as they are (a stored version may be rewritten)",
-                        len(asking), exc, len(waiting), HISTORY_RETRY_S, len(asking) - len(waiting))
+                        len(asking), exc or f"no answer within {HISTORY_TIMEOUT_S:g} s", len(waiting),
+                        HISTORY_RETRY_S, len(asking) - len(waiting))
             return waiting
         for trace_id, state in asking.items():
             continue_stored(state, stored.get(trace_id), now)

@@ -8,6 +8,7 @@ assembler's. After a new turn, when some rule judges each turn, an open snapshot
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -25,6 +26,7 @@ from pipeline.worker.deadletter import dead_letter_for
 
 log = logging.getLogger(__name__)
 
+HISTORY_TIMEOUT_S = 5.0  # a new conversation waits at most this long to learn whether it was stored before
 CLOSE_RETRY_S = 30.0  # a session whose close could not be sent stays due, and is tried again this much later
 TICK_KEY = b"__tick__"
 TICK = orjson.dumps({"v": 1, "kind": "session_turns", "tick": True})
@@ -114,11 +116,11 @@ class SessionAssembler:
         if self.history is None:
             return None
         try:
-            stored = await self.history.highest(session_id)
-        except StorageError as exc:
+            stored = await asyncio.wait_for(self.history.highest(session_id), HISTORY_TIMEOUT_S)
+        except (StorageError, TimeoutError) as exc:
             self.ctx.counters.inc("assembly_history_errors")
             log.warning("session-assembler: cannot ask storage whether session %s was stored before (%s); it starts "
-                        "at version 1", session_id, exc)
+                        "at version 1", session_id, exc or f"no answer within {HISTORY_TIMEOUT_S:g} s")
             return None
         if stored is None:
             return None

@@ -146,3 +146,31 @@ async def test_closes_whose_send_fails_are_open_and_due_again_and_go_out_at_the_
     (sent,) = [s for s in ctx.sent if s[0] == topics.TRACES]
     assert [t.trace_id for t in decode(sent[2], TraceBatch).traces] == ids
     assert all(not assembler.table[t]["open"] for t in ids)
+
+
+class HungStorage:
+    """A store that never answers (a sink stopped mid-query)."""
+
+    async def latest(self, trace_ids: list[str]) -> dict[str, Any]:
+        import asyncio
+
+        await asyncio.sleep(3600)
+        return {}
+
+
+async def test_a_rootless_trace_is_not_held_by_storage_that_never_answers(monkeypatch: Any) -> None:
+    from pipeline.worker import assembler as module
+
+    monkeypatch.setattr(module, "HISTORY_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(module, "HISTORY_RETRY_S", 0.0)
+    ctx = FakeContext()
+    ctx.assembly = AssemblyConfig(quiet_period_s=0.0, idle_timeout_s=0.0)
+    assembler = Assembler(ctx, {}, history=HungStorage())
+    (trace_id,) = ids_on(0, 1)
+    orphan = span(trace_id, f"{trace_id}-late", "gone", "retry")  # its root was in a version whose state is gone
+    await assembler.handle(event(batch(trace_id, [orphan]), partition=0))
+    for _ in range(module.HISTORY_TRIES):  # each tick asks, waits at most the timeout, and tries again later
+        await assembler.handle(event(TICK, partition=0, key=TICK_KEY))
+    traces = [t for s in ctx.sent if s[0] == topics.TRACES for t in decode(s[2], TraceBatch).traces]
+    assert [(t.trace_id, t.version, t.status) for t in traces] == [(trace_id, 1, "incomplete")]
+    assert ctx.counters.get("assembly_history_errors") == module.HISTORY_TRIES and ctx.dead == []
