@@ -95,6 +95,13 @@ class CpuReport:
     steady: Phase | None = None
     idle: Phase | None = None
 
+    def work_ms_per_trace(self, seconds: float, idle_s: float | None) -> float | None:
+        """CPU above the idle floor per trace: the run's CPU less what the process spends per second with
+        nothing to do, times the run's wall time. Steadier than ms/trace when other jobs stretch the run."""
+        if self.idle is None or idle_s is None:
+            return None
+        return 1000 * max(0.0, seconds - idle_s / self.idle.wall_s * self.run.wall_s) / self.run.items
+
     def _sum(self, phase: Phase, which: str) -> float:
         return sum(s for name, s in phase.cpu_s.items() if which == "total" or name != self.broker)
 
@@ -103,7 +110,9 @@ class CpuReport:
             return {"cpu_s": round(self.run.cpu_s[name], 3), "cores": round(self.run.cpu_s[name] / self.run.wall_s, 3),
                     "ms_per_trace": _round(self.run.ms_per_item(name)),
                     "steady_ms_per_trace": _round(self.steady.ms_per_item(name)) if self.steady else None,
-                    "idle_ms_per_s": _round(self.idle.ms_per_s(name)) if self.idle else None}
+                    "idle_ms_per_s": _round(self.idle.ms_per_s(name)) if self.idle else None,
+                    "work_ms_per_trace": _round(self.work_ms_per_trace(
+                        self.run.cpu_s[name], self.idle.cpu_s.get(name) if self.idle else None))}
 
         total, non_broker = self._sum(self.run, "total"), self._sum(self.run, "non-broker")
         return {
@@ -115,6 +124,11 @@ class CpuReport:
             "broker_ms_per_trace": round(1000 * (total - non_broker) / self.run.items, 4),
             "non_broker_ms_per_trace": round(1000 * non_broker / self.run.items, 4),
             "broker_share": round((total - non_broker) / total, 4) if total else None,
+            "non_broker_work_ms_per_trace": _round(self.work_ms_per_trace(
+                non_broker, self._sum(self.idle, "non-broker") if self.idle else None)),
+            "broker_work_ms_per_trace": _round(self.work_ms_per_trace(
+                total - non_broker, self._sum(self.idle, "total") - self._sum(self.idle, "non-broker")
+                if self.idle else None)),
         }
 
     def table(self) -> str:
@@ -122,7 +136,7 @@ class CpuReport:
         width = max(map(len, names)) + 2
         head = f"{'process':<{width}}{'cpu s':>7}{'cores':>7}{'ms/trace':>10}{'share':>7}"
         head += f"{'steady ms/trace':>17}" if self.steady else ""
-        head += f"{'idle ms/s':>11}" if self.idle else ""
+        head += f"{'idle ms/s':>11}{'work ms/trace':>15}" if self.idle else ""
         lines = [head]
         total = self._sum(self.run, "total")
         for name in names:
@@ -140,6 +154,7 @@ class CpuReport:
                 line += _cell(None if steady is None else 1000 * steady / self.steady.items, 17)
             if self.idle:
                 line += _cell(None if idle is None else 1000 * idle / self.idle.wall_s, 11, ".0f")
+                line += _cell(self.work_ms_per_trace(seconds, idle), 15)
             lines.append(line)
         return "\n".join(lines)
 

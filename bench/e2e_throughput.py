@@ -10,7 +10,8 @@ Baseline (same run, same broker): aiokafka producing and consuming messages of t
 one trace's SpanBatch. Pipeline: one worker process (assembler, router, scorer, alerter, sink), or the
 sink apart (--split-sink), or one process per role (--split-roles), scoring every trace with two code
 scorers; after a warm-up of a few traces, the clock stops when the last score row is in chDB.
-Then a latency phase sends traces at a steady rate (half the throughput measured) and reads, per score
+Then a latency phase sends traces at a steady rate (half the throughput measured), bundled as the SDK's
+flush bundles them every 100 ms (`--latency-flush-s 0`: one message per trace, as before), and reads, per score
 row, the time from its trace's close to the row's insert. EVALSTREAM_* variables reach the worker.
 
 CPU per trace (`bench/cpu.py`): utime + stime from /proc/<pid>/stat of the broker (Tansu), each worker
@@ -125,13 +126,29 @@ async def raw_broker(bootstrap: str, messages: list[tuple[bytes, bytes]], broker
             "consume_broker_cpu_s": consume_cpu["broker"], "consume_client_cpu_s": consume_cpu["client"]}
 
 
-async def produce(bootstrap: str, messages: list[tuple[bytes, bytes]], rate: float | None = None) -> float:
-    """Send as fast as the producer goes, or at `rate` traces/s in 10 ms steps."""
+def flushes(messages: list[tuple[bytes, bytes]], rate: float, flush_s: float, partitions: int
+            ) -> tuple[list[tuple[bytes, bytes]], list[float]]:
+    """Traces arriving at `rate` per second, sent as the SDK sends them: every `flush_s` (its flush interval),
+    the traces of that interval in one SpanBundle per partition. The messages, and when to send each (s)."""
+    per_flush = max(1, round(rate * flush_s))
+    out: list[tuple[bytes, bytes]] = []
+    at: list[float] = []
+    for k, start in enumerate(range(0, len(messages), per_flush)):
+        window = bundled(messages[start:start + per_flush], per_flush, partitions)
+        out += window
+        at += [k * per_flush / rate] * len(window)
+    return out, at
+
+
+async def produce(bootstrap: str, messages: list[tuple[bytes, bytes]], rate: float | None = None,
+                  at: list[float] | None = None) -> float:
+    """Send as fast as the producer goes, or at `rate` messages/s in 10 ms steps, or each at its time in `at`."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=16 * 1024 * 1024)
     await producer.start()
     started = time.perf_counter()
     for i, (key, value) in enumerate(messages):
-        if rate is not None and (ahead := i / rate - (time.perf_counter() - started)) > 0.01:
+        due = at[i] if at is not None else i / rate if rate is not None else None
+        if due is not None and (ahead := due - (time.perf_counter() - started)) > 0.01:
             await asyncio.sleep(ahead)
         await producer.send("evalstream.spans.v1", value, key=key)
     await producer.flush()
@@ -187,6 +204,7 @@ def finish_profile(spy: subprocess.Popen, out: Path, tmp: Path, top: int = 40) -
     """Stop py-spy and summarise its folded stacks: own time (the leaf frame) and total time per function."""
     spy.send_signal(2)
     spy.wait(timeout=60)
+    shutil.copy(tmp / "profile.raw", out.with_suffix(".folded"))  # the folded stacks, for flame graphs
     own: dict[str, int] = {}
     total: dict[str, int] = {}
     samples = 0
@@ -210,11 +228,11 @@ FAUST_ROLES = ("assembler", "router", "scorer", "alerter")
 PRODUCER = "producer (bench)"
 
 
-def timed_produce(bootstrap: str, messages: list[tuple[bytes, bytes]], rate: float | None = None
-                  ) -> tuple[float, float]:
+def timed_produce(bootstrap: str, messages: list[tuple[bytes, bytes]], rate: float | None = None,
+                  at: list[float] | None = None) -> tuple[float, float]:
     """`produce`, and the CPU seconds this process spent in it (the bench's producer)."""
     before = cpu_s(os.getpid(), children=False)
-    started = asyncio.run(produce(bootstrap, messages, rate))
+    started = asyncio.run(produce(bootstrap, messages, rate, at))
     return started, cpu_s(os.getpid(), children=False) - before
 
 
@@ -235,6 +253,10 @@ def parse_args() -> argparse.Namespace:
                         help="then send this many traces at a steady rate and measure close -> score row")
     parser.add_argument("--latency-rate", type=float, default=None,
                         help="traces/s of the latency phase (default: half the measured throughput)")
+    parser.add_argument("--latency-flush-s", type=float, default=0.1,
+                        help="the latency phase sends as the SDK does: every this many seconds (its default flush "
+                             "interval), that interval's traces in one SpanBundle per partition; 0: one message per trace")
+    parser.add_argument("--partitions", type=int, default=8, help="partitions of every topic")
     parser.add_argument("--idle-s", type=float, default=5.0,
                         help="seconds of CPU sampling with nothing sent, before the run (0: none)")
     return parser.parse_args()
@@ -244,7 +266,7 @@ def start_workers(args: argparse.Namespace, tmp: Path, bootstrap: str, rules: Pa
                   ) -> tuple[WorkerProcess, dict[str, WorkerProcess]]:
     """The sink's process (the bench queries its endpoint) and every worker process by name, as laid out by the
     flags: one process with all roles and the sink, the Faust roles beside the sink, or one process per role."""
-    env = {"EVALSTREAM_TOPIC_PARTITIONS": "8", "EVALSTREAM_LOG_LEVEL": "warn", **EXTRA_ENV}
+    env = {"EVALSTREAM_TOPIC_PARTITIONS": str(args.partitions), "EVALSTREAM_LOG_LEVEL": "warn", **EXTRA_ENV}
     no_sink = {**env, "EVALSTREAM_SINK_ENABLED": "false"}
     if args.split_roles:
         workers = {role: WorkerProcess(tmp / role, bootstrap, rules, {**no_sink, "EVALSTREAM_ROLES": role})
@@ -273,12 +295,12 @@ def warm_up(sink: WorkerProcess, bootstrap: str, spans: int, n: int = WARM_UP_TR
 def main() -> None:
     args = parse_args()
     per_trace = trace_batches(args.traces, args.spans)
-    messages = bundled(per_trace, args.traces_per_message)
+    messages = bundled(per_trace, args.traces_per_message, args.partitions)
     size = sum(len(v) for _, v in messages) / len(messages)
 
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker(log_file=Path(tmp) / "broker.log") as broker:
         assert broker.pid is not None
-        asyncio.run(ensure_topics(broker.bootstrap, partitions=8))
+        asyncio.run(ensure_topics(broker.bootstrap, partitions=args.partitions))
         raw = asyncio.run(raw_broker(broker.bootstrap, messages, broker.pid))
         rules = Path(tmp) / "rules.yaml"
         rules.write_text(RULES)
@@ -314,7 +336,7 @@ def main() -> None:
             problems = ledger.account(sink.query)
             latency_rate = args.latency_rate or max(1.0, args.traces / elapsed / 2)
             latency, steady = measure_latency(sink, broker.bootstrap, args.latency_traces, args.spans, latency_rate,
-                                              meter)
+                                              meter, args.latency_flush_s, args.partitions)
             stored = stored_volume(sink)
         finally:
             for worker in workers.values():
@@ -357,7 +379,7 @@ def report(args: argparse.Namespace, raw: dict[str, float], n_messages: int, siz
         print(f"latency at {latency_rate:.0f} traces/s, trace closed -> score row stored: p50 {p50:.0f} ms, "
               f"p95 {p95:.0f} ms, p99 {p99:.0f} ms, max {worst:.0f} ms (target p95 <= 1000 ms)")
     print(f"CPU per process (/proc utime+stime, {cpu.run.wall_s:.1f} s run; producer: its sending only; steady: "
-          f"the latency phase, one trace per message; idle: {args.idle_s:g} s, nothing sent):")
+          f"the latency phase, sent as the SDK flushes (--latency-flush-s); idle: {args.idle_s:g} s, nothing sent; work: the run's CPU less the idle rate times its wall time):")
     print(cpu.table())
     sent = WARM_UP_TRACES + args.traces + max(0, args.latency_traces)  # every trace the broker saw
     print(f"written to the broker per trace ({sent} traces: warm-up, run and latency phase; payload bytes, "
@@ -386,16 +408,22 @@ def report(args: argparse.Namespace, raw: dict[str, float], n_messages: int, siz
         "stored": {t: {"rows": r, "compressed_bytes": p, "bytes": u} for t, (r, p, u) in stored.items()}}))
 
 
-def measure_latency(worker: WorkerProcess, bootstrap: str, n: int, spans: int, rate: float, meter: CpuMeter
-                    ) -> tuple[tuple[float, float, float, float] | None, Phase | None]:
-    """Send n traces at a steady rate, wait for their scores, and read each score row's insert time against
-    its trace's close time from the tables (`scores.ingested_at` - `traces.closed_at`); with the processes' CPU
-    over the phase, from the first send to the last score row."""
+def measure_latency(worker: WorkerProcess, bootstrap: str, n: int, spans: int, rate: float, meter: CpuMeter,
+                    flush_s: float, partitions: int) -> tuple[tuple[float, float, float, float] | None, Phase | None]:
+    """Send n traces at a steady rate (as the SDK does every `flush_s`, or one message per trace when 0), wait
+    for their scores, and read each score row's insert time against its trace's close time from the tables
+    (`scores.ingested_at` - `traces.closed_at`); with the processes' CPU over the phase, from the first send to
+    the last score row."""
     if n <= 0:
         return None, None
     before = worker.scalar("SELECT count() FROM evalstream.scores")
     meter.start()
-    started, producer_cpu = timed_produce(bootstrap, trace_batches(n, spans, prefix="l"), rate=rate)
+    traces = trace_batches(n, spans, prefix="l")
+    if flush_s > 0:
+        messages, at = flushes(traces, rate, flush_s, partitions)
+        started, producer_cpu = timed_produce(bootstrap, messages, at=at)
+    else:
+        started, producer_cpu = timed_produce(bootstrap, traces, rate=rate)
     worker.wait_for(lambda: worker.scalar("SELECT count() FROM evalstream.scores") >= before + 2 * n,
                     timeout_s=600, what="the latency phase's scores")
     steady = Phase({**meter.stop(), PRODUCER: producer_cpu}, n, time.perf_counter() - started)

@@ -42,6 +42,12 @@ METRICS: dict[str, MetricSpec] = {
                                 "Trace versions closed: complete or incomplete for a first version, reopened "
                                 "for a version after a late span.", ("status",)),
     "traces_reopened": MetricSpec("counter", "evalstream_traces_reopened", "Closed traces re-opened by a late span."),
+    "assembly_history_errors": MetricSpec("counter", "evalstream_assembly_history_errors",
+                                          "Reads of stored versions (for version continuity) that storage did not "
+                                          "answer."),
+    "assembly_stored_spans_missing": MetricSpec(
+        "counter", "evalstream_assembly_stored_spans_missing",
+        "Re-opened traces that closed with their new spans only: storage never had the version they re-opened."),
     "session_turns": MetricSpec("counter", "evalstream_session_turns", "Turns added to sessions (a trace version "
                                 "counts once)."),
     "sessions_closed": MetricSpec("counter", "evalstream_sessions_closed",

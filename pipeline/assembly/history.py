@@ -1,7 +1,7 @@
 """What storage knows of traces and sessions whose assembly state is gone: their highest stored version.
 
-Traces: asked only for first versions that close without a root (`state.needs_history`), in one query per
-tick. Sessions: asked when a conversation has no state. Either way versions go on from the stored highest + 1
+Traces: asked only for first versions that close without a root (`state.needs_history`), and for versions
+re-opened from a compact closed state (their earlier spans are stored), in one query per tick. Sessions: asked when a conversation has no state. Either way versions go on from the stored highest + 1
 instead of starting again at 1 and overwriting it. Both read through a worker's `storage.reader.Reader`
 (its async face), so the assembler's event loop never waits on storage.
 """
@@ -41,6 +41,11 @@ class StoredSessionVersions:
 class StoredVersions:
     def __init__(self, reader: StoredReads) -> None:
         self._reader = reader
+
+    async def readable(self) -> bool:
+        """Whether storage answers a read now. Raises StorageError when it does not."""
+        await self._reader.arows("SELECT 1")
+        return True
 
     async def latest(self, trace_ids: list[str]) -> dict[str, dict[str, Any]]:
         """trace id -> its highest stored version as a `Trace` dict; traces with nothing stored are left out.

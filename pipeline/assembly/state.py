@@ -8,7 +8,10 @@ State is a plain dict (it lives in a Faust table and its changelog):
     waited [{span_id, name, answered, waited_s}]: the calls this version waited for (shown by `why`),
     reopened_by {span_id, name, late_by_s}: the late span that re-opened it, if any,
     needs_history / history_checked: a first version closing without a root may continue a trace whose
-    state is gone; the assembler asks storage for its highest version first (`continue_stored`)
+    state is gone; the assembler asks storage for its highest version first (`continue_stored`),
+    span_ids, stored_spans_of: a closed state kept compact (`compact`) holds only its span ids; a late span
+    re-opens it with `stored_spans_of` = the closed version, whose spans are read back from storage before
+    the new version closes, so that it is whole
 
 open --(root ended, every remote call answered or waited remote_wait_s, quiet for quiet_period_s
         | the root's sender said `final`)--> closed, emitted as `complete`
@@ -93,13 +96,17 @@ def merge_spans(
     if state is None:
         state = new_state(trace_id, partition, now)
     known: dict[str, Any] = state["spans"]
-    fresh = list({s["span_id"]: s for s in spans if s["span_id"] not in known}.values())
+    closed_ids = set(state.get("span_ids", ()))  # a compact state's spans, stored
+    fresh = list({s["span_id"]: s for s in spans if s["span_id"] not in known and s["span_id"] not in closed_ids
+                  }.values())
     duplicates = len(spans) - len(fresh)
     reopened = False
     if fresh and not state["open"]:
         late = min(fresh, key=lambda s: s["start_ns"])
         state["reopened_by"] = {"span_id": late["span_id"], "name": late.get("name", ""),
                                 "late_by_s": round(now - state["closed_at_s"], 3)}
+        if closed_ids:  # its spans are in storage: read them back before this version closes
+            state["stored_spans_of"] = state["version"]
         state["open"] = True
         state["version"] += 1
         state["closed_at_s"] = None
@@ -142,6 +149,8 @@ def continue_stored(state: State, stored: dict[str, Any] | None, now: float) -> 
     stored version is never rewritten and the new one is whole. `stored` is that version (a `Trace` dict),
     or None when storage has none."""
     state.pop("needs_history", None)
+    state.pop("stored_spans_of", None)
+    state.pop("stored_tries", None)
     state["history_checked"] = True
     if stored is None:
         return
@@ -160,12 +169,31 @@ def continue_stored(state: State, stored: dict[str, Any] | None, now: float) -> 
 
 
 def needs_history(state: State, action: DueAction | None) -> bool:
-    """Whether to ask storage for the trace's highest version before closing it: for a first version that
-    closes without a root, which is what late spans of a trace whose state is gone look like (the reopen
-    window passed, or the broker lost the assembly changelog). Rootless traces are rare, so this costs little."""
+    """Whether to ask storage for the trace's highest version before closing it: for a version re-opened from
+    a compact state (its earlier spans are stored), and for a first version that closes without a root, which
+    is what late spans of a trace whose state is gone look like (the reopen window passed, or the broker lost
+    the assembly changelog). Both are rare, so this costs little."""
+    if state.get("stored_spans_of"):
+        return action is not None and action != DueAction.FORGET
     if state.get("history_checked") or state["version"] != 1:
         return False
     return bool(state.get("needs_history")) or action == DueAction.CLOSE_INCOMPLETE
+
+
+def stored_in_time(state: State, stored: dict[str, Any] | None) -> bool:
+    """Whether storage has what a re-opened compact state needs: the version it closed as, or a later one."""
+    wanted = state.get("stored_spans_of")
+    return not wanted or (stored is not None and int(stored["version"]) >= wanted)
+
+
+def compact(state: State) -> None:
+    """A closed state keeps its span ids, not its spans: they are stored, and a version a late span re-opens
+    reads them back (`stored_spans_of`). What the changelog keeps per closed trace is then a few hundred
+    bytes rather than the whole trace."""
+    state["span_ids"] = list(dict.fromkeys([*state.get("span_ids", ()), *state["spans"]]))
+    state["spans"] = {}
+    state.pop("waited", None)
+    state.pop("calls", None)
 
 
 def pending_calls(state: State) -> list[dict[str, Any]]:

@@ -18,7 +18,16 @@ from pipeline.contracts.alerts import (
     DeliveryStatus,
 )
 from pipeline.contracts.backfill import BackfillBatch
-from pipeline.contracts.codec import decode, encode, load_object, pack_items, validate, validate_each
+from pipeline.contracts.closes import TraceBatch
+from pipeline.contracts.codec import (
+    decode,
+    encode,
+    load_object,
+    pack_groups,
+    pack_items,
+    validate,
+    validate_each,
+)
 from pipeline.contracts.deadletters import DeadLetter
 from pipeline.contracts.jobs import (
     CriterionVerdict,
@@ -58,7 +67,7 @@ from pipeline.contracts.spans import (
     SpanStatus,
     SpanType,
 )
-from pipeline.contracts.traces import CloseReason, LateSpan, RemoteCallWait, Trace, TraceBatch, TraceStatus
+from pipeline.contracts.traces import CloseReason, LateSpan, RemoteCallWait, Trace, TraceStatus
 
 __all__ = [
     "CONTRACT_VERSION",
@@ -115,6 +124,7 @@ __all__ = [
     "decode",
     "encode",
     "load_object",
+    "pack_groups",
     "pack_items",
     "validate",
     "validate_each",

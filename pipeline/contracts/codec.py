@@ -37,6 +37,29 @@ def pack_items(field: str, parts: Sequence[bytes], max_bytes: int = DEFAULT_MAX_
         yield head + b",".join(parts[start:]) + tail, start
 
 
+def pack_groups(fields: Sequence[str], groups: Sequence[Sequence[Sequence[bytes]]],
+                max_bytes: int = DEFAULT_MAX_BYTES) -> Iterator[tuple[bytes, int]]:
+    """Groups of encoded items, one list per field (a trace and its decisions) -> `{"v": 1, field: [...], ...}`
+    messages of at most `max_bytes`, in order, a group never split across messages, with the index of each
+    message's first group. A group too big to share a message goes alone, as in `pack_items`."""
+    overhead = len(b'{"v":1}') + sum(len(f) + 6 for f in fields)
+
+    def message(chunk: Sequence[Sequence[Sequence[bytes]]]) -> bytes:
+        lists = [b'"' + f.encode() + b'":[' + b",".join(p for g in chunk for p in g[k]) + b"]"
+                 for k, f in enumerate(fields)]
+        return b'{"v":1,' + b",".join(lists) + b"}"
+
+    start, size = 0, overhead
+    for i, group in enumerate(groups):
+        grown = sum(len(p) + 1 for items in group for p in items)
+        if i > start and size + grown > max_bytes:
+            yield message(groups[start:i]), start
+            start, size = i, overhead
+        size += grown
+    if start < len(groups):
+        yield message(groups[start:]), start
+
+
 def decode(raw: bytes | None, model: type[M], *, max_bytes: int = DEFAULT_MAX_BYTES) -> M:
     return validate(load_object(raw, max_bytes=max_bytes), model, raw)
 

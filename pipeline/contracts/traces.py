@@ -1,5 +1,4 @@
-"""Trace: an assembled trace version, emitted when the assembler closes it; TraceBatch: the versions one
-partition closed on one tick, carried as one message."""
+"""Trace: an assembled trace version, emitted when the assembler closes it (in a `closes.TraceBatch`)."""
 
 from __future__ import annotations
 
@@ -75,11 +74,3 @@ class Trace(_Wire):
     @property
     def has_error(self) -> bool:
         return any(s.status == "error" for s in self.spans)
-
-
-class TraceBatch(_Wire):
-    """Closed trace versions of one partition, in one message (`evalstream.traces.v2`), so that the
-    router and the sink handle a tick's closes as one event rather than one event per trace."""
-
-    v: Literal[1] = 1
-    traces: list[Trace]

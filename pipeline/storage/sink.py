@@ -61,10 +61,11 @@ _TABLES = {
 
 def rows_for(topic: str, raw: bytes | None, max_bytes: int) -> dict[str, list[list[Any]]]:
     """Decode one message into rows per table; raises DecodeError for bad input."""
-    if topic == topics.TRACES:
-        traces = decode(raw, TraceBatch, max_bytes=max_bytes).traces
-        return {"traces": [rows.trace_row(t) for t in traces],
-                "spans": [rows.span_row(s, t.version) for t in traces for s in t.spans]}
+    if topic == topics.TRACES:  # the closed versions and the decisions routing them made
+        batch = decode(raw, TraceBatch, max_bytes=max_bytes)
+        return {"traces": [rows.trace_row(t) for t in batch.traces],
+                "spans": [rows.span_row(s, t.version) for t in batch.traces for s in t.spans],
+                "decisions": [rows.decision_row(d) for d in batch.decisions]}
     if topic == topics.SESSIONS:  # closed versions and open snapshots alike; the tables keep the latest
         session = decode(raw, Session, max_bytes=max_bytes)
         return {"sessions": [rows.session_row(session)], "session_turns": rows.session_turn_rows(session)}

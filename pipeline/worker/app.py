@@ -35,7 +35,7 @@ from pipeline.worker.assembler import Assembler
 from pipeline.worker.context import WorkerContext, make_topics
 from pipeline.worker.deferred import DeferredJobs
 from pipeline.worker.metrics_service import install_metrics
-from pipeline.worker.router import Router
+from pipeline.worker.router import BackfillRouter
 from pipeline.worker.scorer import ScorerWorker
 from pipeline.worker.scorer_store import scorer_store_service_class
 from pipeline.worker.session_assembler import SessionAssembler
@@ -46,6 +46,8 @@ from pipeline.worker.transport import EvalstreamApp, faust_credentials
 from scorers.registry import ScorerResolver
 
 log = logging.getLogger(__name__)
+
+STORAGE_PROBE_INTERVAL_S = 10.0  # whether the assembler can read stored traces back (compact closed states)
 
 
 def broker_url(bootstrap: str) -> str:
@@ -100,8 +102,8 @@ def create_app(settings: Settings, ruleset: RuleSet, bootstrap: str, *, web_port
 
 
 def _assembler_role(app: faust.App, ctx: WorkerContext) -> None:
-    """Spans -> closed traces, and turns -> sessions. The `assembly` table holds open traces; ticks close
-    them by the clock."""
+    """Spans -> closed traces, routed where they close (decisions, jobs, turns), and turns -> sessions. The
+    `assembly` table holds open traces; ticks close them by the clock."""
     assembly = app.Table("assembly", partitions=ctx.settings.topic_partitions)
     prices = LiteLLMPrices()
     history = StoredVersions(Reader.for_workers(ctx.settings))
@@ -119,6 +121,10 @@ def _assembler_role(app: faust.App, ctx: WorkerContext) -> None:
     @app.timer(ctx.settings.tick_interval_s)
     async def tick() -> None:
         await assembler.send_ticks()
+
+    @app.timer(STORAGE_PROBE_INTERVAL_S, on_leader=False)
+    async def probe_storage() -> None:
+        await assembler.probe_storage()
 
     # Closed traces' turns -> sessions. The `session-assembly` table holds conversations, keyed by session id.
     session_table = app.Table("session-assembly", partitions=ctx.settings.topic_partitions)
@@ -140,14 +146,8 @@ def _assembler_role(app: faust.App, ctx: WorkerContext) -> None:
 
 
 def _router_role(app: faust.App, ctx: WorkerContext) -> None:
-    """Closed traces -> decisions, score jobs and session turns; sessions -> their decisions and jobs."""
-    router = Router(ctx)
-
-    @app.agent(ctx.topics[topics.TRACES], name="router")
-    async def route(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            await router.handle(event)
-
+    """Sessions -> their decisions and jobs; backfill batches -> the named rules' decisions and jobs. (Live
+    traces are routed by the assembler in the event that closes them.)"""
     session_router = SessionRouter(ctx)
 
     @app.agent(ctx.topics[topics.SESSIONS], name="session-router")
@@ -155,10 +155,12 @@ def _router_role(app: faust.App, ctx: WorkerContext) -> None:
         async for event in stream.events():
             await session_router.handle(event)
 
+    backfill_router = BackfillRouter(ctx)
+
     @app.agent(ctx.topics[topics.BACKFILL], name="backfill-router")
     async def route_backfill(stream: faust.StreamT) -> None:  # `evalstream backfill`: stored traces, named rules
         async for event in stream.events():
-            await router.handle_backfill(event)
+            await backfill_router.handle(event)
 
 
 def _scorer_role(app: faust.App, ctx: WorkerContext, bootstrap: str) -> None:

@@ -19,9 +19,19 @@ from pipeline.assembly import DeadlineIndex, close_trace, due_action, merge_span
 from pipeline.assembly.enrich import Prices, enrich_trace
 from pipeline.assembly.history import StoredVersions
 from pipeline.assembly.remote import RemotePeers
-from pipeline.assembly.state import DueAction, continue_stored, deadline, needs_history, pending_calls
-from pipeline.contracts import DeadLetter, SpanBatch, encode, load_object, pack_items, validate, validate_each
+from pipeline.assembly.state import (
+    DueAction,
+    State,
+    compact,
+    continue_stored,
+    deadline,
+    needs_history,
+    pending_calls,
+    stored_in_time,
+)
+from pipeline.contracts import DeadLetter, SpanBatch, encode, load_object, validate, validate_each
 from pipeline.errors import DecodeError, StorageError
+from pipeline.worker.close_router import Closed, CloseRouter, Progress
 from pipeline.worker.context import WorkerContext
 from pipeline.worker.deadletter import dead_letter_for
 
@@ -29,10 +39,13 @@ log = logging.getLogger(__name__)
 
 TICK_KEY = b"__tick__"
 TICK = orjson.dumps({"v": 1, "kind": "tick"})
-TRACE_BATCH_OVERHEAD = len(b'{"v":1,"traces":[]}')
+TRACE_BATCH_OVERHEAD = len(b'{"v":1,"traces":[],"decisions":[]}')
 HISTORY_RETRY_S = 5.0  # storage could not say whether a trace was stored before: ask again this much later
 HISTORY_TIMEOUT_S = 5.0  # a sink that hangs must not hold the partition's closes for its HTTP timeout
 HISTORY_TRIES = 6  # then close it as it is, with a warning: a trace must not stay open for want of storage
+# A late span re-opened a compact closed state before the sink stored the version it closed as: ask again.
+STORED_SPANS_RETRY_S = 1.0
+STORED_SPANS_TRIES = 30
 
 
 class Assembler:
@@ -42,9 +55,13 @@ class Assembler:
         self.table = table
         self.prices = prices
         self.history = history  # None: versions are not continued from storage (tests without a store)
+        # Closed states are kept compact (span ids only) while storage answers reads: a late span's version then
+        # reads the earlier spans back. Until a read succeeds, and after one fails, they are kept whole.
+        self.storage_readable = False
         self.peers = RemotePeers()
         self.index = DeadlineIndex()
         self.cfg = ctx.assembly
+        self.routing = CloseRouter(ctx)
 
     def on_rebalance(self) -> None:
         self.index.clear()
@@ -74,7 +91,9 @@ class Assembler:
             await self.ctx.dead_letter(dead_letter_for("assembler", message, exc))
 
     async def _add(self, message: Any) -> None:
-        """A SpanBatch, or a SpanBundle of several traces' batches, each merged (or refused) alone."""
+        """A SpanBatch, or a SpanBundle of several traces' batches, each merged (or refused) alone. Traces
+        that arrived whole (root ended, the root's process said `final`, no remote call waiting) close in
+        this event, so their open state is never written; the others wait for a tick."""
         try:
             batches = self._decode(message.value)
         except DecodeError as exc:
@@ -83,6 +102,7 @@ class Assembler:
             await self.ctx.dead_letter(dead_letter_for("assembler", message, exc))
             return
         alone = len(batches) == 1
+        merged: dict[str, State] = {}  # this event's traces, written (or closed) after every batch is merged
         for index, batch in enumerate(batches):
             try:
                 if isinstance(batch, DecodeError):
@@ -98,15 +118,26 @@ class Assembler:
                                                            item=None if alone else f"batches[{index}]"))
                 continue
             if alone:
-                await self._merge(message, batch, message.value)  # a failure is the message's (handle)
+                await self._merge(message, batch, message.value, merged)  # a failure is the message's (handle)
                 continue
             try:
-                await self._merge(message, batch, None)
+                await self._merge(message, batch, None, merged)
             except Exception as exc:  # the bundle's other traces go on
                 log.exception("assembler: failed on trace %s of %s[%d]@%d", batch.trace_id, message.topic,
                               message.partition, message.offset)
                 await self.ctx.dead_letter(dead_letter_for("assembler", message, exc, trace_id=batch.trace_id,
                                                            item=f"batches[{index}]"))
+        now = time.time()
+        closing = []
+        for trace_id, state in merged.items():
+            action = due_action(state, now, self.cfg)
+            if action == DueAction.CLOSE_FINAL and not needs_history(state, action):
+                closing.append((trace_id, state, action))
+            else:
+                self.table[trace_id] = state
+                self.index.set(message.partition, trace_id, deadline(state, self.cfg))
+        if closing:
+            await self._close(message, message.partition, closing, now)
 
     def _decode(self, raw: bytes | None) -> list[SpanBatch | DecodeError]:
         data = load_object(raw, max_bytes=self.ctx.settings.max_message_bytes)
@@ -114,7 +145,7 @@ class Assembler:
             return validate_each(data, SpanBatch, "batches", raw)
         return [validate(data, SpanBatch, raw)]
 
-    async def _merge(self, message: Any, batch: SpanBatch, raw: bytes | None) -> None:
+    async def _merge(self, message: Any, batch: SpanBatch, raw: bytes | None, merged: dict[str, State]) -> None:
         home = topics.partition_for(batch.trace_id, self.ctx.settings.topic_partitions)
         if home != message.partition:
             # Sent with another key: forward to the trace's partition so its state lives in one place.
@@ -124,12 +155,13 @@ class Assembler:
             return
         spans = [s.model_dump(mode="json", exclude_none=True) for s in batch.spans]
         now = time.time()
-        state, outcome = merge_spans(self.table.get(batch.trace_id), batch.trace_id, message.partition, spans,
-                                     batch.final, now, self.peers.expects_answer)
+        current = merged.get(batch.trace_id)
+        state, outcome = merge_spans(current if current is not None else self.table.get(batch.trace_id),
+                                     batch.trace_id, message.partition, spans, batch.final, now,
+                                     self.peers.expects_answer)
         for call in outcome.answered:
             self.peers.answered(call)
-        self.table[batch.trace_id] = state
-        self.index.set(message.partition, batch.trace_id, deadline(state, self.cfg))
+        merged[batch.trace_id] = state
         counters = self.ctx.counters
         counters.inc("spans_in", outcome.added)
         if outcome.duplicates:
@@ -139,14 +171,12 @@ class Assembler:
             log.info("assembler: trace %s re-opened as version %d by a late span", batch.trace_id, state["version"])
 
     async def _close_due(self, tick: Any) -> None:
-        """Close what is due and send the closed versions as TraceBatch messages on this partition. The
-        closed states are saved after the sends, so a crash in between re-sends a version (same ids
-        downstream) rather than marking it closed unsent."""
+        """Close what is due on this tick's partition."""
         partition = tick.partition
         now = time.time()
-        closed: list[tuple[str, bytes, dict[str, Any], dict[str, Any]]] = []
         due = self.index.pop_due(partition, now)
         waiting = await self._continue_stored(partition, due, now)
+        closing = []
         for trace_id in due:
             state = self.table.get(trace_id)
             if state is None or trace_id in waiting:
@@ -157,47 +187,81 @@ class Assembler:
             elif action == DueAction.FORGET:
                 del self.table[trace_id]
             else:
-                before = dict(state)
-                unanswered = pending_calls(state)
-                try:
-                    payload = enrich_trace(close_trace(state, action, now), self.prices)
-                    raw = orjson.dumps(payload)
-                except Exception as exc:  # this trace cannot be closed; the others of the tick go on
-                    state.clear()
-                    state.update(before)
-                    self.index.set(partition, trace_id, deadline(state, self.cfg))
-                    log.exception("assembler: could not close trace %s", trace_id)
-                    await self.ctx.dead_letter(dead_letter_for("assembler", tick, exc, trace_id=trace_id,
-                                                               item=trace_id))
-                    continue
-                self.index.set(partition, trace_id, deadline(state, self.cfg))
-                closed.append((trace_id, raw, state, before))
-                for call in unanswered:
-                    self.peers.unanswered(call)
-                # a version after a late span counts as reopened; a first version by its status
-                status = "reopened" if payload.get("version", 1) > 1 else payload["status"]
-                self.ctx.counters.inc("traces_closed", status=status)
+                closing.append((trace_id, state, action))
+        if closing:
+            await self._close(tick, partition, closing, now)
+
+    async def _close(self, source: Any, partition: int, closing: list[tuple[str, State, DueAction]],
+                     now: float) -> None:
+        """Close these traces, route them and send what follows (`CloseRouter`). The closed states are saved
+        after the sends, so a crash in between re-sends a version (same ids downstream) rather than marking it
+        closed unsent."""
+        closed: list[tuple[Closed, State, State]] = []
         limit = self.ctx.settings.max_message_bytes
-        sendable = [c for c in closed if len(c[1]) + TRACE_BATCH_OVERHEAD <= limit]
-        for trace_id, raw, state, _ in closed:
+        for trace_id, state, action in closing:
+            before = _before_close(state)
+            unanswered = pending_calls(state)
+            try:
+                payload = enrich_trace(close_trace(state, action, now), self.prices)
+                raw = orjson.dumps(payload)
+            except Exception as exc:  # this trace cannot be closed; the others go on
+                self._reopen(partition, trace_id, state, before, deadline(before, self.cfg))
+                log.exception("assembler: could not close trace %s", trace_id)
+                await self.ctx.dead_letter(dead_letter_for("assembler", source, exc, trace_id=trace_id,
+                                                           item=trace_id))
+                continue
+            self.index.set(partition, trace_id, deadline(state, self.cfg))
+            for call in unanswered:
+                self.peers.unanswered(call)
+            # a version after a late span counts as reopened; a first version by its status
+            status = "reopened" if payload.get("version", 1) > 1 else payload["status"]
+            self.ctx.counters.inc("traces_closed", status=status)
             if len(raw) + TRACE_BATCH_OVERHEAD > limit:
-                await self._refuse_oversized(tick, trace_id, raw, state)
-        packed = list(pack_items("traces", [raw for _, raw, _, _ in sendable], limit))
-        sent = 0  # how many of `sendable` went out
+                await self._refuse_oversized(source, trace_id, raw, state)
+                self._save_closed(trace_id, state)
+                continue
+            closed.append((Closed(trace_id, raw, payload), state, before))
+        progress = Progress()
         try:
-            for k, (value, first) in enumerate(packed):
-                await self.ctx.send(topics.TRACES, sendable[first][0], value, partition=partition)
-                sent = packed[k + 1][1] if k + 1 < len(packed) else len(sendable)
+            await self.routing.publish(source, [c for c, _, _ in closed], partition, progress)
         except BaseException:
             # Unsent closes go back to open and due, so the next tick sends them (the caller dead-letters
-            # this tick, so the failure is seen); the message that may have gone is sent again: same ids.
-            for trace_id, _, state, before in sendable[sent:]:
-                state.clear()
-                state.update(before)
-                self.index.set(partition, trace_id, now)
+            # this event, so the failure is seen); a message that may have gone is sent again: same ids.
+            for c, state, before in closed[progress.sent:]:
+                self._reopen(partition, c.trace_id, state, before, now)
+            for c, state, _ in closed[:progress.sent]:
+                self._save_closed(c.trace_id, state)
             raise
-        for trace_id, _, state, _ in closed:
-            self.table[trace_id] = state
+        for c, state, _ in closed:
+            self._save_closed(c.trace_id, state)
+
+    def _save_closed(self, trace_id: str, state: State) -> None:
+        """With storage to read spans back from, a closed state is kept compact (span ids only)."""
+        if self.storage_readable:
+            compact(state)
+        self.table[trace_id] = state
+
+    async def probe_storage(self) -> None:
+        """Whether closed states may be kept compact: storage must answer reads (a worker of the embedded stack
+        without the sink's query endpoint cannot read it back, say)."""
+        if self.history is None:
+            return
+        try:
+            readable = await asyncio.wait_for(self.history.readable(), HISTORY_TIMEOUT_S)
+        except (StorageError, TimeoutError) as exc:
+            if self.storage_readable:
+                log.warning("assembler: storage does not answer reads (%s): closed traces are kept whole until it "
+                            "does", exc or "timed out")
+            readable = False
+        if readable and not self.storage_readable:
+            log.info("assembler: storage answers reads: closed traces keep only their span ids")
+        self.storage_readable = readable
+
+    def _reopen(self, partition: int, trace_id: str, state: State, before: State, due_at: float) -> None:
+        state.clear()
+        state.update(before)
+        self.table[trace_id] = state
+        self.index.set(partition, trace_id, due_at)
 
     async def _continue_stored(self, partition: int, due: list[str], now: float) -> set[str]:
         """The due traces that may continue a stored trace go on from its highest stored version (one query for
@@ -218,6 +282,7 @@ class Assembler:
             stored = await asyncio.wait_for(self.history.latest(list(asking)), HISTORY_TIMEOUT_S)
         except (StorageError, TimeoutError) as exc:
             self.ctx.counters.inc("assembly_history_errors")
+            self.storage_readable = False
             waiting = set()
             for trace_id, state in asking.items():
                 tries = state["history_tries"] = state.get("history_tries", 0) + 1
@@ -228,18 +293,32 @@ class Assembler:
                 else:  # storage never answered: close it as a first version rather than hold it for ever
                     continue_stored(state, None, now)
                 self.table[trace_id] = state
-            log.warning("assembler: cannot ask storage for the stored versions of %d rootless trace(s) (%s); %d "
+            log.warning("assembler: cannot ask storage for the stored versions of %d trace(s) (%s); %d "
                         "asked again in %.0f s, %d closed as they are (a stored version may be rewritten)",
                         len(asking), exc or f"no answer within {HISTORY_TIMEOUT_S:g} s", len(waiting),
                         HISTORY_RETRY_S, len(asking) - len(waiting))
             return waiting
+        waiting = set()
         for trace_id, state in asking.items():
-            continue_stored(state, stored.get(trace_id), now)
-            if trace_id in stored:
+            found = stored.get(trace_id)
+            if not stored_in_time(state, found):  # re-opened before the sink stored the version it closed as
+                tries = state["stored_tries"] = state.get("stored_tries", 0) + 1
+                if tries < STORED_SPANS_TRIES:
+                    self.index.set(partition, trace_id, now + STORED_SPANS_RETRY_S)
+                    self.table[trace_id] = state
+                    waiting.add(trace_id)
+                    continue
+                self.ctx.counters.inc("assembly_stored_spans_missing")
+                log.warning("assembler: trace %s re-opened as version %d, but storage still lacks version %d after "
+                            "%.0f s: it closes with its new spans only", trace_id, state["version"],
+                            state["stored_spans_of"], STORED_SPANS_TRIES * STORED_SPANS_RETRY_S)
+                found = None
+            continue_stored(state, found, now)
+            if found is not None:
                 log.info("assembler: trace %s continues from stored version %d as version %d", trace_id,
-                         stored[trace_id]["version"], state["version"])
+                         found["version"], state["version"])
             self.table[trace_id] = state
-        return set()
+        return waiting
 
     async def _refuse_oversized(self, tick: Any, trace_id: str, raw: bytes, state: dict[str, Any]) -> None:
         """Every part arrived under the limit, but the assembled trace is over it: the router and the sink
@@ -261,3 +340,9 @@ class Assembler:
         for tp in assigned:
             if tp.topic == topics.SPANS:
                 await self.ctx.send(topics.SPANS, TICK_KEY, TICK, partition=tp.partition)
+
+
+def _before_close(state: State) -> State:
+    """What to restore if a close is not sent: `close_trace` replaces the top-level fields and the call list,
+    and appends to the `waited` list; it does not touch the spans."""
+    return {**state, "calls": dict(state.get("calls", {})), "waited": list(state.get("waited", []))}

@@ -87,10 +87,11 @@ def decided(tmp_path: Path, processes: int, messages: list[tuple[bytes, bytes]],
 
 
 def routed_partitions(worker: WorkerProcess) -> set[str]:
-    """The traces partitions this process routes, from its lag gauges (one per assigned partition)."""
+    """The partitions whose traces this process routes (it assembles them, and routes them where they close),
+    from its lag gauges (one per assigned partition)."""
     samples = scrape(metrics_url(worker)).get("evalstream_consumer_lag_records", {})
     return {dict(labels)["partition"] for labels in samples
-            if dict(labels)["topic"] == topics.TRACES and dict(labels).get("group") != "evalstream-sink"}
+            if dict(labels)["topic"] == topics.SPANS and dict(labels).get("group") != "evalstream-sink"}
 
 
 def test_the_sampled_set_is_the_pure_functions_within_1_percent_and_the_same_for_any_worker_count(

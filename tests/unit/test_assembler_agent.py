@@ -1,5 +1,6 @@
 """pipeline/worker/assembler.py with a fake context and a dict for its table: SpanBundles of many traces,
-a bad batch inside one, and closes sent as TraceBatches of one partition. No broker."""
+a bad batch inside one, whole traces closed (and routed) in the event that brings them, and closes sent as
+TraceBatches of one partition. No broker."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from pipeline import topics
 from pipeline.assembly import AssemblyConfig
 from pipeline.contracts import DeadLetter, TraceBatch, decode, pack_items
 from pipeline.metrics import Counters
+from pipeline.rules import parse_rules
 from pipeline.worker.assembler import TICK, TICK_KEY, Assembler
+from scorers.testing import resolver
 from tests.integration.harness import batch, span
 
 PARTITIONS = 4
@@ -22,6 +25,8 @@ class FakeContext:
     def __init__(self, max_message_bytes: int = 1024 * 1024) -> None:
         self.settings = SimpleNamespace(max_message_bytes=max_message_bytes, topic_partitions=PARTITIONS)
         self.assembly = AssemblyConfig(quiet_period_s=0.0)
+        self.ruleset = parse_rules({"rules": [{"name": "errors", "scorer": "error_spans"}]})
+        self.scorers = resolver()
         self.counters = Counters()
         self.sent: list[tuple[str, bytes, bytes, int | None]] = []
         self.dead: list[DeadLetter] = []
@@ -47,9 +52,21 @@ def ids_on(partition: int, n: int) -> list[str]:
     return out
 
 
-def trace_batch(trace_id: str) -> bytes:
+def trace_batch(trace_id: str, final: bool = True) -> bytes:
     root = span(trace_id, f"{trace_id}-r", None, "handle")
-    return batch(trace_id, [root, span(trace_id, f"{trace_id}-c", root["span_id"], "tool")], final=True)
+    return batch(trace_id, [root, span(trace_id, f"{trace_id}-c", root["span_id"], "tool")], final=final)
+
+
+class RecordingTable(dict):
+    """The table's writes, as the changelog would get them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[tuple[str, bool]] = []
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.writes.append((key, bool(value["open"])))
+        super().__setitem__(key, value)
 
 
 def bundle(parts: list[bytes]) -> bytes:
@@ -57,18 +74,37 @@ def bundle(parts: list[bytes]) -> bytes:
     return value
 
 
-async def test_a_bundle_of_traces_closes_as_one_trace_batch_on_its_partition() -> None:
+async def test_a_bundle_of_whole_traces_closes_in_its_own_event_as_one_trace_batch_with_decisions() -> None:
     ctx = FakeContext()
-    assembler = Assembler(ctx, {})
+    table = RecordingTable()
+    assembler = Assembler(ctx, table)
     ids = ids_on(2, 5)
     await assembler.handle(event(bundle([trace_batch(t) for t in ids]), partition=2))
-    await assembler.handle(event(TICK, partition=2, key=TICK_KEY))
 
-    (sent,) = [s for s in ctx.sent if s[0] == topics.TRACES]
-    traces = decode(sent[2], TraceBatch).traces
-    assert [t.trace_id for t in traces] == ids and all(len(t.spans) == 2 for t in traces)
+    (sent,) = [s for s in ctx.sent if s[0] == topics.TRACES]  # no tick needed
+    closed = decode(sent[2], TraceBatch)
+    assert [t.trace_id for t in closed.traces] == ids and all(len(t.spans) == 2 for t in closed.traces)
+    assert sorted(d.trace_id for d in closed.decisions) == sorted(ids)  # routed in the same event
     assert sent[3] == 2 and sent[1] == ids[0].encode()  # on the spans' partition, keyed by its first trace
+    (jobs,) = [s for s in ctx.sent if s[0] == topics.JOBS]
+    assert jobs[3] == 2
+    assert table.writes == [(t, False) for t in ids]  # each written once, closed: never its open state
     assert ctx.dead == [] and ctx.counters.get("spans_in") == 10
+
+    await assembler.handle(event(TICK, partition=2, key=TICK_KEY))
+    assert len([s for s in ctx.sent if s[0] == topics.TRACES]) == 1  # nothing left for the tick
+
+
+async def test_a_trace_without_final_waits_for_the_tick() -> None:
+    ctx = FakeContext()
+    table = RecordingTable()
+    assembler = Assembler(ctx, table)
+    (trace_id,) = ids_on(0, 1)
+    await assembler.handle(event(trace_batch(trace_id, final=False), partition=0))
+    assert [s for s in ctx.sent if s[0] == topics.TRACES] == [] and table.writes == [(trace_id, True)]
+    await assembler.handle(event(TICK, partition=0, key=TICK_KEY))
+    (sent,) = [s for s in ctx.sent if s[0] == topics.TRACES]
+    assert [t.trace_id for t in decode(sent[2], TraceBatch).traces] == [trace_id]
 
 
 async def test_a_bad_batch_in_a_bundle_is_dead_lettered_alone_and_a_strays_is_forwarded_home() -> None:
@@ -95,7 +131,7 @@ async def test_closes_over_the_message_limit_are_split_into_several_trace_batche
     assembler = Assembler(ctx, {})
     ids = ids_on(0, 12)
     for t in ids:
-        await assembler.handle(event(trace_batch(t), partition=0))
+        await assembler.handle(event(trace_batch(t, final=False), partition=0))
     await assembler.handle(event(TICK, partition=0, key=TICK_KEY))
 
     sent = [s for s in ctx.sent if s[0] == topics.TRACES]
@@ -115,7 +151,7 @@ async def test_a_trace_over_the_limit_once_assembled_is_dead_lettered_by_name_an
     await assembler.handle(event(TICK, partition=1, key=TICK_KEY, offset=10))
 
     (dead,) = ctx.dead
-    assert dead.trace_id == big and dead.error_type == "OversizedError" and dead.offset == 10
+    assert dead.trace_id == big and dead.error_type == "OversizedError" and dead.offset == 3  # where it closed
     assert "21 spans" in dead.reason and "EVALSTREAM_MAX_MESSAGE_BYTES" in dead.reason
     (sent,) = [s for s in ctx.sent if s[0] == topics.TRACES]
     assert [t.trace_id for t in decode(sent[2], TraceBatch, max_bytes=8192).traces] == [small]
@@ -127,7 +163,7 @@ async def test_closes_whose_send_fails_are_open_and_due_again_and_go_out_at_the_
     assembler = Assembler(ctx, {})
     ids = ids_on(0, 3)
     for t in ids:
-        await assembler.handle(event(trace_batch(t), partition=0))
+        await assembler.handle(event(trace_batch(t, final=False), partition=0))
     real_send = ctx.send
 
     async def broken(topic: str, key: str | bytes, value: bytes, partition: int | None = None) -> None:
@@ -146,6 +182,30 @@ async def test_closes_whose_send_fails_are_open_and_due_again_and_go_out_at_the_
     (sent,) = [s for s in ctx.sent if s[0] == topics.TRACES]
     assert [t.trace_id for t in decode(sent[2], TraceBatch).traces] == ids
     assert all(not assembler.table[t]["open"] for t in ids)
+
+
+async def test_a_whole_trace_whose_close_cannot_be_sent_is_written_open_and_closes_at_the_next_tick() -> None:
+    ctx = FakeContext()
+    table = RecordingTable()
+    assembler = Assembler(ctx, table)
+    (trace_id,) = ids_on(0, 1)
+    real_send = ctx.send
+
+    async def broken(topic: str, key: str | bytes, value: bytes, partition: int | None = None) -> None:
+        if topic == topics.TRACES:
+            raise ConnectionError("broker gone")
+        await real_send(topic, key, value, partition)
+
+    ctx.send = broken  # type: ignore[method-assign]
+    await assembler.handle(event(trace_batch(trace_id), partition=0, offset=30))
+    (dead,) = ctx.dead
+    assert dead.offset == 30 and "broker gone" in dead.reason
+    assert table.writes == [(trace_id, True)] and table[trace_id]["version"] == 1  # kept open, not lost
+
+    ctx.send = real_send  # type: ignore[method-assign]
+    await assembler.handle(event(TICK, partition=0, key=TICK_KEY, offset=31))
+    (sent,) = [s for s in ctx.sent if s[0] == topics.TRACES]
+    assert [(t.trace_id, t.version) for t in decode(sent[2], TraceBatch).traces] == [(trace_id, 1)]
 
 
 class HungStorage:
@@ -174,3 +234,88 @@ async def test_a_rootless_trace_is_not_held_by_storage_that_never_answers(monkey
     traces = [t for s in ctx.sent if s[0] == topics.TRACES for t in decode(s[2], TraceBatch).traces]
     assert [(t.trace_id, t.version, t.status) for t in traces] == [(trace_id, 1, "incomplete")]
     assert ctx.counters.get("assembly_history_errors") == module.HISTORY_TRIES and ctx.dead == []
+
+
+class SinkHistory:
+    """Storage as the sink fills it from the sent TraceBatches, optionally lagging by `behind` lookups."""
+
+    def __init__(self, ctx: FakeContext, behind: int = 0, up: bool = True) -> None:
+        self.ctx = ctx
+        self.behind = behind
+        self.asked = 0
+        self.up = up
+
+    async def readable(self) -> bool:
+        if not self.up:
+            from pipeline.errors import StorageError
+
+            raise StorageError("no query endpoint")
+        return True
+
+    async def latest(self, trace_ids: list[str]) -> dict[str, Any]:
+        self.asked += 1
+        if self.asked <= self.behind:
+            return {}
+        stored: dict[str, Any] = {}
+        for s in self.ctx.sent:
+            if s[0] == topics.TRACES:
+                for t in orjson.loads(s[2])["traces"]:
+                    if t["trace_id"] in trace_ids and t["version"] > stored.get(t["trace_id"], {}).get("version", 0):
+                        stored[t["trace_id"]] = t
+        return stored
+
+
+async def test_a_closed_trace_keeps_only_its_span_ids_and_a_late_span_reads_the_rest_back_from_storage(
+        monkeypatch: Any) -> None:
+    from pipeline.worker import assembler as module
+
+    monkeypatch.setattr(module, "STORED_SPANS_RETRY_S", 0.0)
+    ctx = FakeContext()
+    history = SinkHistory(ctx, behind=2)  # the sink has not stored version 1 for the first two lookups
+    table = RecordingTable()
+    assembler = Assembler(ctx, table, history=history)
+    await assembler.probe_storage()
+    (trace_id,) = ids_on(0, 1)
+    await assembler.handle(event(trace_batch(trace_id), partition=0))
+    state = table[trace_id]
+    assert state["spans"] == {} and sorted(state["span_ids"]) == [f"{trace_id}-c", f"{trace_id}-r"]
+    assert len(orjson.dumps(state)) < 400  # what the changelog keeps of a closed trace
+
+    late = span(trace_id, f"{trace_id}-late", f"{trace_id}-r", "callback")
+    await assembler.handle(event(batch(trace_id, [late], final=True), partition=0, offset=6))
+    for offset in range(3):
+        await assembler.handle(event(TICK, partition=0, key=TICK_KEY, offset=7 + offset))
+    versions = [t for s in ctx.sent if s[0] == topics.TRACES for t in decode(s[2], TraceBatch).traces]
+    assert [(t.version, sorted(sp.span_id for sp in t.spans)) for t in versions] == [
+        (1, [f"{trace_id}-c", f"{trace_id}-r"]),
+        (2, [f"{trace_id}-c", f"{trace_id}-late", f"{trace_id}-r"]),  # whole, once storage had version 1
+    ]
+    assert versions[1].root_span_id == f"{trace_id}-r" and versions[1].reopened_by is not None
+    assert history.asked == 3 and ctx.dead == []
+
+
+async def test_spans_sent_again_after_a_compact_close_are_duplicates_not_a_new_version() -> None:
+    ctx = FakeContext()
+    assembler = Assembler(ctx, RecordingTable(), history=SinkHistory(ctx))
+    await assembler.probe_storage()
+    (trace_id,) = ids_on(0, 1)
+    await assembler.handle(event(trace_batch(trace_id), partition=0))
+    await assembler.handle(event(trace_batch(trace_id), partition=0, offset=6))  # redelivered
+    await assembler.handle(event(TICK, partition=0, key=TICK_KEY))
+    assert len([s for s in ctx.sent if s[0] == topics.TRACES]) == 1
+    assert ctx.counters.get("spans_duplicate") == 2 and ctx.counters.get("traces_reopened") == 0
+
+
+async def test_closed_traces_are_kept_whole_while_storage_cannot_be_read_back() -> None:
+    ctx = FakeContext()
+    table = RecordingTable()
+    assembler = Assembler(ctx, table, history=SinkHistory(ctx, up=False))
+    await assembler.probe_storage()
+    (trace_id,) = ids_on(0, 1)
+    await assembler.handle(event(trace_batch(trace_id), partition=0))
+    assert len(table[trace_id]["spans"]) == 2  # a late span's version can be whole without storage
+    late = span(trace_id, f"{trace_id}-late", f"{trace_id}-r", "callback")
+    await assembler.handle(event(batch(trace_id, [late], final=True), partition=0, offset=6))
+    await assembler.handle(event(TICK, partition=0, key=TICK_KEY, offset=7))
+    versions = [t for s in ctx.sent if s[0] == topics.TRACES for t in decode(s[2], TraceBatch).traces]
+    assert [(t.version, len(t.spans)) for t in versions] == [(1, 2), (2, 3)]

@@ -1,5 +1,5 @@
-"""pipeline/worker/router.py, backfill agent: a job batch per sampled trace, bundled by partition, decisions
-batched, failures dead-lettered; and the live agent's turns, dead-lettered apart from the routing. No broker."""
+"""pipeline/worker/router.py, the backfill agent: a job batch per sampled trace, bundled by partition, decisions
+batched, failures dead-lettered. No broker."""
 
 from __future__ import annotations
 
@@ -18,14 +18,12 @@ from pipeline.contracts import (
     ScoreJobBundle,
     Span,
     Trace,
-    TraceBatch,
     decode,
-    encode,
 )
 from pipeline.metrics import Counters
 from pipeline.rules import parse_rules
 from pipeline.sampling import is_sampled
-from pipeline.worker.router import Router
+from pipeline.worker.router import BackfillRouter
 from scorers.testing import resolver
 
 RULES = parse_rules({"rules": [
@@ -67,7 +65,7 @@ def trace(i: int) -> dict[str, Any]:
 async def test_a_backfill_message_becomes_job_batches_per_trace_and_its_decisions() -> None:
     ctx = FakeContext()
     (message,) = pack("bf", ["half"], [trace(i) for i in range(40)], max_bytes=1024 * 1024).messages
-    await Router(ctx).handle_backfill(event(message))  # type: ignore[arg-type]
+    await BackfillRouter(ctx).handle(event(message))  # type: ignore[arg-type]
 
     bundles = [(key, partition, decode(value, ScoreJobBundle)) for topic, key, value, partition in ctx.sent_to
                if topic == topics.JOBS]
@@ -89,42 +87,7 @@ async def test_a_backfill_message_becomes_job_batches_per_trace_and_its_decision
 
 async def test_an_undecodable_backfill_message_is_dead_lettered() -> None:
     ctx = FakeContext()
-    await Router(ctx).handle_backfill(event(orjson.dumps({"v": 1, "kind": "backfill", "rules": []})))  # type: ignore[arg-type]
+    await BackfillRouter(ctx).handle(event(orjson.dumps({"v": 1, "kind": "backfill", "rules": []})))  # type: ignore[arg-type]
     (dead,) = ctx.dead
     assert dead.stage == "backfill-router" and dead.source_topic == topics.BACKFILL and dead.offset == 7
     assert ctx.sent == []
-
-
-async def test_a_live_trace_whose_turn_is_invalid_is_routed_once_and_only_the_turn_is_dead_lettered() -> None:
-    ctx = FakeContext()
-    span = Span(trace_id="t-long", span_id="r", name="root", start_ns=0, end_ns=10, session_id="s" * 300)
-    live = Trace(trace_id="t-long", version=1, status="complete", close_reason="final_marker", root_span_id="r",
-                 spans=[span])
-    message = SimpleNamespace(value=orjson.dumps(TraceBatch(traces=[live]).model_dump(mode="json")), key=b"t-long",
-                              topic=topics.TRACES, partition=0, offset=3)
-    await Router(ctx).handle(SimpleNamespace(message=message))  # type: ignore[arg-type]
-    assert [t for t, _, _ in ctx.sent].count(topics.JOBS) == 1  # routed, once
-    assert topics.SESSION_TURNS not in [t for t, _, _ in ctx.sent]
-    (dead,) = ctx.dead
-    assert dead.stage == "session-turn" and dead.trace_id == "t-long" and "256" in dead.reason
-
-
-async def test_a_trace_whose_job_batch_is_over_the_limit_is_dead_lettered_and_its_decision_says_failed() -> None:
-    ctx = FakeContext()
-    ctx.settings.max_message_bytes = 4096
-
-    def big(pad: int) -> Trace:
-        return Trace(trace_id="t-big", version=1, status="complete", close_reason="final_marker", root_span_id="r",
-                     spans=[Span(trace_id="t-big", span_id="r", name="root", start_ns=0, end_ns=10, outputs="x" * pad)])
-
-    room = 4096 - 40 - len(encode(TraceBatch(traces=[big(0)])))  # the trace fits, with 40 bytes to spare
-    value = encode(TraceBatch(traces=[big(room)]))
-    assert 4000 < len(value) <= 4096
-    await Router(ctx).handle(SimpleNamespace(message=SimpleNamespace(value=value, key=b"t-big", topic=topics.TRACES,
-                                                                     partition=1, offset=8)))  # type: ignore[arg-type]
-
-    (dead,) = ctx.dead
-    assert dead.trace_id == "t-big" and dead.error_type == "OversizedError" and "job batch" in dead.reason
-    assert topics.JOBS not in [t for t, _, _ in ctx.sent]
-    decisions = {d.rule: d for t, _, v in ctx.sent if t == topics.DECISIONS for d in decode(v, DecisionBatch).decisions}
-    assert decisions["live-only"].outcome == DecisionOutcome.FAILED and "4096-byte" in decisions["live-only"].reason
