@@ -50,6 +50,27 @@ def cpu_s(pid: int, children: bool = True) -> float:
     return total / TICKS_PER_S
 
 
+def native_thread_s(pid: int) -> float:
+    """CPU seconds of the process's live threads that do not carry its own name: the threads a native library
+    started and named (chDB's pools, in the sink), apart from the interpreter's (0.0 if it is gone)."""
+    try:
+        own = Path(f"/proc/{pid}/comm").read_text().strip()
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return 0.0
+    ticks = 0
+    for tid in tasks:
+        try:
+            text = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # the thread ended
+        name = text[text.index("(") + 1:text.rindex(")")]
+        if name != own:
+            fields = text[text.rindex(")") + 2:].split()
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / TICKS_PER_S
+
+
 @dataclass
 class CpuMeter:
     """Named processes, sampled together: `start()` then `stop()` gives each one's CPU seconds in between."""

@@ -42,7 +42,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.cpu import CpuMeter, CpuReport, Phase, cpu_s
+from bench.cpu import CpuMeter, CpuReport, Phase, cpu_s, native_thread_s
 from pipeline.admin import ensure_topics
 from pipeline.contracts import pack_items
 from pipeline.embedded import EmbeddedBroker
@@ -249,6 +249,8 @@ def parse_args() -> argparse.Namespace:
     layout.add_argument("--split-roles", action="store_true",
                         help="one process per role (assembler, router, scorer, alerter, sink), for CPU per role")
     parser.add_argument("--profile", type=Path, default=None, help="write a py-spy profile of the worker here")
+    parser.add_argument("--profile-process", default="faust (4 roles)",
+                        help="which process --profile samples, by its name in the CPU table (e.g. sink)")
     parser.add_argument("--latency-traces", type=int, default=2000,
                         help="then send this many traces at a steady rate and measure close -> score row")
     parser.add_argument("--latency-rate", type=float, default=None,
@@ -317,14 +319,16 @@ def main() -> None:
                 time.sleep(args.idle_s)
                 idle = Phase(meter.stop(), 0, args.idle_s)
             before = sink.scalar("SELECT count() FROM evalstream.scores")
-            profiled = workers.get("faust (4 roles)", sink)
+            profiled = workers.get(args.profile_process, workers.get("faust (4 roles)", sink))
             spy = start_profile(profiled, args.profile, Path(tmp)) if args.profile else None
             meter.start()
+            store_before = native_thread_s(sink.process.pid) if sink.process is not None else 0.0
             started, producer_cpu = timed_produce(broker.bootstrap, messages)
             sink.wait_for(lambda: sink.scalar("SELECT count() FROM evalstream.scores") >= before + 2 * args.traces,
                           timeout_s=1800, what="all scores stored")
             elapsed = time.perf_counter() - started
             run = Phase({**meter.stop(), PRODUCER: producer_cpu}, args.traces, elapsed)
+            store_s = (native_thread_s(sink.process.pid) if sink.process is not None else 0.0) - store_before
             if spy is not None:
                 finish_profile(spy, args.profile, Path(tmp))
             ledger = Ledger([LedgerRule("errors"), LedgerRule("latency")],
@@ -344,12 +348,14 @@ def main() -> None:
         volume = asyncio.run(topic_volume(broker.bootstrap))
 
     cpu = CpuReport(run, "broker (Tansu)", steady=steady, idle=idle)
-    report(args, raw, len(messages), size, problems, latency, latency_rate, cpu, volume, stored)
+    report(args, raw, len(messages), size, problems, latency, latency_rate, cpu, volume, stored,
+           1000 * store_s / args.traces)
 
 
 def report(args: argparse.Namespace, raw: dict[str, float], n_messages: int, size: float,
            problems: list[str], latency: tuple[float, float, float, float] | None, latency_rate: float,
-           cpu: CpuReport, volume: dict[str, tuple[int, int]], stored: dict[str, tuple[int, int, int]]) -> None:
+           cpu: CpuReport, volume: dict[str, tuple[int, int]], stored: dict[str, tuple[int, int, int]],
+           store_ms: float) -> None:
     elapsed = cpu.run.wall_s
     traces_s = args.traces / elapsed
     per_message = args.traces / n_messages
@@ -381,6 +387,8 @@ def report(args: argparse.Namespace, raw: dict[str, float], n_messages: int, siz
     print(f"CPU per process (/proc utime+stime, {cpu.run.wall_s:.1f} s run; producer: its sending only; steady: "
           f"the latency phase, sent as the SDK flushes (--latency-flush-s); idle: {args.idle_s:g} s, nothing sent; work: the run's CPU less the idle rate times its wall time):")
     print(cpu.table())
+    print(f"of the sink's: chDB's own threads {store_ms:.3f} ms/trace (merges, background pools: the store's work, "
+          f"done by the ClickHouse server in production; its inserts run on the sink's Python thread)")
     sent = WARM_UP_TRACES + args.traces + max(0, args.latency_traces)  # every trace the broker saw
     print(f"written to the broker per trace ({sent} traces: warm-up, run and latency phase; payload bytes, "
           f"before replication):")
@@ -401,7 +409,7 @@ def report(args: argparse.Namespace, raw: dict[str, float], n_messages: int, siz
         "ledger_ok": not problems, "ledger_problems": problems, "raw": raw_cpu,
         "latency_ms": None if not latency else dict(zip(("p50", "p95", "p99", "max"),
                                                         (round(x, 1) for x in latency), strict=True)),
-        "latency_rate": round(latency_rate, 1), "cpu": cpu.as_dict(),
+        "latency_rate": round(latency_rate, 1), "cpu": cpu.as_dict(), "sink_chdb_threads_ms_per_trace": round(store_ms, 4),
         "topics": {"traces_sent": sent, **{t: {"messages": c, "bytes": b, "bytes_per_trace": round(b / sent, 1)}
                                            for t, (c, b) in volume.items()},
                    "bytes_per_trace": round(total_bytes / sent, 1)},
