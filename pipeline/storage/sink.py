@@ -69,7 +69,7 @@ def rows_for(topic: str, raw: bytes | None, max_bytes: int) -> dict[str, list[li
     if topic == topics.SESSIONS:  # closed versions and open snapshots alike; the tables keep the latest
         session = decode(raw, Session, max_bytes=max_bytes)
         return {"sessions": [rows.session_row(session)], "session_turns": rows.session_turn_rows(session)}
-    if topic == topics.DECISIONS:  # the routers' and the budget's; scored/failed ones come from the scores
+    if topic == topics.DECISIONS:  # backfill, session routing, budget; live routing's and results' come above/below
         decisions = decode(raw, DecisionBatch, max_bytes=max_bytes)
         return {"decisions": [rows.decision_row(d) for d in decisions.decisions],
                 "session_decisions": [rows.session_decision_row(d) for d in decisions.sessions]}

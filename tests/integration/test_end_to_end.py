@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import topics
-from pipeline.contracts import DecisionBatch, decode
+from pipeline.contracts import DecisionBatch, TraceBatch, decode
 from pipeline.sampling import is_sampled
 from tests.integration.harness import WorkerProcess, batch, produce, read_topic, span
 from tests.integration.slack_server import SlackServer
@@ -129,11 +129,14 @@ def test_traces_are_assembled_sampled_scored_stored_and_alerted(broker: str, tmp
                 want = "scored" if ("latency", trace_id) in sampled else "sampled_out"
                 assert decisions[("latency", trace_id)] == want
 
-            # The scorer sent no decisions (issue 19): the decisions topic holds the router's only, yet every
-            # result has its decision row, which the sink derived from the result: the same job, version and
-            # outcome, decided when the result was produced.
+            # The scorer sent no decisions (issue 19): no message carried a scored or failed decision (routing's
+            # travel with the traces, and nothing here is deferred, backfilled or a session), yet every result has
+            # its decision row, which the sink derived from the result: the same job, version and outcome,
+            # decided when the result was produced.
             sent = [d for _, _, raw in read_topic(broker, topics.DECISIONS) for d in decode(raw, DecisionBatch).decisions]
-            assert sent and {d.outcome for d in sent} == {"filtered_out", "sampled_out", "queued"}
+            routed = [d for _, _, raw in read_topic(broker, topics.TRACES) for d in decode(raw, TraceBatch).decisions]
+            assert routed and {d.outcome for d in routed} == {"filtered_out", "sampled_out", "queued"}
+            assert [d for d in sent if d.outcome in ("scored", "failed")] == []
 
             def results_and_their_decisions() -> tuple[list[tuple], list[tuple]]:
                 results = worker.query(f"SELECT rule, trace_id, trace_version, job_id, if(status = 'scored', "
