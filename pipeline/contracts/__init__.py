@@ -44,6 +44,7 @@ from pipeline.contracts.jobs import (
     ScoreStatus,
     SessionDecision,
     Verdict,
+    result_decision,
 )
 from pipeline.contracts.metrics import ConsumerLag, WorkerMetrics
 from pipeline.contracts.sessions import (
@@ -126,6 +127,7 @@ __all__ = [
     "load_object",
     "pack_groups",
     "pack_items",
+    "result_decision",
     "validate",
     "validate_each",
 ]

@@ -181,3 +181,30 @@ class DecisionBatch(_Wire):
     v: Literal[1] = 1
     decisions: list[Decision] = Field(default_factory=list)
     sessions: list[SessionDecision] = Field(default_factory=list)
+
+
+def result_decision(result: ScoreResult) -> Decision | SessionDecision | None:
+    """The decision a score result implies: `scored`, or `failed` with the error as its reason.
+
+    The scorers do not send these (issue 19): the sink derives them from `evalstream.scores.v1`, so a result
+    and its decision are one message. A trace rule's result -> a Decision on (rule, trace version, span,
+    request); a session rule's closing verdict (`final`) -> a SessionDecision; a verdict while the session
+    runs -> None, as only closing verdicts are decided. `decided_at_ns` is when the result was produced
+    (`scored_at_ns`, set by the runner), so a redelivered result gives the same row, not a newer one.
+    """
+    scored = result.status == ScoreStatus.SCORED
+    outcome = DecisionOutcome.SCORED if scored else DecisionOutcome.FAILED
+    reason = result.reason if scored else f"{result.error_type}: {result.error_message}"[:500]
+    if result.is_session:
+        if not result.final:
+            return None
+        return SessionDecision(
+            rule=result.rule, session_id=result.session_id or "", session_version=result.session_version or 1,
+            outcome=outcome, reason=reason, job_id=result.job_id, project=result.project, turns=result.turn or 0,
+            source=result.source, decided_at_ns=result.scored_at_ns,
+        )
+    return Decision(
+        rule=result.rule, trace_id=result.trace_id, trace_version=result.trace_version, span_id=result.span_id,
+        request_index=result.request_index, outcome=outcome, reason=reason, job_id=result.job_id,
+        project=result.project, source=result.source, decided_at_ns=result.scored_at_ns,
+    )

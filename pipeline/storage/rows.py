@@ -19,6 +19,7 @@ from pipeline.contracts import (
     Span,
     Trace,
     WorkerMetrics,
+    result_decision,
 )
 from pipeline.contracts.bounds import UINT32_MAX
 from pipeline.contracts.uploads import UploadedScorer
@@ -219,3 +220,26 @@ def session_decision_row(decision: SessionDecision) -> list[Any]:
         decision.rule, decision.session_id, decision.session_version, decision.outcome.value, decision.reason,
         decision.job_id or "", decision.project, decision.turns, decision.source.value, _us(decision.decided_at_ns),
     ]
+
+
+def result_rows(results: list[ScoreResult]) -> dict[str, list[list[Any]]]:
+    """A ScoreResultBatch's rows: each result's score (a session rule's in session_scores) and the decision it
+    implies (`contracts.result_decision`: scored or failed; a session rule's closing verdicts only).
+
+    The scorers send no decisions of their own for results. A result written by an older scorer that also sent
+    its decision on the decisions topic gives that decision twice with the same key (rule, trace or session,
+    version, outcome, span, request): decisions and session_decisions are ReplacingMergeTree on that key, so
+    the second replaces the first and the `*_current` views see one.
+    """
+    out: dict[str, list[list[Any]]] = {"scores": [], "session_scores": [], "decisions": [], "session_decisions": []}
+    for result in results:
+        if result.is_session:
+            out["session_scores"].append(session_score_row(result))
+        else:
+            out["scores"].append(score_row(result))
+        decision = result_decision(result)
+        if isinstance(decision, SessionDecision):
+            out["session_decisions"].append(session_decision_row(decision))
+        elif decision is not None:
+            out["decisions"].append(decision_row(decision))
+    return out

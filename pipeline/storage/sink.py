@@ -69,14 +69,12 @@ def rows_for(topic: str, raw: bytes | None, max_bytes: int) -> dict[str, list[li
     if topic == topics.SESSIONS:  # closed versions and open snapshots alike; the tables keep the latest
         session = decode(raw, Session, max_bytes=max_bytes)
         return {"sessions": [rows.session_row(session)], "session_turns": rows.session_turn_rows(session)}
-    if topic == topics.DECISIONS:
+    if topic == topics.DECISIONS:  # backfill, session routing, budget; live routing's and results' come above/below
         decisions = decode(raw, DecisionBatch, max_bytes=max_bytes)
         return {"decisions": [rows.decision_row(d) for d in decisions.decisions],
                 "session_decisions": [rows.session_decision_row(d) for d in decisions.sessions]}
-    if topic == topics.SCORES:  # a session rule's results go to session_scores, the rest to scores
-        results = decode(raw, ScoreResultBatch, max_bytes=max_bytes).results
-        return {"scores": [rows.score_row(r) for r in results if not r.is_session],
-                "session_scores": [rows.session_score_row(r) for r in results if r.is_session]}
+    if topic == topics.SCORES:  # scores (a session rule's in session_scores) and the scored/failed decisions
+        return rows.result_rows(decode(raw, ScoreResultBatch, max_bytes=max_bytes).results)
     if topic == topics.ALERTS:
         alert = decode(raw, Alert, max_bytes=max_bytes)
         return {"alerts": [rows.alert_row(alert)], "alert_deliveries": rows.alert_delivery_rows(alert)}

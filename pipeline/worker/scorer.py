@@ -1,5 +1,7 @@
 """Scorer agent: runs a bundle's jobs concurrently (bounded per process) and always emits a result per job.
 
+It sends results only: the sink stores each result's `scored` or `failed` decision from the result.
+
 A job whose rule has spent its hourly budget is not run: it goes to the deferred topic with the
 time its budget frees up, and its decision row says so. `worker/deferred.py` sends it back then.
 """
@@ -19,7 +21,6 @@ from pipeline.contracts import (
     ScoreJob,
     ScoreJobBatch,
     ScoreJobBundle,
-    ScoreStatus,
     decode,
     encode,
     pack_items,
@@ -27,7 +28,6 @@ from pipeline.contracts import (
 from pipeline.sampling import SDK_RULE_PREFIX
 from pipeline.scoring import JobOutcome, ScorerCache, run_job
 from pipeline.scoring.budget import Spend, SpendLedger
-from pipeline.worker.bundles import send_decisions
 from pipeline.worker.context import WorkerContext
 from pipeline.worker.deadletter import dead_letter_for
 
@@ -63,8 +63,9 @@ class ScorerWorker:
                 self.ctx.counters.set("scorer_cache_entries", len(self.cache))
 
     async def handle(self, event: Any) -> None:
-        """A ScoreJobBundle -> every job run (bounded by the process's slots), one result batch and one
-        decision batch for the whole bundle."""
+        """A ScoreJobBundle -> every job run (bounded by the process's slots), one result batch for the whole
+        bundle (split only under the message limit). No decisions: the sink derives each result's `scored` or
+        `failed` decision from the result itself (`contracts.result_decision`)."""
         message = event.message
         try:
             bundle = decode(message.value, ScoreJobBundle, max_bytes=self.ctx.settings.max_message_bytes)
@@ -76,20 +77,9 @@ class ScorerWorker:
         if not outcomes:
             return
         results = [o.result for o in outcomes]
-        now = time.time_ns()
-        decisions = [
-            Decision(
-                rule=r.rule, trace_id=r.trace_id, trace_version=r.trace_version, span_id=r.span_id,
-                request_index=r.request_index, outcome=DecisionOutcome.SCORED if r.status == ScoreStatus.SCORED else DecisionOutcome.FAILED,
-                reason=r.reason if r.status == ScoreStatus.SCORED else f"{r.error_type}: {r.error_message}"[:500],
-                job_id=r.job_id, project=r.project, source=r.source, decided_at_ns=now,
-            )
-            for r in results
-        ]
         max_bytes = self.ctx.settings.max_message_bytes
         for value, first in pack_items("results", [encode(r) for r in results], max_bytes):
             await self.ctx.send(topics.SCORES, results[first].trace_id, value)
-        await send_decisions(self.ctx, decisions)
         for outcome in outcomes:
             status = outcome.result.status.value
             self.ctx.counters.inc("scores", status=status, rule=metric_rule(outcome.result.rule))

@@ -3,25 +3,20 @@
 The scorer gets a `Conversation` (the turns so far, their transcript, and a loader for any turn's
 trace). A look after a turn that reaches a verdict (passed is not None) tells the session assembler
 that the rule is done with this version, so later turns are not judged again until the closing
-verdict. Closing verdicts also update the (rule, session) decision.
+verdict. Closing verdicts also update the (rule, session) decision: the sink derives it from the result.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 from pipeline import topics
 from pipeline.contracts import (
-    DecisionBatch,
-    DecisionOutcome,
     RuleFinished,
-    ScoreResult,
     ScoreResultBatch,
     ScoreStatus,
-    SessionDecision,
     SessionJobBatch,
     SessionTurns,
     decode,
@@ -65,10 +60,8 @@ class SessionScorer:
             return
         results = [o.result for o in outcomes]
         key = session.session_id
+        # The closing verdicts' decisions are not sent: the sink derives them from these results.
         await self.ctx.send(topics.SCORES, key, encode(ScoreResultBatch(results=results)))
-        decisions = [_decision(r) for r in results if r.final]
-        if decisions:
-            await self.ctx.send(topics.DECISIONS, key, encode(DecisionBatch(sessions=decisions)))
         finished = [RuleFinished(rule=r.rule, session_version=session.version, turn=r.turn or 0)
                     for r in results if not r.final and r.status == ScoreStatus.SCORED and r.passed is not None]
         if finished:
@@ -83,14 +76,3 @@ class SessionScorer:
                 await self.ctx.dead_letter(dead_letter_for(
                     "session-scorer", message, RuntimeError(outcome.result.error_message or "gave up"),
                     trace_id=outcome.result.trace_id, job_id=outcome.result.job_id))
-
-
-def _decision(result: ScoreResult) -> SessionDecision:
-    scored = result.status == ScoreStatus.SCORED
-    return SessionDecision(
-        rule=result.rule, session_id=result.session_id or "", session_version=result.session_version or 1,
-        outcome=DecisionOutcome.SCORED if scored else DecisionOutcome.FAILED,
-        reason=result.reason if scored else f"{result.error_type}: {result.error_message}"[:500],
-        job_id=result.job_id, project=result.project, turns=result.turn or 0, source=result.source,
-        decided_at_ns=time.time_ns(),
-    )

@@ -161,8 +161,8 @@ def test_backfill_resumes_after_a_kill_and_leaves_one_current_score_per_rule_and
             trace_id(i): 2 for i in range(N_TRACES) if i % 500 == 3}  # the newest version was backfilled
         assert worker.scalar(f"SELECT count() FROM {DB}.decisions WHERE rule = 'latency'") == 0
 
-        # Exactly one current score per (rule, trace), from the backfill, for every sampled trace. A
-        # scored decision and its score travel on different topics, so the last scores may land just after.
+        # Exactly one current score per (rule, trace), from the backfill, for every sampled trace. A scored
+        # decision is the sink's reading of its score's message, so they land together; the wait is a guard.
         worker.wait_for(lambda: worker.scalar(f"SELECT count() FROM {DB}.scores_current WHERE rule = 'errors' "
                                               f"AND source = 'backfill'") >= len(sampled), timeout_s=30,
                         what="every backfill score stored")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import os
 import random
 import subprocess
@@ -10,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import topics
+from pipeline.contracts import DecisionBatch, TraceBatch, decode
 from pipeline.sampling import is_sampled
-from tests.integration.harness import WorkerProcess, batch, produce, span
+from tests.integration.harness import WorkerProcess, batch, produce, read_topic, span
 from tests.integration.slack_server import SlackServer
 
 pytestmark = pytest.mark.integration
@@ -125,6 +128,28 @@ def test_traces_are_assembled_sampled_scored_stored_and_alerted(broker: str, tmp
                 assert decisions[("errors", trace_id)] == "scored"
                 want = "scored" if ("latency", trace_id) in sampled else "sampled_out"
                 assert decisions[("latency", trace_id)] == want
+
+            # The scorer sent no decisions (issue 19): no message carried a scored or failed decision (routing's
+            # travel with the traces, and nothing here is deferred, backfilled or a session), yet every result has
+            # its decision row, which the sink derived from the result: the same job, version and outcome,
+            # decided when the result was produced.
+            sent = [d for _, _, raw in read_topic(broker, topics.DECISIONS) for d in decode(raw, DecisionBatch).decisions]
+            routed = [d for _, _, raw in read_topic(broker, topics.TRACES) for d in decode(raw, TraceBatch).decisions]
+            assert routed and {d.outcome for d in routed} == {"filtered_out", "sampled_out", "queued"}
+            assert [d for d in sent if d.outcome in ("scored", "failed")] == []
+
+            def results_and_their_decisions() -> tuple[list[tuple], list[tuple]]:
+                results = worker.query(f"SELECT rule, trace_id, trace_version, job_id, if(status = 'scored', "
+                                       f"'scored', 'failed'), scored_at FROM {db}.scores FINAL")
+                derived = worker.query(f"SELECT rule, trace_id, trace_version, job_id, outcome, decided_at "
+                                       f"FROM {db}.decisions FINAL WHERE outcome IN ('scored', 'failed')")
+                return sorted(map(tuple, results)), sorted(map(tuple, derived))
+
+            worker.wait_for(lambda: operator.eq(*results_and_their_decisions()), timeout_s=30,
+                            what="a decision row per stored result")
+            results, derived = results_and_their_decisions()
+            assert len(results) == len(sampled) + sum(1 for _, t in sampled if t == "t00003")  # + t00003's v1
+            assert derived == results
 
             # Failing traces opened one incident: a firing, then every later failure reported in a message
             # (cooldown 0), each delivered to Slack through slack-sdk and stored as delivered.

@@ -95,11 +95,17 @@ def messages() -> list[tuple[str, bytes]]:
              result("chat-3", "tone", 1, 1, True, None, "", status="error")]
     out += [(topics.SCORES, encode(ScoreResultBatch(results=looks))),
             (topics.SCORES, encode(ScoreResultBatch(results=looks[:3])))]  # redelivered: replaces, adds nothing
+    # The session router's decisions. The closing verdicts' scored / failed decisions are not sent: the sink
+    # derives them from the results above.
     out.append((topics.DECISIONS, encode(DecisionBatch(sessions=[
         SessionDecision(rule=rule, session_id=sid, session_version=1, outcome=outcome, reason=reason, project="bot")
         for rule, sid, outcome, reason in [
-            ("goal", "chat-1", "queued", ""), ("goal", "chat-1", "scored", ""), ("tone", "chat-1", "scored", ""),
-            ("goal", "chat-3", "scored", ""), ("politeness", "chat-3", "sampled_out", "sampling_rate=0.1")]]))))
+            ("goal", "chat-1", "queued", ""), ("politeness", "chat-3", "sampled_out", "sampling_rate=0.1")]]))))
+    # What a scorer older than that still sent beside a result: the derived row's key, so it replaces that row.
+    verdict = looks[2]
+    out.append((topics.DECISIONS, encode(DecisionBatch(sessions=[SessionDecision(
+        rule="goal", session_id="chat-1", session_version=1, outcome="scored", reason=verdict.reason,
+        job_id=verdict.job_id, project="bot", turns=2, decided_at_ns=verdict.scored_at_ns + S)]))))
     return out
 
 
@@ -221,10 +227,16 @@ def test_the_views_keep_one_current_row_per_session_and_rule(owner: Path) -> Non
                                                   ["goal", "chat-3", True], ["tone", "chat-3", None]]
         assert q("SELECT count() FROM evalstream.session_scores FINAL") == [[8]]  # the redelivery replaced
         assert q("SELECT count() FROM evalstream.scores") == [[0]]  # session results stay out of trace scores
-        assert q("SELECT rule, session_id, outcome FROM evalstream.session_decisions_current "
-                 "ORDER BY session_id, rule") == [["goal", "chat-1", "scored"], ["tone", "chat-1", "scored"],
-                                                  ["goal", "chat-3", "scored"],
-                                                  ["politeness", "chat-3", "sampled_out"]]
+        # The closing verdicts' decisions, derived by the sink from the results (chat-3's tone judge errored:
+        # failed, with the error as its reason), beside the router's; none from the looks while a session ran.
+        assert q("SELECT rule, session_id, outcome, reason, turns FROM evalstream.session_decisions_current "
+                 "ORDER BY session_id, rule") == [
+            ["goal", "chat-1", "scored", "never resolved", 2], ["tone", "chat-1", "scored", "polite", 2],
+            ["goal", "chat-3", "scored", "answered", 1], ["politeness", "chat-3", "sampled_out", "sampling_rate=0.1", 0],
+            ["tone", "chat-3", "failed", "TimeoutError: judge took 30 s", 1]]
+        # chat-1's goal was decided twice with one key (the derived row, and an older scorer's): one row stays
+        assert q("SELECT outcome, count() FROM evalstream.session_decisions FINAL WHERE session_id = 'chat-1' "
+                 "AND rule = 'goal' GROUP BY outcome ORDER BY outcome") == [["queued", 1], ["scored", 1]]
     finally:
         reader.close()
 
@@ -293,5 +305,5 @@ def test_every_documented_session_query_runs_and_answers_what_was_stored(owner: 
         (1, "I was charged twice", "Let me check."), (2, "Any news?", "Still checking."),
         (3, "Hello again?", "Refund issued.")]
     assert {(r["rule"], r["outcome"]): r["sessions"] for r in got["session-outcomes"]} == {
-        ("goal", "scored"): 2, ("tone", "scored"): 1, ("politeness", "sampled_out"): 1}
+        ("goal", "scored"): 2, ("tone", "scored"): 1, ("tone", "failed"): 1, ("politeness", "sampled_out"): 1}
     assert [(r["project"], r["sessions"], r["cost_usd"]) for r in got["session-cost"]] == [("bot", 3, 0.005)]

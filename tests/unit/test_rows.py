@@ -28,6 +28,7 @@ from pipeline.contracts import (
     Turn,
     WorkerMetrics,
     encode,
+    result_decision,
 )
 from pipeline.storage import rows
 from pipeline.storage.rows import (
@@ -177,6 +178,95 @@ def test_decision_row() -> None:
                    "outcome": "sampled_out",
                    "reason": "sampling_rate=0.1", "job_id": "", "project": "default", "source": "live",
                    "decided_at": 7_000}
+
+
+# What a result implies for its decision (issue 19: the scorers no longer send these; the sink derives them).
+# The expected values are the fields ScorerWorker.handle and the session scorer used to set, with decided_at the
+# time the result was produced instead of the time the scorer sent it.
+
+
+def test_a_scored_result_implies_a_scored_decision_with_its_reason() -> None:
+    result = _result(job_id="j1", rule="helpful", trace_id="t1", trace_version=3, project="shop", passed=True,
+                     value=0.9, reason="answered the question", source="backfill")
+    assert result_decision(result) == Decision(
+        rule="helpful", trace_id="t1", trace_version=3, span_id=None, request_index=0, outcome="scored",
+        reason="answered the question", job_id="j1", project="shop", source="backfill",
+        decided_at_ns=5_000_000_123)
+
+
+def test_a_failed_result_implies_a_failed_decision_naming_the_error_within_500_characters() -> None:
+    failed = result_decision(_result(status="error", reason="ignored", error_type="TimeoutError",
+                                     error_message="judge took 30 s", attempts=3))
+    assert isinstance(failed, Decision)
+    assert (failed.outcome, failed.reason, failed.job_id) == ("failed", "TimeoutError: judge took 30 s", "j")
+    long = result_decision(_result(status="error", error_type="ValueError", error_message="x" * 600))
+    assert long is not None and long.reason == ("ValueError: " + "x" * 600)[:500] and len(long.reason) == 500
+    bare = result_decision(_result(status="error"))  # no error named: as the scorer wrote it
+    assert bare is not None and bare.reason == "None: None"
+
+
+def test_an_sdk_span_requests_result_is_decided_per_span_and_call() -> None:
+    result = _result(rule="sdk:faithfulness", span_id="s7", request_index=2, job_id="req-2", reason="grounded")
+    decision = result_decision(result)
+    assert isinstance(decision, Decision)
+    row = as_dict(DECISION_COLUMNS, rows.decision_row(decision))
+    assert row == {"rule": "sdk:faithfulness", "trace_id": "t", "trace_version": 1, "span_id": "s7",
+                   "request_index": 2, "outcome": "scored", "reason": "grounded", "job_id": "req-2",
+                   "project": "default", "source": "live", "decided_at": 5_000_000}
+
+
+def test_a_session_rules_closing_verdict_implies_a_session_decision_and_a_look_none() -> None:
+    session = {"session_id": "chat-1", "session_version": 2, "turn": 4, "trace_id": "t4", "project": "bot"}
+    verdict = result_decision(_result(**session, final=True, job_id="close", passed=False, reason="never resolved"))
+    assert verdict == SessionDecision(rule="r", session_id="chat-1", session_version=2, outcome="scored",
+                                      reason="never resolved", job_id="close", project="bot", turns=4,
+                                      source="live", decided_at_ns=5_000_000_123)
+    errored = result_decision(_result(**session, final=True, status="error", error_type="RateLimit",
+                                      error_message="429"))
+    assert isinstance(errored, SessionDecision) and (errored.outcome, errored.reason) == ("failed", "RateLimit: 429")
+    assert result_decision(_result(**session, final=False, passed=False)) is None  # a look while it runs
+    assert result_decision(_result(**{**session, "turn": None, "session_version": None}, final=True)) == \
+        SessionDecision(rule="r", session_id="chat-1", session_version=1, outcome="scored", job_id="j",
+                        project="bot", turns=0, decided_at_ns=5_000_000_123)
+
+
+def test_the_sink_stores_each_results_score_and_decision_from_one_scores_message() -> None:
+    scored = _result(job_id="a", trace_id="t1", reason="fine")
+    failed = _result(job_id="b", trace_id="t2", status="error", error_type="E", error_message="m")
+    request = _result(job_id="c", trace_id="t1", rule="sdk:x", span_id="s1", request_index=1)
+    look = _result(job_id="d", session_id="chat", session_version=1, turn=1, final=False)
+    verdict = _result(job_id="e", session_id="chat", session_version=1, turn=2, final=True, reason="ok")
+    stored = rows_for(topics.SCORES, encode(ScoreResultBatch(results=[scored, failed, request, look, verdict])),
+                      1 << 20)
+    assert set(stored) == {"scores", "session_scores", "decisions", "session_decisions"}
+    assert [as_dict(SCORE_COLUMNS, r)["job_id"] for r in stored["scores"]] == ["a", "b", "c"]
+    assert [as_dict(SESSION_SCORE_COLUMNS, r)["job_id"] for r in stored["session_scores"]] == ["d", "e"]
+    decisions = [as_dict(DECISION_COLUMNS, r) for r in stored["decisions"]]
+    assert [(d["job_id"], d["outcome"], d["reason"], d["span_id"], d["request_index"]) for d in decisions] == [
+        ("a", "scored", "fine", "", 0), ("b", "failed", "E: m", "", 0), ("c", "scored", "", "s1", 1)]
+    assert all(d["decided_at"] == 5_000_000 for d in decisions)
+    sessions = [as_dict(SESSION_DECISION_COLUMNS, r) for r in stored["session_decisions"]]
+    assert [(d["job_id"], d["session_id"], d["outcome"], d["turns"]) for d in sessions] == [("e", "chat", "scored", 2)]
+    # A redelivered message gives the same rows, decided_at included: the tables replace them.
+    assert rows_for(topics.SCORES, encode(ScoreResultBatch(results=[scored, failed, request, look, verdict])),
+                    1 << 20) == stored
+
+
+def test_an_older_scorers_own_decision_has_the_key_of_the_one_the_sink_derives() -> None:
+    """Before issue 19 the scorer also sent each result's decision. Such a message, read beside its scores,
+    gives a second row with the same ReplacingMergeTree key (trace_id, rule, trace_version, outcome, span_id,
+    request_index), which replaces the first: one stored decision, not two."""
+    result = _result(rule="sdk:x", span_id="s1", request_index=1, reason="fine")
+    old = Decision(rule="sdk:x", trace_id="t", trace_version=1, span_id="s1", request_index=1, outcome="scored",
+                   reason="fine", job_id="j", decided_at_ns=9_000_000_000)  # sent a little later
+    derived = as_dict(DECISION_COLUMNS, rows_for(topics.SCORES, encode(ScoreResultBatch(results=[result])),
+                                                 1 << 20)["decisions"][0])
+    sent = as_dict(DECISION_COLUMNS, rows_for(topics.DECISIONS, encode(DecisionBatch(decisions=[old])),
+                                              1 << 20)["decisions"][0])
+    key = ("trace_id", "rule", "trace_version", "outcome", "span_id", "request_index")
+    assert [derived[k] for k in key] == [sent[k] for k in key]
+    assert {k: v for k, v in derived.items() if k != "decided_at"} == {
+        k: v for k, v in sent.items() if k != "decided_at"}
 
 
 def test_alert_row() -> None:
