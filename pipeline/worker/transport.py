@@ -1,4 +1,5 @@
-"""Faust's aiokafka driver with a configurable consumer fetch wait, and the app's TLS / SASL credentials.
+"""Faust's aiokafka driver with a configurable consumer fetch wait, an assignor that survives members of
+different roles, and the app's TLS / SASL credentials.
 
 The driver hard-codes `fetch_max_wait_ms=1500`. Brokers whose long poll does not wake on new
 data (Tansu) then add ~370 ms per hop at the median; ~10 ms brings a hop to ~5 ms.
@@ -8,9 +9,11 @@ is enough.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import faust
+from faust.assignor import PartitionAssignor
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from pipeline.kafka_security import aiokafka_options
@@ -37,8 +40,27 @@ class LowLatencyTransport(faust_aiokafka.Transport):
     Consumer = _Consumer
 
 
+log = logging.getLogger(__name__)
+
+
+class RoleTolerantAssignor(PartitionAssignor):
+    """Faust asserts that the partitions Kafka assigned this member equal those the leader's metadata implies
+    for the member's own tables. Workers of one group that run different roles (so different tables) can
+    disagree on that after a member was killed, and the assertion escapes into aiokafka's coordinator, which
+    then stops for good: the worker consumes nothing more and says nothing. Kafka's assignment is what the
+    consumer reads, so the disagreement is logged and the worker goes on."""
+
+    def on_assignment(self, assignment: Any) -> None:
+        try:
+            super().on_assignment(assignment)
+        except AssertionError as exc:
+            log.warning("faust: the group's assignment metadata disagrees with the partitions Kafka assigned this "
+                        "member (%s); going on with Kafka's assignment", str(exc)[:500])
+
+
 class EvalstreamApp(faust.App):
     def __init__(self, *args: Any, fetch_max_wait_ms: int = 10, **kwargs: Any) -> None:
+        kwargs.setdefault("PartitionAssignor", RoleTolerantAssignor)
         super().__init__(*args, **kwargs)
         _ConsumerThread.fetch_max_wait_ms = fetch_max_wait_ms
 
