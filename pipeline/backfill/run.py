@@ -23,6 +23,7 @@ from pipeline.backfill.progress import make_progress, outcome_line, rate, utc
 from pipeline.backfill.publisher import BackfillPublisher, pack
 from pipeline.backfill.spec import BackfillSpec, check_rules
 from pipeline.backfill.stored import StoredTraces, Window
+from pipeline.embedded import attached_settings
 from pipeline.errors import ConfigError
 from pipeline.kafka_security import aiokafka_options
 from pipeline.rules.model import RuleSet
@@ -67,6 +68,7 @@ def run_backfill(settings: Settings, ruleset: RuleSet, rules_source: str, spec: 
     check_rules(ruleset, spec.rules, rules_source)
     run = read_run_file(settings.run_file)
     bootstrap = settings.kafka_bootstrap or run.get("kafka_bootstrap")
+    settings = attached_settings(settings, run)  # topics it creates: the running `up`'s partition count
     if not bootstrap:
         raise ConfigError("no broker: set EVALSTREAM_KAFKA_BOOTSTRAP or start `evalstream up` first")
     if is_embedded(dsn_of(settings)) and not run.get("query_url"):

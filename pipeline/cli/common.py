@@ -73,6 +73,17 @@ def bootstrap_of(settings: Settings) -> str:
     return bootstrap
 
 
+def attach(settings: Settings) -> tuple[Settings, str]:
+    """The broker a command uses (EVALSTREAM_KAFKA_BOOTSTRAP, else the running `evalstream up`'s from run.json)
+    and the settings to use it with: those of `up`'s topics when found in run.json (`embedded.attached_settings`:
+    the embedded stack's partition count, unless EVALSTREAM_TOPIC_PARTITIONS is set)."""
+    from pipeline.embedded import attached_settings
+    from pipeline.runfile import read_run_file
+
+    bootstrap = bootstrap_of(settings)
+    return attached_settings(settings, read_run_file(settings.run_file)), bootstrap
+
+
 def print_result(columns: list[str], rows: list[Any], format: str) -> None:
     if format not in FORMATS:
         raise EvalstreamError("--format must be table, csv or json")

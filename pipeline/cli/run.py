@@ -12,24 +12,26 @@ from pipeline.cli.common import (
     RulesOpt,
     SetOpt,
     app,
+    attach,
     console,
     err,
     install_shutdown,
     load_ruleset,
     settings_from_env,
 )
-from pipeline.errors import EvalstreamError
 
 
 @app.command()
 def up(rules: RulesOpt = None, set_: SetOpt = None, web_port: int | None = None) -> None:
     """Start the pipeline: the embedded broker and chDB unless EVALSTREAM_KAFKA_BOOTSTRAP / _CLICKHOUSE_DSN are set."""
-    from pipeline.embedded import EmbeddedBroker
+    from pipeline.embedded import RUN_FIELDS, EmbeddedBroker, embedded_settings, run_fields
     from pipeline.runfile import clear_run_file, update_run_file
     from pipeline.scoring.resolvers import worker_resolver
     from pipeline.worker.runner import run_worker
 
     settings = settings_from_env()
+    if settings.kafka_bootstrap is None:  # the embedded broker: fewer partitions unless set (pipeline/embedded.py)
+        settings = embedded_settings(settings)
     shutdown = install_shutdown(settings)
     scorers = worker_resolver(settings)
     ruleset = load_ruleset(settings, rules, set_, scorers)
@@ -41,14 +43,14 @@ def up(rules: RulesOpt = None, set_: SetOpt = None, web_port: int | None = None)
             bootstrap = broker.start()
             shutdown.track(broker.pid)
             err.print(f"Embedded Tansu broker on {bootstrap}; ClickHouse data in {settings.data_dir / 'clickhouse'}")
-        update_run_file(settings.run_file, kafka_bootstrap=bootstrap)
+        update_run_file(settings.run_file, **run_fields(settings, bootstrap))  # for `worker`, `otlp`, ...: the same
         run_worker(settings, ruleset, bootstrap, web_port, shutdown, scorers)
     finally:
         if broker is not None:
             if shutdown.stopping:  # Tansu waits ~5 s for clients still connected (the SDK of a running app)
                 shutdown.say("stopping the embedded broker")
             broker.stop(timeout_s=1.0 if shutdown.stopping else 5.0)  # it keeps topics in memory: no data to save
-            clear_run_file(settings.run_file, "kafka_bootstrap")
+            clear_run_file(settings.run_file, *RUN_FIELDS)
         shutdown.finish()
 
 
@@ -62,15 +64,12 @@ def worker(rules: RulesOpt = None, set_: SetOpt = None,
                help="Comma-separated roles to run: assembler, router, scorer, alerter (default: all, or "
                     "EVALSTREAM_ROLES).")] = None) -> None:
     """Run one more worker against a running broker (EVALSTREAM_KAFKA_BOOTSTRAP or the embedded one)."""
-    from pipeline.runfile import read_run_file
     from pipeline.scoring.resolvers import worker_resolver
     from pipeline.worker.runner import run_worker
 
     settings = settings_from_env(sink_enabled=sink, **({"roles": roles} if roles is not None else {}))
+    settings, bootstrap = attach(settings)  # `up`'s partition count when its broker is found in run.json
     shutdown = install_shutdown(settings)
-    bootstrap = settings.kafka_bootstrap or read_run_file(settings.run_file).get("kafka_bootstrap")
-    if not bootstrap:
-        raise EvalstreamError("no broker: set EVALSTREAM_KAFKA_BOOTSTRAP or start `evalstream up` first")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
         scorers = worker_resolver(settings)
@@ -102,13 +101,10 @@ def otlp(
     from pipeline.kafka_security import aiokafka_options
     from pipeline.otel.publisher import KafkaPublisher
     from pipeline.otel.receiver import ReceiverConfig, create_app, serve
-    from pipeline.runfile import read_run_file
 
     settings = settings_from_env(otlp_host=host, otlp_port=port, otlp_max_request_bytes=max_request_bytes,
                          otlp_default_project=project, otlp_token=SecretStr(token) if token else None)
-    bootstrap = settings.kafka_bootstrap or read_run_file(settings.run_file).get("kafka_bootstrap")
-    if not bootstrap:
-        raise EvalstreamError("no broker: set EVALSTREAM_KAFKA_BOOTSTRAP or start `evalstream up` first")
+    settings, bootstrap = attach(settings)  # topics it creates get `up`'s partition count
     secret = settings.otlp_token.get_secret_value() if settings.otlp_token else None
     config = ReceiverConfig(project=settings.otlp_default_project, token=secret or None,
                             max_request_bytes=settings.otlp_max_request_bytes,

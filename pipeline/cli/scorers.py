@@ -69,12 +69,15 @@ def scorers_upload(
 ) -> None:
     """Store a new version of a scorer; running workers use it for new jobs within seconds."""
     from pipeline.admin import ensure_topics_for
+    from pipeline.embedded import attached_settings
+    from pipeline.runfile import read_run_file
     from pipeline.scoring.store import publish
     from pipeline.scoring.uploads import build_upload
 
     settings = settings_from_env()
     record = build_upload(module, requirements, name=name, entry=entry, network=network)
     bootstrap = require_store_bootstrap(settings)
+    settings = attached_settings(settings, read_run_file(settings.run_file))  # topics it creates: `up`'s partitions
 
     async def run() -> None:
         await ensure_topics_for(settings, bootstrap)

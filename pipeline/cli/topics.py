@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from pipeline.cli.common import app, bootstrap_of, console, err, print_result, settings_from_env
+from pipeline.cli.common import app, attach, bootstrap_of, console, err, print_result, settings_from_env
 
 topics_app = typer.Typer(help="Create and inspect the pipeline's Kafka topics.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
@@ -16,7 +16,8 @@ app.add_typer(topics_app, name="topics")
 
 @topics_app.command("init")
 def topics_init(
-    partitions: Annotated[int | None, typer.Option(help="Partitions per topic (default EVALSTREAM_TOPIC_PARTITIONS).")
+    partitions: Annotated[int | None, typer.Option(
+        help="Partitions per topic (default EVALSTREAM_TOPIC_PARTITIONS, else the running `evalstream up`'s).")
                           ] = None,
     replication_factor: Annotated[int | None, typer.Option(
         help="Replicas per partition (default EVALSTREAM_TOPIC_REPLICATION_FACTOR).")] = None,
@@ -30,7 +31,11 @@ def topics_init(
 
     settings = settings_from_env(topic_partitions=partitions, topic_replication_factor=replication_factor,
                          topic_retention_hours=retention_hours)
-    bootstrap, options = bootstrap_of(settings), aiokafka_options(settings)
+    if "topic_partitions" in settings.model_fields_set:  # --partitions or EVALSTREAM_TOPIC_PARTITIONS
+        bootstrap = bootstrap_of(settings)
+    else:  # the running `evalstream up`'s count when its broker is found in run.json
+        settings, bootstrap = attach(settings)
+    options = aiokafka_options(settings)
 
     async def run() -> tuple[list[str], dict[str, int]]:
         created = await ensure_topics(bootstrap, settings.topic_partitions,

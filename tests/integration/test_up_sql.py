@@ -1,5 +1,7 @@
 """`evalstream sql` while `evalstream up` runs on the embedded default (its own Tansu broker and chDB):
-the query goes through the process that owns the chDB path, in every output format, and a write is refused."""
+the query goes through the process that owns the chDB path, in every output format, and a write is refused.
+The embedded stack runs on its own partition count (EMBEDDED_TOPIC_PARTITIONS), which it records for the
+processes that attach to it."""
 
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import topics
+from pipeline.embedded import EMBEDDED_TOPIC_PARTITIONS
 from pipeline.runfile import read_run_file
 from tests.integration.harness import FAST_ENV, batch, produce, span
 
@@ -40,6 +44,7 @@ def test_sql_answers_through_the_running_up_and_refuses_writes(tmp_path: Path) -
     data = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if k not in ("EVALSTREAM_KAFKA_BOOTSTRAP", "EVALSTREAM_CLICKHOUSE_DSN")}
     env.update(FAST_ENV, EVALSTREAM_DATA_DIR=str(data))
+    del env["EVALSTREAM_TOPIC_PARTITIONS"]  # the embedded default, as a user's `up` gets it
     log = open(tmp_path / "up.log", "wb")  # noqa: SIM115
     up = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "up", "--rules", str(rules)], env=env,
                           stdout=log, stderr=subprocess.STDOUT)
@@ -70,6 +75,17 @@ def test_sql_answers_through_the_running_up_and_refuses_writes(tmp_path: Path) -
 
         write = cli(env, "sql", "INSERT INTO evalstream.dead_letters (stage) VALUES ('x')")
         assert write.returncode != 0 and "readonly" in (write.stderr + write.stdout).lower()
+
+        # the scores above went through topics and tables of the embedded count, which `up` recorded for others
+        assert run["topic_partitions"] == EMBEDDED_TOPIC_PARTITIONS
+        listed = cli({**env, "COLUMNS": "200"}, "topics", "list")
+        assert listed.returncode == 0, listed.stderr
+        counts = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in listed.stdout.splitlines()
+                  if line.count("│") == 3 and "evalstream." in line}
+        assert counts == {name: str(EMBEDDED_TOPIC_PARTITIONS) for name in topics.ALL}, listed.stdout
+        # a worker attaching through run.json with another count would misroute: refused before it starts
+        other = cli({**env, "EVALSTREAM_TOPIC_PARTITIONS": str(EMBEDDED_TOPIC_PARTITIONS + 2)}, "worker", "--no-sink")
+        assert other.returncode == 2 and "created its topics with" in other.stderr, other.stderr
         assert up.poll() is None  # the pipeline kept running through it all
     finally:
         up.send_signal(signal.SIGINT)
