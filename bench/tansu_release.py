@@ -38,11 +38,10 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import Array, Boolean, Int8, Int16, Int32, Schema, String
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.embedded import EmbeddedBroker
 
@@ -205,7 +204,7 @@ async def small_batches(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         await admin.start()
         await admin.create_topics([NewTopic(TOPIC, PARTITIONS, 1)])
         await admin.close()
-        time.sleep(1)
+        await asyncio.sleep(1)
         result: dict[str, Any] = {"experiment": "small-batches", "batches": args.batches,
                                   "rss_start_mb": round(rss_mb(broker.pid), 1),
                                   "poll_cpu_ms_per_s_empty": round(await poll_cost(broker.bootstrap, broker.pid, 10), 1)}
@@ -217,7 +216,7 @@ async def small_batches(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 await asyncio.gather(*[await producer.send(TOPIC, value, partition=p) for p in range(PARTITIONS)])
         finally:
             await producer.stop()
-        time.sleep(2)
+        await asyncio.sleep(2)
         result["rss_written_mb"] = round(rss_mb(broker.pid), 1)
         result["bytes_per_batch"] = round((result["rss_written_mb"] - result["rss_start_mb"]) * 1024 * 1024
                                           / args.batches)
@@ -249,9 +248,9 @@ async def recreate_live(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         try:
             result["first_round_read"] = await drain(consumer, idle_ms=15000)
             result["delete"] = str(await admin.delete_topics([TOPIC]))[:120]
-            time.sleep(1)
+            await asyncio.sleep(1)
             await admin.create_topics([NewTopic(TOPIC, PARTITIONS, 1)])
-            time.sleep(1)
+            await asyncio.sleep(1)
             await write(broker.bootstrap, n * 0.1 / 1024, 0.1)
             result["second_round_read_by_running_consumer"] = await drain(consumer, idle_ms=10000)
         finally:
@@ -284,12 +283,12 @@ async def experiment(name: str, args: argparse.Namespace, tmp: Path) -> dict[str
                 configs = {"cleanup.policy": "compact", "segment.ms": "1000", "min.cleanable.dirty.ratio": "0.01",
                            "delete.retention.ms": "1000"}
             await admin.create_topics([NewTopic(TOPIC, PARTITIONS, 1, topic_configs=configs)])
-            time.sleep(1)
+            await asyncio.sleep(1)
             result["rss_start_mb"] = round(rss_mb(pid), 1)
             counts = await write(broker.bootstrap, args.mb, args.value_kb,
                                  distinct_keys=int(args.mb * 1024 / args.value_kb / 20) if name == "compact" else None)
             result["records"] = sum(counts.values())
-            time.sleep(2)
+            await asyncio.sleep(2)
             result["rss_written_mb"] = round(rss_mb(pid), 1)
             result["offsets_written"] = await offsets(broker.bootstrap)
             if name == "retention-alter":
@@ -318,7 +317,7 @@ async def experiment(name: str, args: argparse.Namespace, tmp: Path) -> dict[str
             samples = []
             started = time.monotonic()
             while (elapsed := time.monotonic() - started) < args.wait_s:
-                time.sleep(min(10, args.wait_s - elapsed))
+                await asyncio.sleep(min(10, args.wait_s - elapsed))
                 samples.append((round(time.monotonic() - started), round(rss_mb(pid), 1)))
             result["rss_after_wait_mb"] = samples
             if name != "delete-topic":
@@ -328,7 +327,7 @@ async def experiment(name: str, args: argparse.Namespace, tmp: Path) -> dict[str
             # A second round of the same size: is the memory reused (RSS flat) even if not given back?
             if args.second_round and name != "delete-topic":
                 await write(broker.bootstrap, args.mb, args.value_kb)
-                time.sleep(2)
+                await asyncio.sleep(2)
                 result["rss_second_round_mb"] = round(rss_mb(pid), 1)
         finally:
             await admin.close()
