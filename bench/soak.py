@@ -20,8 +20,8 @@ and score was stored once, and prints:
   process over the interval;
 - memory per trace: the least-squares slope of each process's RSS against traces sent, over the run and over
   its last half, and the RSS growth over the last half (%);
-- CPU per trace in the first and the last `--window-min` minutes (a third of the run when it is shorter), and
-  the change;
+- CPU per trace (and per second) in the first and the last `--window-min` minutes (a third of the run when it
+  is shorter), and the change;
 - the issue-22 criteria: every trace stored, RSS growth over the last half < 10%, CPU per trace of the last
   window within 15% of the first;
 - with `--topic-volume`, what each topic holds per trace (messages, payload bytes), read back from the start:
@@ -194,6 +194,7 @@ def analyse(samples: list[Sample], names: list[str], window_s: float) -> dict[st
         entry: dict[str, Any] = {}
         if name in end.rss:
             whole = slope([s.sent for s in samples], [s.rss[name] for s in samples])
+            per_s = slope([s.t_s for s in samples], [s.rss[name] for s in samples])
             later = [s for s in samples if s.t_s >= half.t_s]
             last_half = slope([s.sent for s in later], [s.rss[name] for s in later])
             entry.update({
@@ -201,14 +202,21 @@ def analyse(samples: list[Sample], names: list[str], window_s: float) -> dict[st
                 "rss_end_mb": round(end.rss[name] / 2**20, 1),
                 "rss_growth_last_half_pct": round(100 * (end.rss[name] - half.rss[name]) / half.rss[name], 1)
                 if half.rss[name] else None,
+                "mb_per_hour": None if per_s is None else round(per_s * 3600 / 2**20, 1),
                 "kb_per_trace": None if whole is None else round(whole / 1024, 3),
                 "kb_per_trace_last_half": None if last_half is None else round(last_half / 1024, 3)})
         first = _ms_per_trace(first_a, first_b, name)
         last = _ms_per_trace(last_a, last_b, name)
-        entry.update({"cpu_ms_per_trace_first": first, "cpu_ms_per_trace_last": last,
+        entry.update({"cpu_ms_per_s_first": _ms_per_s(first_a, first_b, name),
+                      "cpu_ms_per_s_last": _ms_per_s(last_a, last_b, name),
+                      "cpu_ms_per_trace_first": first, "cpu_ms_per_trace_last": last,
                       "cpu_change_pct": round(100 * (last - first) / first, 1) if first and last is not None else None})
         out["processes"][name] = entry
     return out
+
+
+def _ms_per_s(a: Sample, b: Sample, name: str) -> float | None:
+    return None if b.t_s <= a.t_s else round(1000 * (b.cpu_s[name] - a.cpu_s[name]) / (b.t_s - a.t_s), 1)
 
 
 def _ms_per_trace(a: Sample, b: Sample, name: str) -> float | None:
@@ -363,16 +371,17 @@ def report(args: argparse.Namespace, samples: list[Sample], analysis: dict[str, 
     print("ledger: " + ("every span, trace, decision and score stored once" if not problems else "; ".join(problems)))
     print(f"memory per trace (slope of RSS against traces sent) and RSS growth over the last half (from "
           f"{analysis['half_at_s']:.0f} s); CPU per trace over the first and last {analysis['window_s']:.0f} s:")
-    print(f"  {'process':<26}{'KB/trace':>10}{'last half':>11}{'RSS start':>11}{'half':>8}{'end':>8}{'growth':>8}"
-          f"{'CPU first':>11}{'last':>8}{'change':>8}")
+    print(f"  {'process':<26}{'MB/h':>8}{'KB/trace':>10}{'last half':>11}{'RSS start':>11}{'half':>8}{'end':>8}{'growth':>8}"
+          f"{'ms/trace first':>16}{'last':>8}{'change':>8}{'ms/s first':>12}{'last':>7}")
     for name, e in analysis["processes"].items():
         def cell(v: Any, width: int, spec: str) -> str:
             return f"{'-':>{width}}" if v is None else f"{v:{width}{spec}}"
-        print(f"  {name:<26}{cell(e.get('kb_per_trace'), 10, '.2f')}{cell(e.get('kb_per_trace_last_half'), 11, '.2f')}"
+        print(f"  {name:<26}{cell(e.get('mb_per_hour'), 8, '.0f')}{cell(e.get('kb_per_trace'), 10, '.2f')}{cell(e.get('kb_per_trace_last_half'), 11, '.2f')}"
               f"{cell(e.get('rss_start_mb'), 11, '.0f')}{cell(e.get('rss_half_mb'), 8, '.0f')}"
               f"{cell(e.get('rss_end_mb'), 8, '.0f')}{cell(e.get('rss_growth_last_half_pct'), 7, '.1f')}%"
-              f"{cell(e.get('cpu_ms_per_trace_first'), 11, '.3f')}{cell(e.get('cpu_ms_per_trace_last'), 8, '.3f')}"
-              f"{cell(e.get('cpu_change_pct'), 7, '.1f')}%")
+              f"{cell(e.get('cpu_ms_per_trace_first'), 16, '.3f')}{cell(e.get('cpu_ms_per_trace_last'), 8, '.3f')}"
+              f"{cell(e.get('cpu_change_pct'), 7, '.1f')}%{cell(e.get('cpu_ms_per_s_first'), 12, '.0f')}"
+              f"{cell(e.get('cpu_ms_per_s_last'), 7, '.0f')}")
     broker_kb = analysis["processes"][BROKER].get("kb_per_trace")
     if broker_kb:
         per_hour = broker_kb * 1024 * args.rate * 3600
