@@ -98,3 +98,19 @@ def test_this_process_rss_is_read_from_proc() -> None:
     assert broker_memory.process_rss_bytes(2**22 + 12345) is None  # above pid_max: no such process
     total = broker_memory.meminfo_bytes("MemTotal")
     assert total is not None and total > 0
+
+
+def test_status_reads_the_rss_now_and_says_when_the_broker_is_gone(monkeypatch: pytest.MonkeyPatch) -> None:
+    entry = {"pid": 4321, "rss_mb": 100.0, "growth_mb_per_h": 50.0, "hours_left": 9.5}
+    assert broker_memory.live_status(None) is None
+    assert broker_memory.live_status({"pid": "x"}) is None
+    monkeypatch.setattr(broker_memory, "is_broker", lambda pid: False)  # gone, or its pid reused by another
+    assert broker_memory.live_status(entry) == {**entry, "running": False}
+    monkeypatch.setattr(broker_memory, "is_broker", lambda pid: True)
+    monkeypatch.setattr(broker_memory, "process_rss_bytes", lambda pid: 300 * MB)
+    assert broker_memory.live_status(entry) == {**entry, "running": True, "rss_mb": 300.0}
+
+
+def test_only_a_tansu_process_counts_as_the_broker() -> None:
+    assert not broker_memory.is_broker(os.getpid())  # this is python, not tansu
+    assert not broker_memory.is_broker(2**22 + 12345)
