@@ -62,9 +62,9 @@ rules:
 """
 
 
-def trace_batches(n: int, spans: int, prefix: str = "b") -> list[tuple[bytes, bytes]]:
+def trace_batches(n: int, spans: int, prefix: str = "b", start: int = 0) -> list[tuple[bytes, bytes]]:
     out = []
-    for i in range(n):
+    for i in range(start, start + n):
         trace_id = f"{prefix}{i:07d}"
         root = span(trace_id, f"{trace_id}-r", None, "root", dur_ms=20)
         kids = [span(trace_id, f"{trace_id}-{j}", root["span_id"], f"tool{j % 3}", start_ms=j, span_type="tool",

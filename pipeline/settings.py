@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: str | None = None  # the CA of the brokers' certificates (default: the system's)
     kafka_ssl_certfile: str | None = None  # client certificate and key, for mutual TLS
     kafka_ssl_keyfile: str | None = None
+    # The embedded broker (`up` without kafka_bootstrap) keeps every record in memory and gives none back: `up`
+    # samples its RSS every check_s for `evalstream status`, and warns from warn_mb (None: a quarter of the
+    # machine's memory), then at every further half of it (pipeline/broker_memory.py, docs/operations.md).
+    embedded_broker_warn_mb: float | None = Field(default=None, gt=0)
+    embedded_broker_check_s: float = Field(default=30.0, gt=0)
     session_timeout_s: float = Field(default=10.0, gt=0)
     fetch_max_wait_ms: int = Field(default=10, ge=0)
     max_message_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)

@@ -44,16 +44,23 @@ def why(trace_id: str) -> None:
 
 @app.command()
 def status() -> None:
-    """Show the running embedded stack and its counters."""
+    """Show the running embedded stack: its counters, and the embedded broker's memory (read now)."""
     import urllib.request
 
+    from pipeline.broker_memory import RUN_FILE_KEY, live_status
     from pipeline.runfile import read_run_file
 
     settings = settings_from_env()
     run = read_run_file(settings.run_file)
-    if not run.get("query_url"):
+    broker = live_status(run.get(RUN_FILE_KEY))
+    if not run.get("query_url") and not (broker and broker["running"]):
         console.print("No pipeline is running here.")
         raise typer.Exit(1)
-    with urllib.request.urlopen(f"{run['query_url']}/health", timeout=5) as response:
-        health = json.loads(response.read())
-    console.print_json(data={"run": run, "health": health})
+    health = None
+    if run.get("query_url"):
+        with urllib.request.urlopen(f"{run['query_url']}/health", timeout=5) as response:
+            health = json.loads(response.read())
+    shown = {"run": {k: v for k, v in run.items() if k != RUN_FILE_KEY}, "health": health}
+    if broker is not None:  # the embedded default: Tansu keeps every message in memory (docs/operations.md)
+        shown["embedded_broker"] = broker
+    console.print_json(data=shown)

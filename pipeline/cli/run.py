@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,10 +20,16 @@ from pipeline.cli.common import (
     settings_from_env,
 )
 
+if TYPE_CHECKING:
+    from pipeline.broker_memory import BrokerMemoryWatch
+    from pipeline.settings import Settings
+    from pipeline.shutdown import Shutdown
+
 
 @app.command()
 def up(rules: RulesOpt = None, set_: SetOpt = None, web_port: int | None = None) -> None:
     """Start the pipeline: the embedded broker and chDB unless EVALSTREAM_KAFKA_BOOTSTRAP / _CLICKHOUSE_DSN are set."""
+    from pipeline.broker_memory import RUN_FILE_KEY
     from pipeline.embedded import RUN_FIELDS, EmbeddedBroker, embedded_settings, run_fields
     from pipeline.runfile import clear_run_file, update_run_file
     from pipeline.scoring.resolvers import worker_resolver
@@ -37,21 +43,39 @@ def up(rules: RulesOpt = None, set_: SetOpt = None, web_port: int | None = None)
     ruleset = load_ruleset(settings, rules, set_, scorers)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     broker = EmbeddedBroker(log_file=settings.data_dir / "broker.log") if settings.kafka_bootstrap is None else None
+    watch = None
     try:  # from here on: a broker that started is stopped, whatever happens
         bootstrap = settings.kafka_bootstrap or ""
         if broker is not None:
             bootstrap = broker.start()
             shutdown.track(broker.pid)
-            err.print(f"Embedded Tansu broker on {bootstrap}; ClickHouse data in {settings.data_dir / 'clickhouse'}")
+            err.print(f"Embedded Tansu broker on {bootstrap} (it keeps every message in memory: `evalstream status` "
+                      f"shows how much); ClickHouse data in {settings.data_dir / 'clickhouse'}")
+            watch = watch_broker_memory(settings, broker.pid, shutdown)
         update_run_file(settings.run_file, **run_fields(settings, bootstrap))  # for `worker`, `otlp`, ...: the same
         run_worker(settings, ruleset, bootstrap, web_port, shutdown, scorers)
     finally:
         if broker is not None:
+            if watch is not None:
+                watch.stop()
             if shutdown.stopping:  # Tansu waits ~5 s for clients still connected (the SDK of a running app)
                 shutdown.say("stopping the embedded broker")
             broker.stop(timeout_s=1.0 if shutdown.stopping else 5.0)  # it keeps topics in memory: no data to save
-            clear_run_file(settings.run_file, *RUN_FIELDS)
+            clear_run_file(settings.run_file, *RUN_FIELDS, RUN_FILE_KEY)
         shutdown.finish()
+
+
+def watch_broker_memory(settings: Settings, pid: int | None, shutdown: Shutdown) -> BrokerMemoryWatch | None:
+    """Sample the embedded broker's RSS into run.json (`evalstream status`) and warn as it grows."""
+    from pipeline.broker_memory import RUN_FILE_KEY, BrokerMemoryWatch
+    from pipeline.runfile import update_run_file
+
+    if pid is None:
+        return None
+    return BrokerMemoryWatch(
+        pid, interval_s=settings.embedded_broker_check_s, warn_mb=settings.embedded_broker_warn_mb,
+        publish=lambda entry: update_run_file(settings.run_file, **{RUN_FILE_KEY: entry}),
+        warn=shutdown.say).start()
 
 
 @app.command()
