@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.cpu import cpu_s
 from bench.e2e_throughput import RULES, bundled, trace_batches
 from pipeline.admin import ensure_topics
-from pipeline.embedded import EmbeddedBroker
+from pipeline.embedded import EMBEDDED_TOPIC_PARTITIONS, EmbeddedBroker
 from pipeline.topics import SPANS
 from tests.integration.harness import WorkerProcess
 from tests.integration.ledger import Ledger, LedgerRule
@@ -259,7 +259,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--spans", type=int, default=10, help="spans per trace")
     parser.add_argument("--flush-s", type=float, default=0.1, help="the SDK's flush interval: one bundle per "
                                                                    "partition every this many seconds")
-    parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--partitions", type=int, default=EMBEDDED_TOPIC_PARTITIONS,
+                        help="partitions of every topic (default: what `up` makes on the embedded broker)")
     parser.add_argument("--sample-s", type=float, default=20.0)
     parser.add_argument("--window-min", type=float, default=5.0, help="CPU per trace over the first and last "
                                                                       "this many minutes (at most a third of the run)")
