@@ -46,5 +46,15 @@ class DeadlineIndex:
                 due.append(trace_id)
         return due
 
+    def due_within(self, partition: int, at: float) -> bool:
+        """Whether anything of the partition is due by `at`; True for a partition not indexed yet (its first
+        event builds the index from the table)."""
+        if partition not in self._current:
+            return True
+        heap, current = self._heaps.get(partition, []), self._current[partition]
+        while heap and current.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)  # an entry replaced or removed since
+        return bool(heap) and heap[0][0] <= at
+
     def __len__(self) -> int:
         return sum(len(c) for c in self._current.values())

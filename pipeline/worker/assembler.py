@@ -336,9 +336,12 @@ class Assembler:
             at_ns=time.time_ns()))
 
     async def send_ticks(self) -> None:
+        """A tick to each owned partition that has something due before the next tick. A tick is a record the
+        broker keeps (Tansu keeps every one), so an idle partition gets none."""
+        horizon = time.time() + self.ctx.settings.tick_interval_s
         assigned = self.ctx.app.assignor.assigned_actives()
         for tp in assigned:
-            if tp.topic == topics.SPANS:
+            if tp.topic == topics.SPANS and self.index.due_within(tp.partition, horizon):
                 await self.ctx.send(topics.SPANS, TICK_KEY, TICK, partition=tp.partition)
 
 

@@ -159,8 +159,11 @@ class SessionAssembler:
                      session.close_reason, len(session.turns))
 
     async def send_ticks(self) -> None:
+        """A tick to each owned partition with a session due before the next tick (ticks are records the
+        broker keeps: an idle partition gets none)."""
+        horizon = time.time() + self.ctx.settings.tick_interval_s
         for tp in self.ctx.app.assignor.assigned_actives():
-            if tp.topic == topics.SESSION_TURNS:
+            if tp.topic == topics.SESSION_TURNS and self.index.due_within(tp.partition, horizon):
                 await self.ctx.send(topics.SESSION_TURNS, TICK_KEY, TICK, partition=tp.partition)
 
 

@@ -319,3 +319,20 @@ async def test_closed_traces_are_kept_whole_while_storage_cannot_be_read_back() 
     await assembler.handle(event(TICK, partition=0, key=TICK_KEY, offset=7))
     versions = [t for s in ctx.sent if s[0] == topics.TRACES for t in decode(s[2], TraceBatch).traces]
     assert [(t.version, len(t.spans)) for t in versions] == [(1, 2), (2, 3)]
+
+
+async def test_ticks_go_only_to_partitions_with_something_due() -> None:
+    from types import SimpleNamespace as NS
+
+    ctx = FakeContext()
+    ctx.settings.tick_interval_s = 0.5
+    ctx.app = NS(assignor=NS(assigned_actives=lambda: [NS(topic=topics.SPANS, partition=p) for p in range(3)]))
+    assembler = Assembler(ctx, {})
+    (waiting,) = ids_on(1, 1)
+    (whole,) = ids_on(2, 1)
+    await assembler.handle(event(trace_batch(waiting, final=False), partition=1))  # due after the quiet period
+    await assembler.handle(event(trace_batch(whole), partition=2))  # closed at once: due only to be forgotten
+    ctx.sent.clear()
+    await assembler.send_ticks()
+    # partition 0 was never indexed: it gets one, which builds its index; 2 has nothing due for 15 minutes
+    assert sorted(p for t, k, _, p in ctx.sent if t == topics.SPANS and k == TICK_KEY) == [0, 1]

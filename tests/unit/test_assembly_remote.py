@@ -126,3 +126,17 @@ def test_nothing_stored_leaves_a_rootless_trace_incomplete_at_version_1() -> Non
     state, _ = merge_spans(None, "t-1", 0, [CALLEE_CHILD], False, T0)
     continue_stored(state, None, T0 + 300)
     assert state["version"] == 1 and not needs_history(state, DueAction.CLOSE_INCOMPLETE)
+
+
+def test_the_deadline_index_says_whether_a_partition_has_anything_due_by_a_time() -> None:
+    from pipeline.assembly import DeadlineIndex
+
+    index = DeadlineIndex()
+    assert index.due_within(0, 10.0)  # not indexed yet: it must be ticked once to be
+    index.init_partition(0)
+    assert not index.due_within(0, 10.0)
+    index.set(0, "t", 5.0)
+    index.set(0, "t", 50.0)  # moved later: the old entry no longer counts
+    assert not index.due_within(0, 10.0) and index.due_within(0, 50.0)
+    index.remove(0, "t")
+    assert not index.due_within(0, 100.0)
