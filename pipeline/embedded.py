@@ -127,8 +127,9 @@ RUN_FIELDS = ("kafka_bootstrap", "topic_partitions")  # cleared from run.json wh
 def attached_settings(settings: Settings, run: Mapping[str, Any]) -> Settings:
     """The settings of a process that uses the broker `up` recorded in run.json (`run_fields`), i.e. one without
     EVALSTREAM_KAFKA_BOOTSTRAP: the partition count of `up`'s topics, so its partitioner, tables and topics agree
-    with theirs. An explicit EVALSTREAM_TOPIC_PARTITIONS that differs is refused: its records would go to
-    partitions the topics do not have, and its tables would not match their changelogs. With
+    with theirs. An explicit EVALSTREAM_TOPIC_PARTITIONS that differs is refused: its partitioner would send a
+    trace's records elsewhere than the SDK and `up`'s workers do (or to partitions the topics lack), and its
+    tables would not match their changelogs. With
     EVALSTREAM_KAFKA_BOOTSTRAP set (a broker named, not found), or a run.json from before `up` recorded the
     count, the settings stay as they are."""
     recorded = run.get("topic_partitions")
