@@ -117,9 +117,16 @@ def produce(bootstrap: str, messages: list[tuple[bytes, bytes]], topic: str = to
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=16 * 1024 * 1024)
         await producer.start()
         try:
-            for key, value in messages:
-                await producer.send(topic, value, key=key)
-            await producer.flush()
+            pending = list(messages)
+            for _ in range(3):  # a batch the broker failed is sent again (at least once, as the SDK sends)
+                futures = [await producer.send(topic, value, key=key) for key, value in pending]
+                await producer.flush()
+                results = await asyncio.gather(*futures, return_exceptions=True)
+                pending = [m for m, r in zip(pending, results, strict=True) if isinstance(r, BaseException)]
+                if not pending:
+                    return
+            failed = next(r for r in results if isinstance(r, BaseException))
+            raise AssertionError(f"{len(pending)} message(s) could not be produced: {failed!r}")
         finally:
             await producer.stop()
 
