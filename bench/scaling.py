@@ -119,6 +119,7 @@ def run_round(k: int, bootstrap: str, sink: WorkerProcess, rules: Path, root: Pa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=6000)
+    # not the embedded stack's 2 (pipeline/embedded.py): K scorer processes need at least K jobs partitions
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--max-scorers", type=int, default=3)
     parser.add_argument("--spans", type=int, default=10)

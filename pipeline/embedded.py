@@ -27,10 +27,11 @@ log = logging.getLogger(__name__)
 # Partitions per topic on the embedded broker when EVALSTREAM_TOPIC_PARTITIONS is unset; the production default
 # (Settings.topic_partitions, 8) stays for a real Kafka. Every consumer fetch names every partition of every
 # topic it reads, once per fetch wait (10 ms), and Tansu works per partition named even when nothing is new.
-# Measured on 2 cores (issue 19, docs/benchmarks.md): with 8 partitions the idle broker burnt 0.55-0.64
-# CPU-s/s and the end-to-end bench gave 386-410 traces/s at 0.92-1.34 broker CPU-ms per trace; with 2,
-# 250-316 ms/s idle and 664-697 traces/s at 0.40-0.44 ms. Two still let `up` and one more `evalstream worker`
-# share each role's partitions.
+# Measured on 2 cores (issue 19; docs/benchmarks.md, "Issue 19: fitting the embedded default"), 8 -> 2
+# partitions: the idle broker 500-658 -> 206-284 CPU-ms/s, its CPU per trace 0.49-0.83 -> 0.25-0.41 ms, the
+# end-to-end bench 553-701 -> 707-996 traces/s. Two still let `up` and one more `evalstream worker` share each
+# role's partitions. (A longer fetch wait, 25 or 50 ms, cut only the idle cost, not the cost per trace: the
+# embedded stack keeps Settings.fetch_max_wait_ms.)
 EMBEDDED_TOPIC_PARTITIONS = 2
 
 
