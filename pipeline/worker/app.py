@@ -20,6 +20,7 @@ from pipeline import topics
 from pipeline.alerts.channels import channel_from_settings
 from pipeline.assembly import AssemblyConfig
 from pipeline.assembly.history import StoredSessionVersions, StoredVersions
+from pipeline.kafka_security import aiokafka_options
 from pipeline.metrics import Counters
 from pipeline.pricing import LiteLLMPrices
 from pipeline.rules import RuleSet
@@ -61,6 +62,8 @@ def create_app(settings: Settings, ruleset: RuleSet, bootstrap: str, *, web_port
         broker=broker_url(bootstrap),
         broker_credentials=faust_credentials(settings),
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        kafka_client_options={"bootstrap_servers": bootstrap, "fetch_max_bytes": settings.fetch_max_bytes,
+                              "client_options": aiokafka_options(settings)},
         store="memory://",
         datadir=str(settings.data_dir / "faust"),
         topic_partitions=settings.topic_partitions,

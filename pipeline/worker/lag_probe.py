@@ -68,6 +68,13 @@ class LagProbe:
         read = await self._read({tp: start for tp, start in starts.items() if start >= 0}, to_end=True)
         return {tp: max(known, read[tp].last_offset + 1 if tp in read else 0) for tp, known in seen.items()}
 
+    async def verified_ends(self, hints: dict[TP, int]) -> dict[TP, int]:
+        """Per partition, its end: the broker's ListOffsets(latest) `hints` checked by reading from just before
+        them. On Kafka the hint is the end and this changes nothing; on Tansu it is the base offset of the last
+        record batch, and the end is one past that batch's last record. Never below the hint."""
+        read = await self._read({tp: max(hint - 1, 0) for tp, hint in hints.items()}, to_end=True)
+        return {tp: max(hint, read[tp].last_offset + 1 if tp in read else 0) for tp, hint in hints.items()}
+
     async def first_timestamps(self, offsets: dict[TP, int]) -> dict[TP, float]:
         """The timestamp of the first record at or after each offset (partitions with none are left out)."""
         read = await self._read(offsets, to_end=False)

@@ -63,3 +63,30 @@ def test_ends_come_from_records_read_and_lag_follows_the_backlog(broker: str) ->
             await probe.stop()
 
     asyncio.run(run())
+
+
+def test_changelog_highwaters_are_read_to_the_end_of_the_last_batch(broker: str) -> None:
+    """Faust's table recovery reads a changelog up to its highwater: with ListOffsets' answer (the last
+    batch's base offset + 1 on Tansu) a restarted worker stopped before the last batch's records, and a
+    running one crashed its recovery (persisted offset above highwater). `read_highwaters` reads to the end."""
+    from faust.types import TP as FaustTP
+
+    from pipeline.worker.transport import read_highwaters
+
+    async def run() -> None:
+        first = (await _produce_batched(broker, 5))[0]
+        last = (await _produce_batched(broker, 40))[0]
+        assert first[-1][0] + 1 == last[0][0]
+        tp, empty = FaustTP(topics.JOBS, 0), FaustTP(topics.JOBS, 1)
+        probe = LagProbe(broker, fetch_max_bytes=16 * 1024 * 1024)
+        await probe.start()
+        try:
+            listed = await probe._consumer.end_offsets([TopicPartition(*tp), TopicPartition(*empty)])  # type: ignore[union-attr]
+        finally:
+            await probe.stop()
+        hints = {tp: listed[TopicPartition(*tp)], empty: listed[TopicPartition(*empty)]}
+        ends = await read_highwaters({"bootstrap_servers": broker}, hints)
+        assert ends == {tp: last[-1][0] + 1, empty: 0}
+        assert hints[tp] < ends[tp]  # Tansu: ListOffsets falls short; reading is what finds the end
+
+    asyncio.run(run())
