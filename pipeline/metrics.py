@@ -83,6 +83,13 @@ METRICS: dict[str, MetricSpec] = {
                                       "Time to insert one batch into ClickHouse (the successful attempt).",
                                       buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
                                                10)),
+    "otel_evaluations": MetricSpec("counter", "evalstream_otel_evaluations",
+                                   "Scores sent as gen_ai.evaluation.result log records (otel-export role), by "
+                                   "outcome: exported, failed (the endpoint did not take them: sent again), "
+                                   "skipped (undecodable message), and reason.", ("outcome", "reason")),
+    "otel_evaluations_uncorrelated": MetricSpec("counter", "evalstream_otel_evaluations_uncorrelated",
+                                                "Exported evaluation records without trace context (a trace id "
+                                                "that is not OpenTelemetry's), by reason.", ("reason",)),
     "alerts": MetricSpec("counter", "evalstream_alert_deliveries",
                          "Alert deliveries by kind and outcome, first attempts and redeliveries.", ("kind", "status")),
     "alerts_redelivered": MetricSpec("counter", "evalstream_alert_deliveries", "", ("kind", "status")),

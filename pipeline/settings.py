@@ -15,7 +15,9 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ROLES = ("assembler", "router", "scorer", "alerter")  # the sink is `sink_enabled` (one chDB opener)
+ROLES = ("assembler", "router", "scorer", "alerter")  # the default; the sink is `sink_enabled` (one chDB opener)
+OPTIONAL_ROLES = ("otel-export",)  # off unless named: scores out as OpenTelemetry events (docs/opentelemetry.md)
+DEFAULT_ROLES = ",".join(ROLES)
 
 
 class Settings(BaseSettings):
@@ -103,7 +105,7 @@ class Settings(BaseSettings):
 
     # Sink
     sink_enabled: bool = True
-    roles: str = "assembler,router,scorer,alerter"  # which Faust agents this process runs (comma-separated)
+    roles: str = DEFAULT_ROLES  # which roles this process runs (comma-separated; ROLES)
     sink_batch_rows: int = Field(default=5000, ge=1)
     sink_flush_interval_s: float = Field(default=0.5, gt=0)
     retention_days: int = Field(default=30, ge=1)
@@ -158,9 +160,9 @@ class Settings(BaseSettings):
     @classmethod
     def _known_roles(cls, value: str) -> str:
         chosen = [r.strip() for r in value.split(",") if r.strip()]
-        unknown = sorted(set(chosen) - set(ROLES))
+        unknown = sorted(set(chosen) - set(ROLES) - set(OPTIONAL_ROLES))
         if unknown:
-            raise ValueError(f"unknown role(s) {', '.join(unknown)}: choose from {', '.join(ROLES)}")
+            raise ValueError(f"unknown role(s) {', '.join(unknown)}: choose from {', '.join(ROLES + OPTIONAL_ROLES)}")
         return ",".join(chosen)
 
     @property

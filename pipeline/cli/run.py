@@ -85,8 +85,8 @@ def worker(rules: RulesOpt = None, set_: SetOpt = None,
            )] = None,
            web_port: int | None = None,
            roles: Annotated[str | None, typer.Option(
-               help="Comma-separated roles to run: assembler, router, scorer, alerter (default: all, or "
-                    "EVALSTREAM_ROLES).")] = None) -> None:
+               help="Comma-separated roles to run: assembler, router, scorer, alerter, otel-export (default: "
+                    "the first four, or EVALSTREAM_ROLES).")] = None) -> None:
     """Run one more worker against a running broker (EVALSTREAM_KAFKA_BOOTSTRAP or the embedded one)."""
     from pipeline.scoring.resolvers import worker_resolver
     from pipeline.worker.runner import run_worker

@@ -8,7 +8,15 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from pipeline.contracts.bounds import Finite, NonNegativeFinite, TimestampNs, UInt16, UInt32, Version
+from pipeline.contracts.bounds import (
+    ID_MAX_CHARS,
+    Finite,
+    NonNegativeFinite,
+    TimestampNs,
+    UInt16,
+    UInt32,
+    Version,
+)
 from pipeline.contracts.spans import _Wire
 from pipeline.contracts.traces import Trace
 
@@ -102,6 +110,9 @@ class ScoreResult(_Wire):
     trace_id: str
     trace_version: Version
     span_id: str | None = None
+    # The scored trace's root span, set by the runner (None for a trace without a root, and for session
+    # results): what a trace-level result is about, for exporters that link a verdict to a span.
+    root_span_id: str | None = Field(default=None, max_length=ID_MAX_CHARS)
     request_index: int = Field(default=0, ge=0, le=65535)  # of an async_evaluate job: which call on the span
     project: str = "default"
     agent_name: str | None = None

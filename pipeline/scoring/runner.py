@@ -169,7 +169,7 @@ def _result(job: ScoreJob, trace: Trace, started: float, attempt: int, scorer: S
         job_id=job.job_id, rule=job.rule, scorer=job.scorer,
         scorer_version=scorer.version if scorer else "?",
         trace_id=job.trace_id, trace_version=job.trace_version, span_id=job.span_id,
-        request_index=job.request_index, project=trace.project, agent_name=agent, model=model, attempts=attempt,
+        root_span_id=trace.root_span_id, request_index=job.request_index, project=trace.project, agent_name=agent, model=model, attempts=attempt,
         latency_ms=(time.perf_counter() - started) * 1000, source=job.source, scored_at_ns=time.time_ns(),
         **fields,
     )

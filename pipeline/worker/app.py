@@ -5,7 +5,7 @@ From the Settings it builds what each part is configured with (AssemblyConfig, S
 RetryPolicy; the judge client is the resolver's) and hands them down on the WorkerContext.
 
 A worker process runs the agents of its roles (`EVALSTREAM_ROLES`, default all of assembler,
-router, scorer and alerter); processes share partitions with other workers of the same app id. The sink role (ClickHouse writer and
+router, scorer and alerter; `otel-export` only when named); processes share partitions with other workers of the same app id. The sink role (ClickHouse writer and
 query endpoint) runs only where `sink_enabled` is true, because chDB allows one opener.
 """
 
@@ -96,6 +96,10 @@ def create_app(settings: Settings, ruleset: RuleSet, bootstrap: str, *, web_port
         _scorer_role(app, ctx, bootstrap)
     if "alerter" in roles:
         _alerter_role(app, ctx)
+    if "otel-export" in roles:  # off by default: scores -> OTLP log records (docs/opentelemetry.md)
+        from pipeline.worker.otel_export_service import otel_export_service_class  # needs the `otel` extra
+
+        app.service(otel_export_service_class(ctx, bootstrap))
     if settings.sink_enabled:
         app.service(sink_service_class(ctx, bootstrap))
     install_metrics(app, ctx, bootstrap)  # GET /metrics and consumer lag, on every worker

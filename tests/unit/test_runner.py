@@ -130,6 +130,19 @@ def make_job(scorer_ref: str, *, params: dict | None = None, threshold: float | 
 
 # -- built-in scorers -------------------------------------------------------------------------------
 
+async def test_results_name_the_scored_traces_root_span_for_exporters() -> None:
+    """A trace-level result carries the root span it is about (the OTel exporter links its event there);
+    an error result too, and a span-scored one keeps its own span besides."""
+    trace = make_trace()
+    ok = (await run_job(make_job("trace_latency", params={"max_ms": 1000}), trace, ScorerCache(resolver()), FAST)).result
+    failed = (await run_job(make_job(f"{HERE}:Buggy"), trace, ScorerCache(resolver()), FAST)).result
+    on_span = (await run_job(make_job("trace_latency", span_id="child"), trace, ScorerCache(resolver()), FAST)).result
+    assert ok.root_span_id == failed.root_span_id == on_span.root_span_id == "root"
+    assert ok.span_id is None and on_span.span_id == "child"
+    rootless = trace.model_copy(update={"root_span_id": None})
+    assert (await run_job(make_job("trace_latency"), rootless, ScorerCache(resolver()), FAST)).result.root_span_id is None
+
+
 async def test_builtin_scorer_fails_over_its_own_threshold() -> None:
     out = await run_job(make_job("trace_latency", params={"max_ms": 1000}), make_trace(1500), ScorerCache(resolver()), FAST)
     r = out.result
