@@ -69,6 +69,7 @@ from pipeline.contracts.spans import (
     SpanStatus,
     SpanType,
 )
+from pipeline.contracts.subjects import SpanSubject
 from pipeline.contracts.traces import CloseReason, LateSpan, RemoteCallWait, Trace, TraceStatus
 
 __all__ = [
@@ -117,6 +118,7 @@ __all__ = [
     "SpanBundle",
     "SpanKind",
     "SpanStatus",
+    "SpanSubject",
     "SpanType",
     "Trace",
     "TraceBatch",
