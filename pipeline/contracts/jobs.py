@@ -8,7 +8,15 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from pipeline.contracts.bounds import NAME_MAX_CHARS, Finite, NonNegativeFinite, TimestampNs, UInt16, UInt32, Version
+from pipeline.contracts.bounds import (
+    NAME_MAX_CHARS,
+    Finite,
+    NonNegativeFinite,
+    TimestampNs,
+    UInt16,
+    UInt32,
+    Version,
+)
 from pipeline.contracts.spans import _Wire
 from pipeline.contracts.traces import Trace
 
