@@ -6,6 +6,9 @@ litellm, once per span, showing it that span; and the per-trace cap holds on a 5
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +48,12 @@ alerts:
     rule: json-steps
     group_by: [span_name]
 """
+
+
+def cli(worker: WorkerProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "EVALSTREAM_DATA_DIR": str(worker.data_dir), "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=60, check=False)
 
 
 def judge_by_output(body: dict[str, Any]) -> Reply:
@@ -120,5 +129,16 @@ def test_span_rules_score_each_span_and_cap_a_large_trace(
         assert sorted(r[0] for r in worker.query(
             f"SELECT span_id FROM evalstream.scores_current WHERE trace_id = '{BIG}'")) == [
             f"b{i:03d}" for i in range(CAP)]
+
+        # `why` lists the per-span decisions; `traces show` puts each span's scores on its span.
+        why = cli(worker, "why", SMALL)
+        assert why.returncode == 0, why.stderr
+        assert all(s in why.stdout for s in ("llm-a", "llm-b", "llm-c", "json-steps", "extract_date"))
+        shown = cli(worker, "traces", "show", SMALL)
+        assert shown.returncode == 0, shown.stderr
+        lines = shown.stdout.splitlines()
+        at = next(i for i, line in enumerate(lines) if "extract_date" in line)
+        below = "\n".join(lines[at + 1:at + 4])
+        assert "json-steps" in below and "judged-steps" in below, shown.stdout
     finally:
         worker.stop()
