@@ -10,6 +10,7 @@
     │   ├── ScorerNotFoundError
     │   ├── ScorerReturnTypeError
     │   ├── ScorerTimeoutError
+    │   ├── ScorerSubjectError     it does not score this subject (an uploaded trace scorer given a span)
     │   └── RetryableScorerError   raise it from a scorer to ask for a retry
     ├── StorageError          ClickHouse unreachable or a failed insert
     │   └── StorageDataError  rows whose values ClickHouse cannot store (split off and dead-lettered, not retried)
@@ -72,6 +73,10 @@ class ScorerReturnTypeError(ScorerError):
 
 class ScorerTimeoutError(ScorerError):
     pass
+
+
+class ScorerSubjectError(ScorerError):
+    """The scorer does not declare the subject it was given (`Scorer.subjects`): not retried."""
 
 
 class RetryableScorerError(ScorerError):

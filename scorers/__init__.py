@@ -1,4 +1,4 @@
-"""Scorers: Python modules that judge a trace or an `async_evaluate` example.
+"""Scorers: Python modules that judge a trace, one span of it (`SpanSubject`) or an `async_evaluate` example.
 
 A scorer is a `Scorer` subclass or a function decorated with `@scorer`. It returns a
 `Score`; a function scorer may also return a bare float, bool or str. Anything else is
@@ -7,7 +7,8 @@ reported as an error row, never dropped. A `ScorerResolver` finds scorers by nam
 and of the pipeline only its leaves (`pipeline.contracts`, `pipeline.errors`).
 """
 
+from pipeline.contracts.subjects import SpanSubject
 from scorers.base import Score, Scorer, ScoreTarget, scorer
 from scorers.registry import ScorerResolver, builtin_names
 
-__all__ = ["Score", "ScoreTarget", "Scorer", "ScorerResolver", "builtin_names", "scorer"]
+__all__ = ["Score", "ScoreTarget", "Scorer", "ScorerResolver", "SpanSubject", "builtin_names", "scorer"]

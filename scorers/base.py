@@ -4,16 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.contracts import CriterionVerdict, Example, Trace
+from pipeline.contracts import CriterionVerdict, Example, SpanSubject, Trace
 from pipeline.contracts.conversation import Conversation
 from pipeline.errors import ScorerReturnTypeError
 
-ScoreTarget = Trace | Example | Conversation  # a Conversation for session rules (subject: session)
+# a SpanSubject for span rules (subject: span), a Conversation for session rules (subject: session)
+ScoreTarget = Trace | Example | SpanSubject | Conversation
+
+SUBJECTS = frozenset({"trace", "span", "session"})  # what a scorer may declare in `subjects`
+TRACE_ONLY = frozenset({"trace"})
+
+
+def subjects_of(declared: Iterable[str], owner: str) -> frozenset[str]:
+    """A checked `subjects` declaration: a non-empty set of known subjects."""
+    found = frozenset([declared] if isinstance(declared, str) else declared)
+    unknown = sorted(found - SUBJECTS)
+    if unknown or not found:
+        raise ValueError(f"scorer {owner!r}: subjects {sorted(found)}: choose from {sorted(SUBJECTS)}")
+    return found
 
 
 class Score(BaseModel):
@@ -45,6 +58,10 @@ class Scorer:
     # A scorer that calls models takes the process's judge client as the keyword argument `client`: the
     # `ScorerResolver` that builds it passes its own (a rule cannot: `client` is not JSON). Judges do.
     takes_judge_client: ClassVar[bool] = False
+    # The rule subjects it can score: "trace" (a Trace, or an async_evaluate Example), "span" (a SpanSubject:
+    # one span, with its trace for context), "session" (a Conversation). A span rule naming a scorer that
+    # does not declare "span" is refused when the rules load.
+    subjects: ClassVar[frozenset[str]] = TRACE_ONLY
 
     def __init__(self, **params: Any) -> None:
         if params:
@@ -122,11 +139,14 @@ def scorer(
     version: str = "1",
     threshold: float | None = None,
     higher_is_better: bool = True,
+    subjects: Iterable[str] = TRACE_ONLY,
 ) -> Callable[[Callable[..., Any]], type[FunctionScorer]]:
-    """Turn `fn(target, **params) -> Score | float | bool | str` into a scorer class."""
+    """Turn `fn(target, **params) -> Score | float | bool | str` into a scorer class. `subjects`: the rule
+    subjects it can score (default trace only; add "span" when `fn` handles a SpanSubject)."""
 
     def wrap(fn: Callable[..., Any]) -> type[FunctionScorer]:
         attrs = {
+            "subjects": subjects_of(subjects, name or fn.__name__),
             "name": name or fn.__name__,
             "version": version,
             "threshold": threshold,

@@ -33,7 +33,7 @@ def matches(alert: AlertRule, result: ScoreResult) -> bool:
 def group_of(alert: AlertRule, result: ScoreResult) -> dict[str, str]:
     """The values of the alert's `group_by` fields for this result (empty: one group)."""
     fields = {"rule": result.rule, "scorer": result.scorer, "project": result.project,
-              "agent": result.agent_name or "", "model": result.model or ""}
+              "agent": result.agent_name or "", "model": result.model or "", "span_name": result.span_name or ""}
     return {name: fields[name] for name in alert.group_by}
 
 

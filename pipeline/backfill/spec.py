@@ -62,9 +62,9 @@ class BackfillSpec:
 
 
 def check_rules(ruleset: RuleSet, names: tuple[str, ...], source: str) -> None:
-    """Every name must be an active trace rule of the rules file the workers run (sessions are not
+    """Every name must be an active trace or span rule of the rules file the workers run (sessions are not
     backfilled)."""
-    active = [r.name for r in ruleset.trace_rules]
+    active = [r.name for r in ruleset.trace_and_span_rules]
     unknown = [n for n in names if n not in active]
     if not unknown:
         return

@@ -36,6 +36,7 @@ from pipeline.contracts.jobs import (
     DecisionOutcome,
     Example,
     JobSource,
+    JobSubject,
     ScoreJob,
     ScoreJobBatch,
     ScoreJobBundle,
@@ -68,6 +69,7 @@ from pipeline.contracts.spans import (
     SpanStatus,
     SpanType,
 )
+from pipeline.contracts.subjects import SpanSubject
 from pipeline.contracts.traces import CloseReason, LateSpan, RemoteCallWait, Trace, TraceStatus
 
 __all__ = [
@@ -94,6 +96,7 @@ __all__ = [
     "EvaluationRequest",
     "Example",
     "JobSource",
+    "JobSubject",
     "LateSpan",
     "RemoteCallWait",
     "RuleFinished",
@@ -115,6 +118,7 @@ __all__ = [
     "SpanBundle",
     "SpanKind",
     "SpanStatus",
+    "SpanSubject",
     "SpanType",
     "Trace",
     "TraceBatch",

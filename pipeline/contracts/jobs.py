@@ -10,6 +10,7 @@ from pydantic import ConfigDict, Field
 
 from pipeline.contracts.bounds import (
     ID_MAX_CHARS,
+    NAME_MAX_CHARS,
     Finite,
     NonNegativeFinite,
     TimestampNs,
@@ -24,6 +25,14 @@ from pipeline.contracts.traces import Trace
 class JobSource(StrEnum):
     LIVE = "live"
     BACKFILL = "backfill"
+
+
+class JobSubject(StrEnum):
+    """What a job's scorer is given: the trace, or one span of it (a span rule; the trace comes as context).
+    An `async_evaluate` job carries an `example`, which the scorer gets whatever the subject says."""
+
+    TRACE = "trace"
+    SPAN = "span"
 
 
 class Example(_Wire):
@@ -49,9 +58,10 @@ class ScoreJob(_Wire):
     trace_version: Version
     span_id: str | None = None  # set for async_evaluate jobs: the span that asked
     request_index: int = Field(default=0, ge=0, le=65535)  # which of that span's async_evaluate calls
-    example: Example | None = None  # None: the scorer gets the trace
+    example: Example | None = None  # None: the scorer gets the trace, or the span for subject span
     source: JobSource = JobSource.LIVE
     created_ns: TimestampNs = 0
+    subject: JobSubject = JobSubject.TRACE  # span: a span rule's job, about span_id (older readers ignore it)
 
     @staticmethod
     def make_id(rule: str, trace_id: str, trace_version: int, span_id: str | None = None,
@@ -114,6 +124,7 @@ class ScoreResult(_Wire):
     # results): what a trace-level result is about, for exporters that link a verdict to a span.
     root_span_id: str | None = Field(default=None, max_length=ID_MAX_CHARS)
     request_index: int = Field(default=0, ge=0, le=65535)  # of an async_evaluate job: which call on the span
+    span_name: str | None = Field(default=None, max_length=NAME_MAX_CHARS)  # the name of span_id's span
     project: str = "default"
     agent_name: str | None = None
     model: str | None = None

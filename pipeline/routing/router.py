@@ -4,6 +4,11 @@
 `sdk:<scorer>`, sampled with the same function as server-side rules. Each request is its own subject
 (decided per span and call), and passes the operator's trust boundary first (`evaluation_policy`).
 
+A span rule (`subject: span`) makes each span of the trace that matches its filter a subject of its own:
+a decision, a job and a score each with the span's id, sampled by (rule, trace id, span id). Its matched
+spans beyond `max_spans_per_trace` (kept in start order) are sampled out, naming the cap; a trace with no
+matching span gets one `filtered_out` decision for the rule, with no span id.
+
 A backfill (`route_backfill`) evaluates only the rules it names, with the same filters and sampling,
 and marks jobs and decisions `source=backfill`; their job ids differ from the live ones.
 """
@@ -21,13 +26,14 @@ from pipeline.contracts import (
     DecisionOutcome,
     Example,
     JobSource,
+    JobSubject,
     ScoreJob,
     Trace,
 )
 from pipeline.routing.evaluation_policy import EvaluationPolicy, Refused
-from pipeline.rules.matching import filter_mismatch
-from pipeline.rules.model import RuleSet
-from pipeline.sampling import is_sampled, sdk_rule
+from pipeline.rules.matching import filter_mismatch, matching_spans, no_span_reason, trace_level_mismatch
+from pipeline.rules.model import EvalRule, RuleSet, RuleSubject
+from pipeline.sampling import is_sampled, sdk_rule, span_key
 from scorers.registry import ScorerResolver
 
 
@@ -54,7 +60,7 @@ def route_backfill(trace: Trace, ruleset: RuleSet, rules: Collection[str]) -> Ro
     """A stored trace against the named rules only, as live. A name this worker has no active rule for
     gets a `failed` decision saying so, so a rules file that differs from the backfill's is visible."""
     routed, _, now = _route_rules(trace, ruleset, JobSource.BACKFILL, set(rules))
-    active = {r.name for r in ruleset.trace_rules}
+    active = {r.name for r in ruleset.trace_and_span_rules}
     for name in dict.fromkeys(rules):
         if name not in active:
             routed.decisions.append(Decision(
@@ -80,8 +86,11 @@ def _route_rules(trace: Trace, ruleset: RuleSet, source: JobSource, chosen: set[
             source=source, decided_at_ns=now,
         ))
 
-    for rule in ruleset.trace_rules:
+    for rule in ruleset.trace_and_span_rules:
         if chosen is not None and rule.name not in chosen:
+            continue
+        if rule.subject == RuleSubject.SPAN:
+            _route_span_rule(trace, rule, out, decide, source, now)
             continue
         mismatch = filter_mismatch(rule.filter, trace)
         if mismatch is not None:
@@ -97,6 +106,35 @@ def _route_rules(trace: Trace, ruleset: RuleSet, source: JobSource, chosen: set[
         ))
         decide(rule.name, DecisionOutcome.QUEUED, job_id=job_id)
     return out, decide, now
+
+
+def _route_span_rule(trace: Trace, rule: EvalRule, out: Routed, decide: Callable[..., None], source: JobSource,
+                     now: int) -> None:
+    """Each matching span is a subject: its own decision and job. No match: one trace-level decision."""
+    mismatch = trace_level_mismatch(rule.filter, trace)
+    spans = matching_spans(rule.filter, trace) if mismatch is None else []
+    if mismatch is not None or not spans:
+        decide(rule.name, DecisionOutcome.FILTERED_OUT, mismatch or no_span_reason(rule.filter, trace))
+        return
+    cap, queued = rule.span_cap, 0
+    for span in spans:
+        if not is_sampled(span_key(trace.trace_id, span.span_id), rule.name, rule.sampling_rate):
+            decide(rule.name, DecisionOutcome.SAMPLED_OUT, f"sampling_rate={rule.sampling_rate:g}",
+                   span_id=span.span_id)
+            continue
+        if queued >= cap:
+            decide(rule.name, DecisionOutcome.SAMPLED_OUT,
+                   f"over max_spans_per_trace={cap}: {len(spans)} spans matched, the first {cap} sampled are "
+                   "scored (in start order)", span_id=span.span_id)
+            continue
+        job_id = ScoreJob.make_id(rule.name, trace.trace_id, trace.version, span.span_id, source=source)
+        out.jobs.append(ScoreJob(
+            job_id=job_id, rule=rule.name, scorer=rule.scorer, params=rule.params, threshold=rule.threshold,
+            trace_id=trace.trace_id, trace_version=trace.version, span_id=span.span_id, subject=JobSubject.SPAN,
+            source=source, created_ns=now,
+        ))
+        queued += 1
+        decide(rule.name, DecisionOutcome.QUEUED, job_id=job_id, span_id=span.span_id)
 
 
 def _route_evaluation_requests(trace: Trace, out: Routed, decide, policy: EvaluationPolicy, source: JobSource,

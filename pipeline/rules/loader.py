@@ -15,7 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from pipeline.errors import RulesError, ScorerError
-from pipeline.rules.model import RuleSet
+from pipeline.rules.model import RuleSet, RuleSubject
 
 
 class ScorerCheck(Protocol):
@@ -92,16 +92,24 @@ def _explain(exc: ValidationError, data: dict[str, Any], source: str) -> RulesEr
 
 
 def check_scorers(ruleset: RuleSet, scorers: ScorerCheck, source: str = "<rules>") -> None:
-    """Build each rule's scorer once, so an unknown scorer or bad param fails at start, not per trace."""
+    """Build each rule's scorer once, so an unknown scorer or bad param fails at start, not per trace; a
+    span rule's scorer must declare that it scores spans (`Scorer.subjects`)."""
     for rule in ruleset.rules:
         try:
-            scorers.build(rule.scorer, rule.params)
+            built = scorers.build(rule.scorer, rule.params)
         except ScorerError as exc:
             raise RulesError(f"{source}: rule {rule.name!r} field 'scorer': {exc}", rule=rule.name,
                              field="scorer") from None
         except (TypeError, ValueError) as exc:
             raise RulesError(f"{source}: rule {rule.name!r} field 'params': {exc}", rule=rule.name,
                              field="params") from None
+        if rule.subject == RuleSubject.SPAN:
+            declared = sorted(getattr(built, "subjects", None) or ("trace",))
+            if "span" not in declared:
+                raise RulesError(
+                    f"{source}: rule {rule.name!r} is a span rule (subject: span), but scorer {rule.scorer!r} "
+                    f"scores only {', '.join(declared)} (its `subjects`); choose a scorer that declares 'span' "
+                    f"or make the rule a trace rule", rule=rule.name, field="scorer")
     _check_sdk_scorers(ruleset, scorers, source)
 
 

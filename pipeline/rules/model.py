@@ -16,7 +16,10 @@ class _Strict(BaseModel):
 
 
 class RuleFilter(_Strict):
-    """All given conditions must hold. Span-level conditions hold when any one span matches them all."""
+    """All given conditions must hold. For a trace rule, span-level conditions (span_name, span_type,
+    attributes, model, agent) hold when any one span matches them all; has_error, min_duration_ms and
+    min_cost_usd are the trace's. For a span rule (subject: span) every span-level condition, has_error,
+    min_duration_ms and min_cost_usd included, is asked of each span; project and status stay the trace's."""
 
     project: list[str] | None = None
     span_name: str | None = None  # glob, e.g. "search_*"
@@ -26,8 +29,10 @@ class RuleFilter(_Strict):
     min_duration_ms: float | None = Field(default=None, ge=0)
     min_cost_usd: float | None = Field(default=None, ge=0)
     status: list[str] | None = None  # trace status: complete / incomplete
+    model: list[str] | None = None  # a span's model, exactly
+    agent: list[str] | None = None  # a span's agent name, exactly
 
-    @field_validator("project", "span_type", "status", mode="before")
+    @field_validator("project", "span_type", "status", "model", "agent", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
@@ -49,6 +54,10 @@ class Budget(_Strict):
 class RuleSubject(StrEnum):
     TRACE = "trace"  # each closed trace version
     SESSION = "session"  # each closed session version (a conversation), and optionally each turn
+    SPAN = "span"  # each span of a closed trace version that matches the filter
+
+
+MAX_SPANS_PER_TRACE = 50  # a span rule's default cap on the spans of one trace it queues
 
 
 SESSION_FILTER_FIELDS = ("project", "status", "has_error", "min_duration_ms", "min_cost_usd")
@@ -65,11 +74,19 @@ class EvalRule(_Strict):
     budget: Budget | None = None
     subject: RuleSubject = RuleSubject.TRACE
     each_turn: bool = False  # sessions: also judge after every turn, until the scorer reaches a verdict
+    # span rules: matched spans of one trace beyond this many (in start order) are sampled out, with the reason
+    max_spans_per_trace: int | None = Field(default=None, ge=1, le=10_000)
+
+    @property
+    def span_cap(self) -> int:
+        return self.max_spans_per_trace or MAX_SPANS_PER_TRACE
 
     @model_validator(mode="after")
     def _session_options(self) -> EvalRule:
         if self.each_turn and self.subject != RuleSubject.SESSION:
             raise ValueError("each_turn applies to session rules only (subject: session)")
+        if self.max_spans_per_trace is not None and self.subject != RuleSubject.SPAN:
+            raise ValueError("max_spans_per_trace applies to span rules only (subject: span)")
         if self.subject == RuleSubject.SESSION:
             given = {k for k, v in self.filter.model_dump(exclude_none=True).items() if v}
             spanwise = sorted(given - set(SESSION_FILTER_FIELDS))
@@ -98,7 +115,7 @@ class AlertCondition(StrEnum):
     CATEGORY_IN = "category_in"  # the label is one of `categories`
 
 
-GROUP_FIELDS = ("rule", "scorer", "project", "agent", "model")
+GROUP_FIELDS = ("rule", "scorer", "project", "agent", "model", "span_name")  # span_name: span rules' spans
 
 
 class CountLevels(_Strict):
@@ -275,6 +292,15 @@ class RuleSet(_Strict):
     @property
     def trace_rules(self) -> list[EvalRule]:
         return [r for r in self.active if r.subject == RuleSubject.TRACE]
+
+    @property
+    def span_rules(self) -> list[EvalRule]:
+        return [r for r in self.active if r.subject == RuleSubject.SPAN]
+
+    @property
+    def trace_and_span_rules(self) -> list[EvalRule]:
+        """The rules a closed trace version is routed against (live and backfill), in file order."""
+        return [r for r in self.active if r.subject in (RuleSubject.TRACE, RuleSubject.SPAN)]
 
     @property
     def session_rules(self) -> list[EvalRule]:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from pipeline.contracts import ScoreJob, ScoreResult, ScoreStatus, SessionJob, Trace
+from pipeline.contracts import JobSubject, ScoreJob, ScoreResult, ScoreStatus, SessionJob, SpanSubject, Trace
 from pipeline.contracts.conversation import Conversation
 from pipeline.errors import RetryableScorerError, ScorerTimeoutError
 from scorers.base import Scorer
@@ -80,9 +80,22 @@ class ScorerCache:
         return scorer
 
 
+def job_target(job: ScoreJob, trace: Trace) -> Trace | SpanSubject | Any:
+    """What the job's scorer gets: its example (async_evaluate), the span with its trace (a span rule), or
+    the trace. KeyError when a span job's span is not in the trace."""
+    if job.example is not None:
+        return job.example
+    if job.subject == JobSubject.SPAN and job.span_id:
+        return SpanSubject.of(trace, job.span_id)
+    return trace
+
+
 async def run_job(job: ScoreJob, trace: Trace, cache: ScorerCache, policy: RetryPolicy) -> JobOutcome:
     started = time.perf_counter()
-    target = job.example if job.example is not None else trace
+    try:
+        target = job_target(job, trace)
+    except KeyError as exc:  # a job that does not fit its trace is an error row, never a lost job
+        return JobOutcome(_error(job, trace, started, 0, None, LookupError(exc.args[0])), dead_letter=False)
     attempt, scorer, got = await _score(job.scorer, job.params, job.threshold, target, cache, policy, job.trace_id)
     if isinstance(got, _Failed):
         return JobOutcome(_error(job, trace, started, attempt, scorer, got.exc), dead_letter=got.transient)
@@ -169,10 +182,17 @@ def _result(job: ScoreJob, trace: Trace, started: float, attempt: int, scorer: S
         job_id=job.job_id, rule=job.rule, scorer=job.scorer,
         scorer_version=scorer.version if scorer else "?",
         trace_id=job.trace_id, trace_version=job.trace_version, span_id=job.span_id,
-        root_span_id=trace.root_span_id, request_index=job.request_index, project=trace.project, agent_name=agent, model=model, attempts=attempt,
+        root_span_id=trace.root_span_id, request_index=job.request_index, span_name=_span_name(job, trace),
+        project=trace.project, agent_name=agent, model=model, attempts=attempt,
         latency_ms=(time.perf_counter() - started) * 1000, source=job.source, scored_at_ns=time.time_ns(),
         **fields,
     )
+
+
+def _span_name(job: ScoreJob, trace: Trace) -> str | None:
+    if not job.span_id:
+        return None
+    return next((s.name for s in trace.spans if s.span_id == job.span_id), None)
 
 
 def _attribution(job: ScoreJob, trace: Trace) -> tuple[str | None, str | None]:

@@ -39,7 +39,8 @@ def explain_trace(reader: Reader, trace_id: str, console: Console) -> bool:
     _print(console, "Decisions (every rule, every version)", decisions.columns, decisions.rows)
     scores = reader.query(
         f"SELECT rule, scorer, trace_version AS v, if(request_index > 0, concat(span_id, '#', "
-        f"toString(request_index)), span_id) AS span, status, value, label, passed, threshold, reason, error_type "
+        f"toString(request_index)), span_id) AS span, span_name, status, value, label, passed, threshold, reason, "
+        f"error_type "
         f"FROM {db}.scores_current {this}ORDER BY rule, span_id, request_index"
     )
     _print(console, "Current scores", scores.columns, scores.rows)

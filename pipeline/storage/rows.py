@@ -36,9 +36,9 @@ SPAN_COLUMNS = [
     "outputs",
 ]
 SCORE_COLUMNS = [
-    "job_id", "rule", "scorer", "scorer_version", "trace_id", "trace_version", "span_id", "request_index", "project",
-    "agent_name", "model", "status", "value", "label", "passed", "threshold", "reason", "criteria", "metadata",
-    "error_type", "error_message", "attempts", "latency_ms", "source", "scored_at",
+    "job_id", "rule", "scorer", "scorer_version", "trace_id", "trace_version", "span_id", "request_index",
+    "span_name", "project", "agent_name", "model", "status", "value", "label", "passed", "threshold", "reason",
+    "criteria", "metadata", "error_type", "error_message", "attempts", "latency_ms", "source", "scored_at",
 ]
 DECISION_COLUMNS = [
     "rule", "trace_id", "trace_version", "span_id", "request_index", "outcome", "reason", "job_id", "project",
@@ -121,7 +121,7 @@ def score_row(result: ScoreResult) -> list[Any]:
     label = value if isinstance(value, str) else ""
     return [
         result.job_id, result.rule, result.scorer, result.scorer_version, result.trace_id, result.trace_version,
-        result.span_id or "", result.request_index, result.project, result.agent_name or "", result.model or "",
+        result.span_id or "", result.request_index, result.span_name or "", result.project, result.agent_name or "", result.model or "",
         result.status.value, numeric, label, result.passed, result.threshold, result.reason,
         _json([c.model_dump(mode="json") for c in result.criteria]), _json(result.metadata),
         result.error_type or "", result.error_message or "", result.attempts, result.latency_ms,

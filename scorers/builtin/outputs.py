@@ -1,4 +1,5 @@
-"""Checks on what an agent produced: the final output of a trace (its root span) or an example's outputs."""
+"""Checks on what an agent produced: the final output of a trace (its root span), a span's outputs (a span
+rule's SpanSubject) or an example's outputs."""
 
 from __future__ import annotations
 
@@ -7,13 +8,17 @@ from typing import Any
 
 import orjson
 
-from pipeline.contracts import Example, Trace
+from pipeline.contracts import Example, SpanSubject, Trace
 from scorers.base import Score, Scorer, ScoreTarget
+
+TRACE_AND_SPAN = frozenset({"trace", "span"})
 
 
 def output_of(target: ScoreTarget) -> Any:
-    if isinstance(target, Example):
+    if isinstance(target, Example | SpanSubject):
         return target.outputs
+    if not isinstance(target, Trace):
+        raise TypeError(f"scores a Trace, a SpanSubject or an Example, not {type(target).__name__}")
     roots = [s for s in target.spans if s.is_root]
     return roots[0].outputs if roots else None
 
@@ -27,6 +32,7 @@ class JsonOutput(Scorer):
     is given, matches that JSON Schema. Value: True / False."""
 
     name = "json_output"
+    subjects = TRACE_AND_SPAN
 
     def __init__(self, schema: dict[str, Any] | None = None) -> None:
         self.schema = schema
@@ -82,9 +88,11 @@ class PiiLeak(Scorer):
     """Fails when the output contains PII or secrets. `detect` picks from the built-in patterns
     (email, phone, credit_card, us_ssn, openai_key, aws_access_key, private_key, bearer_token);
     `patterns` adds your own {name: regex}. `scope: all_spans` scans every span's output instead
-    of the final one. Value: the number of findings. Matches are reported masked."""
+    of the final one (a span rule's subject: its own output). Value: the number of findings. Matches are
+    reported masked."""
 
     name = "pii_leak"
+    subjects = TRACE_AND_SPAN
     higher_is_better = False
     threshold = 0.0
 

@@ -35,6 +35,7 @@ class SessionErrors(Scorer):
     `incomplete_fails` is false) a trace that closed incomplete. Value: the number of such turns."""
 
     name = "session_errors"
+    subjects = frozenset({"session"})
     higher_is_better = False
 
     def __init__(self, max_failed_turns: int = 0, incomplete_fails: bool = True) -> None:
@@ -70,6 +71,7 @@ class SessionLength(Scorer):
     """Fails a conversation longer than `max_turns` turns. Value: the number of turns."""
 
     name = "session_length"
+    subjects = frozenset({"session"})
     higher_is_better = False
 
     def __init__(self, max_turns: int) -> None:
@@ -95,6 +97,7 @@ class SessionRepetition(Scorer):
     of identical replies (1 when no reply repeats, 0 without replies)."""
 
     name = "session_repetition"
+    subjects = frozenset({"session"})
     higher_is_better = False
 
     def __init__(self, max_repeats: int = 2) -> None:

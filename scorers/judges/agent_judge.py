@@ -4,6 +4,10 @@ A trace whose rendering is under `inline_tokens` goes into the prompt whole and 
 call. A larger one is shown as a skeleton (structure, no payloads) and the judge gets tools to read it
 (get_trace_info, list_spans, get_spans, search_trace). It may explore for `max_steps` calls; then one
 more call forces its verdict with what it has learnt.
+
+For a span rule's SpanSubject the judge is pointed at the span: `{inputs}` / `{outputs}` are the span's,
+`{span}` its header, and when the instructions do not place `{span}` themselves the span (header, inputs,
+outputs) leads the message. `{trace}` and the tools still show the whole trace, to investigate around it.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from pipeline.contracts import Trace
 from scorers.base import Score, ScoreTarget
 from scorers.judges.errors import JudgeConfigError, JudgeOutputError
 from scorers.judges.llm_judge import JudgeScorer
-from scorers.judges.prompts import field_text, fill, view_of
+from scorers.judges.prompts import FIELD_CHARS, field_text, fill, placeholders, span_text, view_of
 from scorers.judges.records import JudgmentLog
 from scorers.judges.span_tree import render_value
 from scorers.judges.tokens import estimate_tokens
@@ -69,6 +73,7 @@ class AgentJudge(JudgeScorer):
     """
 
     name = "agent_judge"
+    subjects = frozenset({"trace", "span"})
     subject_placeholder: ClassVar[str] = "trace"  # what `instructions` must mention
     # How much one judgement may read and how many model calls it may make are the operator's to set.
     operator_params: ClassVar[frozenset[str]] = JudgeScorer.operator_params | {
@@ -121,6 +126,15 @@ class AgentJudge(JudgeScorer):
         mode, trace_text, full_tokens = self._trace_text(trace)
         instructions = fill(self.template or "",
                             lambda name: trace_text if name == "trace" else field_text(view, name))
+        if view.span is not None and "span" not in placeholders(self.template or ""):
+            span = view.span
+            shown = [f"<span_under_evaluation>\n{span_text(span)}"]
+            for label, value in (("inputs", span.inputs), ("outputs", span.outputs)):
+                if value is not None:
+                    shown.append(f"{label}: {render_value(value, FIELD_CHARS)}")
+            shown.append("</span_under_evaluation>\nJudge this span (one step of the run below); the rest of "
+                         "the trace is context.")
+            instructions = "\n".join(shown) + "\n\n" + instructions
         if mode == "skeleton" and trace is not None:
             score = await self._explore(record, trace, instructions)
         else:

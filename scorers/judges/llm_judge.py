@@ -5,7 +5,8 @@
     LabelJudge     (llm_label)     one of a list of labels; some of them pass
 
 They take the shared judge params of `JudgeScorer` (model, endpoint, template, guidelines, limits) and
-score a Trace (the root's inputs and outputs, retriever outputs as context) or an `async_evaluate` Example.
+score a Trace (the root's inputs and outputs, retriever outputs as context), a span (a span rule's SpanSubject:
+its inputs, outputs, attributes and model, with a bounded summary of its trace) or an `async_evaluate` Example.
 """
 
 from __future__ import annotations
@@ -167,7 +168,10 @@ class JudgeScorer(Scorer):
 
 
 class _SingleCallJudge(JudgeScorer):
-    """An LLM judge: the system prompt states the task, the user message carries the evidence."""
+    """An LLM judge: the system prompt states the task, the user message carries the evidence (for a span:
+    the span, its inputs and outputs, and a summary of its trace as context)."""
+
+    subjects = frozenset({"trace", "span"})
 
     format: VerdictFormat
 

@@ -1,8 +1,13 @@
-"""What a judge is shown: the fields of an Example or a Trace, prompt templates and the default prompt.
+"""What a judge is shown: the fields of an Example, a Trace or a span (a span rule's SpanSubject), prompt
+templates and the default prompt.
 
 Templates use `{name}` placeholders: `{inputs}`, `{outputs}`, `{expected}`, `{context}`, `{trace}`,
-`{metadata}` and any extra field of an `async_evaluate` example (e.g. `{request}`). Only `{identifier}`
-is a placeholder, so JSON braces in a template need no escaping.
+`{metadata}`, `{span}` and any extra field of an `async_evaluate` example (e.g. `{request}`). Only
+`{identifier}` is a placeholder, so JSON braces in a template need no escaping.
+
+For a SpanSubject, inputs and outputs are the span's, `{span}` is its header (name, type, model, agent,
+tokens, error) and attributes, and `{trace}` is a bounded summary of its trace (the structure, no payloads),
+given as context: the judge evaluates the span, not the whole run.
 """
 
 from __future__ import annotations
@@ -12,16 +17,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.contracts import Example, Trace
+from pipeline.contracts import Example, Span, SpanSubject, Trace
 from scorers.base import ScoreTarget
 from scorers.judges.errors import JudgeConfigError
 from scorers.judges.span_tree import render_value
-from scorers.judges.trace_view import render_trace
+from scorers.judges.trace_view import render_skeleton, render_trace
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z_]\w*)\}")
-STANDARD_FIELDS = ("inputs", "outputs", "expected", "context", "trace", "metadata")
+STANDARD_FIELDS = ("inputs", "outputs", "expected", "context", "trace", "metadata", "span")
 FIELD_CHARS = 20_000
 TRACE_CHARS = 60_000  # an LLM judge's inline trace; larger traces are what the agent judge is for
+SPAN_CONTEXT_TOKENS = 1000  # the summary of a judged span's trace: structure only, within this budget
+ATTRIBUTES_CHARS = 4000
 RETRIEVER_CONTEXT_SPANS = 20
 
 SYSTEM_ROLE = (
@@ -42,6 +49,7 @@ class TargetView:
     metadata: dict[str, Any] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
     trace: Trace | None = None
+    span: Span | None = None  # set for a span rule's subject: the span judged, `trace` its context
 
     @property
     def trace_id(self) -> str | None:
@@ -52,11 +60,39 @@ def view_of(target: ScoreTarget) -> TargetView:
     if isinstance(target, Example):
         return TargetView(target.inputs, target.outputs, target.expected, target.context, dict(target.metadata),
                           dict(target.model_extra or {}))
+    if isinstance(target, SpanSubject):
+        return TargetView(inputs=target.inputs, outputs=target.outputs, context=retrieved_context(target.trace),
+                          trace=target.trace, span=target.span)
     if isinstance(target, Trace):
         root = target.root
         return TargetView(inputs=root.inputs if root else None, outputs=root.outputs if root else None,
                           context=retrieved_context(target), trace=target)
-    raise TypeError(f"a judge scores a Trace or an Example, not {type(target).__name__}")
+    raise TypeError(f"a judge scores a Trace, a SpanSubject or an Example, not {type(target).__name__}")
+
+
+def span_text(span: Span) -> str:
+    """A judged span's header and attributes (its inputs and outputs are fields of their own)."""
+    parts = [f"[{span.span_id}] {span.name}", span.span_type, f"{span.duration_ms:.0f} ms"]
+    if span.agent_name:
+        parts.append(f"agent={span.agent_name}")
+    if span.model:
+        parts.append(f"model={span.model}")
+    if span.input_tokens is not None or span.output_tokens is not None:
+        parts.append(f"tokens={span.input_tokens or 0}/{span.output_tokens or 0}")
+    if span.cost_usd is not None:
+        parts.append(f"cost=${span.cost_usd:.6f}")
+    lines = [" · ".join(parts)]
+    if span.status == "error":
+        lines.append(f"ERROR {span.error.type}: {render_value(span.error.message, 500)}" if span.error else "ERROR")
+    if span.attributes:
+        lines.append(f"attributes: {render_value(span.attributes, ATTRIBUTES_CHARS)}")
+    return "\n".join(lines)
+
+
+def trace_summary(trace: Trace, span: Span | None = None, max_tokens: int = SPAN_CONTEXT_TOKENS) -> str:
+    """A bounded summary of a trace, as context for one of its spans: its structure, no payloads."""
+    head = f"The span judged is [{span.span_id}] {span.name}.\n" if span is not None else ""
+    return head + render_skeleton(trace, max_tokens)
 
 
 def retrieved_context(trace: Trace) -> list[dict[str, Any]] | None:
@@ -96,7 +132,11 @@ def field_text(view: TargetView, name: str, trace_text: Callable[[], str] | None
             return trace_text()
         if view.trace is None:
             return "(no trace: this is an example sent with async_evaluate)"
+        if view.span is not None:
+            return trace_summary(view.trace, view.span)
         return render_value(render_trace(view.trace), TRACE_CHARS)
+    if name == "span":
+        return span_text(view.span) if view.span is not None else "(no span: the whole trace or example is judged)"
     if name in ("inputs", "outputs", "expected", "context", "metadata"):
         value = getattr(view, name)
         return "(none)" if value is None or value == {} else render_value(value, FIELD_CHARS)
@@ -106,14 +146,21 @@ def field_text(view: TargetView, name: str, trace_text: Callable[[], str] | None
 
 
 def default_evidence(view: TargetView) -> str:
-    """The evidence when no template is given: the fields the target has, each in its own tag."""
+    """The evidence when no template is given: the fields the target has, each in its own tag. For a span:
+    the span first, then its inputs and outputs, and a summary of its trace last, as context only."""
     parts = []
+    if view.span is not None:
+        parts.append("You are judging one span (one step) of an agent's run, not the whole run. The trace "
+                     "summary at the end is context only.")
+        parts.append(f"<span>\n{span_text(view.span)}\n</span>")
     for name in ("inputs", "outputs", "expected", "context"):
         value = getattr(view, name)
         if value is not None:
             parts.append(f"<{name}>\n{render_value(value, FIELD_CHARS)}\n</{name}>")
     for name, value in view.extras.items():
         parts.append(f"<{name}>\n{render_value(value, FIELD_CHARS)}\n</{name}>")
+    if view.span is not None and view.trace is not None:
+        parts.append(f"<trace_context>\n{trace_summary(view.trace, view.span)}\n</trace_context>")
     return "\n".join(parts) or "(the target has no inputs or outputs)"
 
 

@@ -181,6 +181,7 @@ class SessionCriteriaJudge(JudgeScorer):
     """
 
     name = "session_criteria"
+    subjects = frozenset({"session"})
 
     def __init__(self, *, criteria: list[str], inconclusive: str = "unknown",
                  transcript_chars: int = MAX_TRANSCRIPT_CHARS, **judge: Any) -> None:
@@ -210,6 +211,7 @@ class SessionCriteriaJudge(JudgeScorer):
 
 
 class SessionAgentJudge(AgentJudge):
+    subjects = frozenset({"session"})
     """An agent judge over a conversation: `instructions` (with {transcript}) in the prompt, and tools to read
     the turns and open their traces (list_turns, get_turn, open_trace, get_span, search).
 

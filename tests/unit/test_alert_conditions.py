@@ -129,3 +129,11 @@ def test_session_verdicts_alert_with_their_conversation_and_a_continue_is_not_co
     assert applies(alert, look(3, False)) and applies(alert, look(10, False, final=True))
     seen = observation(alert, look(3, False), matched=True)
     assert seen.trace_id == "t3" and seen.reason == "session conv-7 v1 after turn 3, still running: promised a refund"
+
+
+def test_a_span_rules_alert_groups_by_span_name() -> None:
+    rule = alert(condition="score_below", value=0.5, group_by=["span_name"])
+    extract = result(0.1).model_copy(update={"span_id": "s1", "span_name": "extract"})
+    seen = observation(rule, extract, matches(rule, extract))
+    assert seen.group == {"span_name": "extract"} and group_key(rule.name, seen.group) == "a|span_name=extract"
+    assert observation(rule, result(0.1), True).group == {"span_name": ""}  # a trace rule's result

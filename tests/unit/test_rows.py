@@ -417,3 +417,9 @@ def test_every_table_the_sink_writes_has_its_column_list() -> None:
 
     for table in ("sessions", "session_turns", "session_scores", "session_decisions"):
         assert _TABLES[table] == ddl_columns(table), table
+
+
+def test_a_span_rules_score_row_names_its_span() -> None:
+    row = as_dict(SCORE_COLUMNS, rows.score_row(_result(span_id="s1", span_name="extract")))
+    assert (row["span_id"], row["span_name"]) == ("s1", "extract")
+    assert as_dict(SCORE_COLUMNS, rows.score_row(_result()))["span_name"] == ""

@@ -25,7 +25,8 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from pipeline.errors import RetryableScorerError
+from pipeline.contracts import SpanSubject
+from pipeline.errors import RetryableScorerError, ScorerSubjectError
 from pipeline.scoring.sandbox import protocol
 from scorers.base import Scorer
 from scorers.registry import ScorerResolver
@@ -112,6 +113,17 @@ def cpu_seconds() -> float:
     return round(usage.ru_utime + usage.ru_stime, 3)
 
 
+def check_subject(scorer_cls: type[Scorer], target: object) -> None:
+    """A span rule's job reaches an uploaded scorer only if it declares spans (its upload cannot be known when
+    the rules load, so the sandbox checks it per job and the job becomes an error row saying so)."""
+    if isinstance(target, SpanSubject) and "span" not in scorer_cls.subjects:
+        raise ScorerSubjectError(
+            f"uploaded scorer {scorer_cls.name or scorer_cls.__name__!r} scores only "
+            f"{', '.join(sorted(scorer_cls.subjects))} (its `subjects`), but a span rule (subject: span) gave it "
+            f"span {target.span_id}; declare subjects = frozenset({{'trace', 'span'}}) (or @scorer(subjects=...)) "
+            "and read the SpanSubject, or use it in a trace rule")
+
+
 class Server:
     def __init__(self, scorer_cls: type[Scorer], source: Path, requests: BinaryIO, out: BinaryIO) -> None:
         self.scorer_cls = scorer_cls
@@ -160,7 +172,9 @@ class Server:
         request_id = message["id"]
         try:
             scorer = self.scorer_for(message.get("params") or {})
-            score = await scorer.run(protocol.decode_target(message["target"]))
+            target = protocol.decode_target(message["target"])
+            check_subject(self.scorer_cls, target)
+            score = await scorer.run(target)
             reply = {"op": protocol.RESULT, "id": request_id, "score": score.model_dump(),
                      "threshold": scorer.threshold, "higher_is_better": scorer.higher_is_better}
         except asyncio.CancelledError:

@@ -1,6 +1,7 @@
 """JSON lines between a worker and one sandbox process: one object per line, both directions.
 
     parent -> child   {"op": "score", "id": 7, "params": {...}, "target": {"kind": "trace"|"example", "data": {...}}}
+                      a span rule's job: "target": {"kind": "span", "span_id": "...", "data": {the trace}}
     child -> parent   {"op": "ready", "pid": 123, "uid": 999, "name": "...", "scorer_version": "1"}  once
                       {"op": "load_error", "error_type": "...", "message": "..."}           then exits 1
                       {"op": "result", "id": 7, "score": {...}, "threshold": 0.5, "higher_is_better": true,
@@ -19,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.contracts import Example, Trace
+from pipeline.contracts import Example, SpanSubject, Trace
 from scorers.base import Score, ScoreTarget
 
 SCORE = "score"
@@ -41,11 +42,18 @@ def loads(line: bytes) -> dict[str, Any]:
 
 
 def encode_target(target: ScoreTarget) -> dict[str, Any]:
+    if isinstance(target, SpanSubject):
+        return {"kind": "span", "span_id": target.span_id, "data": target.trace.model_dump(mode="json")}
+    if not isinstance(target, Trace | Example):
+        raise TypeError(f"an uploaded scorer scores a Trace, a SpanSubject or an Example, not "
+                        f"{type(target).__name__}")
     kind = "trace" if isinstance(target, Trace) else "example"
     return {"kind": kind, "data": target.model_dump(mode="json")}
 
 
 def decode_target(message: dict[str, Any]) -> ScoreTarget:
+    if message.get("kind") == "span":
+        return SpanSubject.of(Trace.model_validate(message["data"]), str(message["span_id"]))
     if message.get("kind") == "trace":
         return Trace.model_validate(message["data"])
     return Example.model_validate(message["data"])

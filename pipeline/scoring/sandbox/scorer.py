@@ -27,6 +27,10 @@ class UploadResolver(Protocol):
 
 class SandboxedScorer(Scorer):
     resolver: ClassVar[UploadResolver]
+    # Which subjects an upload scores is known only in its sandbox (the version may not have arrived when the
+    # rules load): span rules may name it, and the sandbox refuses a span job for an upload that does not
+    # declare "span" (ScorerSubjectError, an error row naming what it declares).
+    subjects: ClassVar[frozenset[str]] = frozenset({"trace", "span"})
 
     def __init__(self, **params: Any) -> None:
         try:
