@@ -25,6 +25,7 @@ from pipeline.contracts import (
     Trace,
 )
 from pipeline.routing.evaluation_policy import EvaluationPolicy, Refused
+from pipeline.routing.judge_traces import skips_judge_trace
 from pipeline.rules.matching import filter_mismatch
 from pipeline.rules.model import RuleSet
 from pipeline.sampling import is_sampled, sdk_rule
@@ -83,6 +84,8 @@ def _route_rules(trace: Trace, ruleset: RuleSet, source: JobSource, chosen: set[
     for rule in ruleset.trace_rules:
         if chosen is not None and rule.name not in chosen:
             continue
+        if skips_judge_trace(rule.filter, trace):
+            continue  # a judge's own evaluation trace: no job and no decision (routing/judge_traces.py)
         mismatch = filter_mismatch(rule.filter, trace)
         if mismatch is not None:
             decide(rule.name, DecisionOutcome.FILTERED_OUT, mismatch)
