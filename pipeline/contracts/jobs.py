@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from pipeline.contracts.bounds import ID_MAX_CHARS, Finite, NonNegativeFinite, TimestampNs, UInt16, UInt32, Version
+from pipeline.contracts.bounds import Finite, NonNegativeFinite, TimestampNs, UInt16, UInt32, Version
 from pipeline.contracts.spans import _Wire
 from pipeline.contracts.traces import Trace
 
@@ -125,7 +125,7 @@ class ScoreResult(_Wire):
     turn: UInt32 | None = None  # how many turns the scorer saw
     final: bool | None = None  # the closing verdict (true) or a verdict while it runs (false)
     # The judge's own work on this job, stored as a trace of project `evalstream-judges` (evaluation_traces.py).
-    evaluation_trace_id: str | None = Field(default=None, max_length=ID_MAX_CHARS)
+    evaluation_trace_id: str | None = None
 
     @property
     def is_session(self) -> bool:

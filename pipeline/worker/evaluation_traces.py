@@ -47,7 +47,7 @@ class EvaluationTraces:
             batch = build_evaluation_trace(trace_id, result, activity.entries, started_ns=started,
                                            ended_ns=time.time_ns(), dropped=activity.dropped, limits=self.limits)
             await self.ctx.send(topics.SPANS, trace_id, encode(batch))
-        except Exception:  # noqa: BLE001 - the score matters more than its trace: it goes out without the link
+        except Exception:  # the score matters more than its trace: it goes out without the link
             log.exception("scorer: the evaluation trace %s of job %s (rule %s, trace %s) was not sent", trace_id,
                           result.job_id, result.rule, result.trace_id)
             self.ctx.counters.inc("evaluation_traces", outcome="failed")

@@ -9,7 +9,13 @@ from pipeline.contracts import ScoreResult, SpanBatch, decode, encode
 from pipeline.contracts.evaluation_traces import JUDGE_PROJECT, evaluation_trace_id
 from pipeline.scoring.evaluation_trace import TRUNCATED, EvaluationTraceLimits, build_evaluation_trace
 from scorers.judges.agent_judge import AgentJudge
-from scorers.judges.records import JudgeCall, RetryRecord, ToolCallRequest, TraceToolCall, recording_judge_activity
+from scorers.judges.records import (
+    JudgeCall,
+    RetryRecord,
+    ToolCallRequest,
+    TraceToolCall,
+    recording_judge_activity,
+)
 from scorers.testing import ScriptedJudgeClient
 from tests.support.judge_traces import agent_trace
 
@@ -38,9 +44,10 @@ def tool(i: int, result_text: str = '{"spans": []}', **kw: object) -> TraceToolC
     return TraceToolCall(**{**fields, **kw})
 
 
-def build(entries: list, limits: EvaluationTraceLimits = EvaluationTraceLimits(), **kw: object) -> SpanBatch:
+def build(entries: list, limits: EvaluationTraceLimits | None = None, **kw: object) -> SpanBatch:
     return build_evaluation_trace(evaluation_trace_id("job-1"), result(**kw), entries,
-                                  started_ns=int(T0 * 1e9) - 1000, ended_ns=int((T0 + 10) * 1e9), limits=limits)
+                                  started_ns=int(T0 * 1e9) - 1000, ended_ns=int((T0 + 10) * 1e9),
+                                  limits=limits or EvaluationTraceLimits())
 
 
 def test_the_trace_id_is_derived_from_the_job_so_a_rerun_sends_the_same_trace() -> None:
