@@ -68,6 +68,9 @@ METRICS: dict[str, MetricSpec] = {
     "jobs_resumed": MetricSpec("counter", "evalstream_jobs_resumed", "Deferred jobs sent back to the scorers."),
     "scores": MetricSpec("counter", "evalstream_scores", "Score results by rule and status (scored, error).",
                          ("rule", "status")),
+    "evaluation_traces": MetricSpec("counter", "evalstream_evaluation_traces",
+                                    "Judged jobs' evaluation traces, by outcome (sent, failed: the score went "
+                                    "out without its link).", ("outcome",)),
     "dead_letters": MetricSpec("counter", "evalstream_dead_letters", "Messages or jobs dead-lettered, by stage.",
                                ("stage",)),
     "sink_rows": MetricSpec("counter", "evalstream_sink_rows", "Rows inserted into ClickHouse."),

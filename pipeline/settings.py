@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     judge_max_attempts: int | None = Field(default=None, ge=1)  # per call, with Retry-After (default 5)
     judge_cache_size: int | None = Field(default=None, ge=0)  # identical calls answered from memory (default 1024)
     judge_send_spacing_ms: float | None = Field(default=None, ge=0)  # least time between two sends (default 4)
+    # Each judged job's model calls and tool runs as a trace of project evalstream-judges (docs/judges.md)
+    judge_evaluation_traces: bool = True
 
     # Uploaded scorers (`evalstream scorers upload`) each run in a sandbox process (docs/scorers.md)
     sandbox_timeout_s: float = Field(default=20.0, gt=0)  # wall clock per job, capped by scorer_timeout_s

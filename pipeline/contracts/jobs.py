@@ -146,6 +146,8 @@ class ScoreResult(_Wire):
     session_version: Version | None = None
     turn: UInt32 | None = None  # how many turns the scorer saw
     final: bool | None = None  # the closing verdict (true) or a verdict while it runs (false)
+    # The judge's own work on this job, stored as a trace of project `evalstream-judges` (evaluation_traces.py).
+    evaluation_trace_id: str | None = None
 
     @property
     def is_session(self) -> bool:

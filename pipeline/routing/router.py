@@ -31,6 +31,7 @@ from pipeline.contracts import (
     Trace,
 )
 from pipeline.routing.evaluation_policy import EvaluationPolicy, Refused
+from pipeline.routing.judge_traces import skips_judge_trace
 from pipeline.rules.matching import filter_mismatch, matching_spans, no_span_reason, trace_level_mismatch
 from pipeline.rules.model import EvalRule, RuleSet, RuleSubject
 from pipeline.sampling import is_sampled, sdk_rule, span_key
@@ -89,6 +90,8 @@ def _route_rules(trace: Trace, ruleset: RuleSet, source: JobSource, chosen: set[
     for rule in ruleset.trace_and_span_rules:
         if chosen is not None and rule.name not in chosen:
             continue
+        if skips_judge_trace(rule.filter, trace):
+            continue  # a judge's own evaluation trace: no job and no decision (routing/judge_traces.py)
         if rule.subject == RuleSubject.SPAN:
             _route_span_rule(trace, rule, out, decide, source, now)
             continue

@@ -8,6 +8,8 @@ import re
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.contracts.evaluation_traces import JUDGE_PROJECT
+from pipeline.routing.judge_traces import SKIP_REASON
 from pipeline.storage.filters import Eq, where
 from pipeline.storage.reader import Reader
 
@@ -37,14 +39,22 @@ def explain_trace(reader: Reader, trace_id: str, console: Console) -> bool:
         f"{this}ORDER BY rule, trace_version, span_id, request_index, decided_at"
     )
     _print(console, "Decisions (every rule, every version)", decisions.columns, decisions.rows)
+    if not decisions.rows and _is_judge_trace(reader, trace_id):
+        console.print(f"  {SKIP_REASON}; the others skip it without a decision.", markup=False, highlight=False)
     scores = reader.query(
         f"SELECT rule, scorer, trace_version AS v, if(request_index > 0, concat(span_id, '#', "
         f"toString(request_index)), span_id) AS span, span_name, status, value, label, passed, threshold, reason, "
-        f"error_type "
+        f"error_type, evaluation_trace_id AS judge_trace "
         f"FROM {db}.scores_current {this}ORDER BY rule, span_id, request_index"
     )
     _print(console, "Current scores", scores.columns, scores.rows)
     return True
+
+
+def _is_judge_trace(reader: Reader, trace_id: str) -> bool:
+    project = reader.query(f"SELECT project FROM {reader.database}.traces FINAL "
+                           f"{where(Eq('trace_id', trace_id))}LIMIT 1")
+    return bool(project.rows) and project.rows[0][0] == JUDGE_PROJECT
 
 
 def assembly_lines(rows: list[list]) -> list[str]:

@@ -39,6 +39,7 @@ SCORE_COLUMNS = [
     "job_id", "rule", "scorer", "scorer_version", "trace_id", "trace_version", "span_id", "request_index",
     "span_name", "project", "agent_name", "model", "status", "value", "label", "passed", "threshold", "reason",
     "criteria", "metadata", "error_type", "error_message", "attempts", "latency_ms", "source", "scored_at",
+    "evaluation_trace_id",
 ]
 DECISION_COLUMNS = [
     "rule", "trace_id", "trace_version", "span_id", "request_index", "outcome", "reason", "job_id", "project",
@@ -125,7 +126,7 @@ def score_row(result: ScoreResult) -> list[Any]:
         result.status.value, numeric, label, result.passed, result.threshold, result.reason,
         _json([c.model_dump(mode="json") for c in result.criteria]), _json(result.metadata),
         result.error_type or "", result.error_message or "", result.attempts, result.latency_ms,
-        result.source.value, _us(result.scored_at_ns),
+        result.source.value, _us(result.scored_at_ns), result.evaluation_trace_id or "",
     ]
 
 

@@ -1,5 +1,7 @@
 """`evalstream traces show`: a stored trace as a span tree, each span with its agent, duration, status
-and the scores attached to it. Building the tree is pure; `load_trace` reads it from storage."""
+and the scores attached to it; LLM spans with model, tokens and cost, LLM and tool spans with a preview of
+what they said; under a judged score, the judge's calls from its evaluation trace (`judge_calls.py`).
+Building the tree is pure; `load_trace` reads it from storage."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from rich.tree import Tree
 
 from pipeline.storage.filters import Eq, Fixed, where
 from pipeline.storage.reader import Reader
+from pipeline.views.judge_calls import READ_CHARS, JudgeCallLine, load_judge_calls, preview, usage_text
 
 TRACE_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 
@@ -24,6 +27,8 @@ class ScoreLine:
     value: Any
     passed: bool | None
     reason: str
+    evaluation_trace_id: str = ""
+    judge_calls: list[JudgeCallLine] = field(default_factory=list)
 
 
 @dataclass
@@ -37,6 +42,11 @@ class SpanNode:
     status: str
     start: Any
     error: str = ""
+    model: str = ""
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost_usd: float | None = None
+    preview: str = ""
     scores: list[ScoreLine] = field(default_factory=list)
     children: list[SpanNode] = field(default_factory=list)
 
@@ -74,8 +84,18 @@ def _label(node: SpanNode) -> str:
     status = "[red]error[/]" if node.status == "error" else "ok"
     agent = f" · agent [cyan]{escape(node.agent)}[/]" if node.agent else ""
     error = f" · {escape(node.error[:100])}" if node.error else ""
-    return (f"[bold]{escape(node.name)}[/] [dim]{escape(node.span_type)}[/]{agent} · "
-            f"{node.duration_ms:.1f} ms · {status}{error}")
+    usage = usage_text(node.model, node.input_tokens, node.output_tokens, node.cost_usd)
+    usage = f" · {escape(usage)}" if usage else ""
+    said = f" [dim]— {escape(node.preview)}[/]" if node.preview else ""
+    return (f"[bold]{escape(node.name)}[/] [dim]{escape(node.span_type)}[/]{agent}{usage} · "
+            f"{node.duration_ms:.1f} ms · {status}{error}{said}")
+
+
+def _judge_call(call: JudgeCallLine) -> str:
+    usage = usage_text(call.model, call.input_tokens, call.output_tokens, call.cost_usd)
+    status = " · [red]error[/]" if call.status == "error" else ""
+    return (f"[dim]↳[/] {escape(call.name)} [dim]{escape(call.span_type)}[/]{f' · {escape(usage)}' if usage else ''}"
+            f" · {call.duration_ms:.1f} ms{status} [dim]— {escape(call.preview)}[/]")
 
 
 def render(title: str, roots: list[SpanNode]) -> Tree:
@@ -84,7 +104,11 @@ def render(title: str, roots: list[SpanNode]) -> Tree:
     def add(parent: Tree, node: SpanNode) -> None:
         branch = parent.add(_label(node))
         for score in node.scores:
-            branch.add(f"[magenta]◆ {escape(score.rule)}[/] ({escape(score.scorer)}): {_verdict(score)}")
+            line = branch.add(f"[magenta]◆ {escape(score.rule)}[/] ({escape(score.scorer)}): {_verdict(score)}")
+            if score.evaluation_trace_id:
+                judge = line.add(f"[dim]judge trace {escape(score.evaluation_trace_id)}[/]")
+                for call in score.judge_calls:
+                    judge.add(_judge_call(call))
         for child in node.children:
             add(branch, child)
 
@@ -105,16 +129,24 @@ def load_trace(reader: Reader, trace_id: str, version: int | None = None) -> tup
         return None
     info = dict(zip(header.columns, header.rows[0], strict=True))
     up_to_version = Fixed(f"trace_version <= {int(info['version'])}")
+    said = "span_type IN ('llm', 'tool', 'evaluator')"
     spans = reader.query(
         f"SELECT span_id, parent_span_id, name, span_type, agent_name, duration_ms, status, start_time, "
-        f"error_message FROM {db}.spans FINAL {where(this, up_to_version)}"
-        f"ORDER BY trace_version DESC LIMIT 1 BY span_id")
+        f"error_message, model, input_tokens, output_tokens, cost_usd, "
+        f"if({said}, substring(inputs, 1, {READ_CHARS}), '') AS inputs_head, "
+        f"if({said}, substring(outputs, 1, {READ_CHARS}), '') AS outputs_head "
+        f"FROM {db}.spans FINAL {where(this, up_to_version)}ORDER BY trace_version DESC LIMIT 1 BY span_id")
     nodes = [SpanNode(span_id=r[0], parent_span_id=r[1], name=r[2], span_type=r[3], agent=r[4],
-                      duration_ms=float(r[5] or 0), status=r[6], start=r[7], error=r[8] or "") for r in spans.rows]
+                      duration_ms=float(r[5] or 0), status=r[6], start=r[7], error=r[8] or "", model=r[9] or "",
+                      input_tokens=r[10], output_tokens=r[11], cost_usd=r[12],
+                      preview=preview(r[3], r[13] or "", r[14] or "") if r[13] or r[14] else "")
+             for r in spans.rows]
     scored = reader.query(
         f"SELECT span_id, rule, scorer, status, coalesce(toString(value), label) AS value, passed, "
-        f"if(status = 'scored', reason, concat(error_type, ': ', error_message)) AS reason "
+        f"if(status = 'scored', reason, concat(error_type, ': ', error_message)) AS reason, evaluation_trace_id "
         f"FROM {db}.scores_current {where(this)}ORDER BY rule")
-    scores = [(r[0], ScoreLine(rule=r[1], scorer=r[2], status=r[3], value=r[4], passed=r[5], reason=r[6] or ""))
+    calls = load_judge_calls(reader, [r[7] for r in scored.rows])
+    scores = [(r[0], ScoreLine(rule=r[1], scorer=r[2], status=r[3], value=r[4], passed=r[5], reason=r[6] or "",
+                               evaluation_trace_id=r[7] or "", judge_calls=calls.get(r[7] or "", [])))
               for r in scored.rows]
     return info, build_tree(nodes, scores)

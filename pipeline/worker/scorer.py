@@ -30,6 +30,7 @@ from pipeline.scoring import JobOutcome, ScorerCache, run_job
 from pipeline.scoring.budget import Spend, SpendLedger
 from pipeline.worker.context import WorkerContext
 from pipeline.worker.deadletter import dead_letter_for
+from pipeline.worker.evaluation_traces import EvaluationTraces
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +51,15 @@ class ScorerWorker:
         # Budgeted waves of all the agent's concurrent copies take turns, so what passes a budget check
         # before its spend is charged is one wave (scorer_concurrency traces), as it was one trace per slot.
         self.budget_turn = asyncio.Lock()
+        self.evaluation_traces = EvaluationTraces(ctx)
 
     async def _run(self, job: ScoreJob, batch: ScoreJobBatch) -> JobOutcome:
         async with self.slots:
             self.running += 1
             self.ctx.counters.set("jobs_running", self.running)
             try:
-                return await run_job(job, batch.trace, self.cache, self.ctx.retry_policy)
+                return await self.evaluation_traces.run(
+                    lambda: run_job(job, batch.trace, self.cache, self.ctx.retry_policy))
             finally:
                 self.running -= 1
                 self.ctx.counters.set("jobs_running", self.running)

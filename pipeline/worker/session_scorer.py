@@ -26,6 +26,7 @@ from pipeline.contracts.conversation import Conversation, TraceLoader
 from pipeline.scoring import ScorerCache, run_session_job
 from pipeline.worker.context import WorkerContext
 from pipeline.worker.deadletter import dead_letter_for
+from pipeline.worker.evaluation_traces import EvaluationTraces
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class SessionScorer:
         self.cache = cache
         self.slots = slots  # shared with trace jobs: one concurrency limit per process
         self.load_trace = load_trace
+        self.evaluation_traces = EvaluationTraces(ctx)
 
     async def handle(self, event: Any) -> None:
         message = event.message
@@ -53,7 +55,8 @@ class SessionScorer:
         async def run(job: Any) -> Any:
             conversation = Conversation(session=session, final=job.final, load_trace=self.load_trace)
             async with self.slots:
-                return await run_session_job(job, conversation, self.cache, policy)
+                return await self.evaluation_traces.run(
+                    lambda: run_session_job(job, conversation, self.cache, policy))
 
         outcomes = await asyncio.gather(*(run(job) for job in batch.jobs))
         if not outcomes:

@@ -28,7 +28,7 @@ import orjson
 from scorers.judges.config import JudgeConfig, RetrySettings
 from scorers.judges.errors import JudgeOutputError, JudgeRequestError, JudgeRetriesExhausted
 from scorers.judges.limits import ModelLimits, RateGate
-from scorers.judges.records import JudgeCall, RetryRecord, ToolCallRequest
+from scorers.judges.records import JudgeCall, RetryRecord, ToolCallRequest, note_activity
 from scorers.judges.tokens import estimate_request_tokens
 
 log = logging.getLogger(__name__)
@@ -160,10 +160,12 @@ class JudgeClient:
             call = JudgeCall(request.model, request.messages, request.tool_names, request.tool_choice,
                              response_text=hit.text, tool_calls=list(hit.tool_calls), cached=True)
             self.history.append(call)
+            note_activity(call)
             return JudgeResponse(hit.text, list(hit.tool_calls), call, key)
 
         call = JudgeCall(request.model, request.messages, request.tool_names, request.tool_choice)
         self.history.append(call)
+        note_activity(call)  # noted before it runs: a call that fails is recorded too
         started = time.perf_counter()
         try:
             answer = await self._call_with_retries(request, call)

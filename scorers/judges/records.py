@@ -1,8 +1,17 @@
-"""What every judge call leaves behind, and the `metadata["judge"]` summary of one judgment."""
+"""What every judge call leaves behind, and the `metadata["judge"]` summary of one judgment.
+
+`recording_judge_activity()` also collects, for whoever runs a job (the scorer worker), every model call
+the judge client makes and every tool the judges run inside it, in order, whole: the scorer worker turns
+them into the job's evaluation trace (`pipeline/scoring/evaluation_trace.py`). It is a context variable,
+so concurrent jobs on one event loop each see their own, and a call outside any recording costs a lookup.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,7 +86,8 @@ def _capped_message(message: dict[str, Any], limit: int) -> dict[str, Any]:
 
 @dataclass
 class TraceToolCall:
-    """A trace tool the agent judge ran for the model."""
+    """A trace tool the agent judge ran for the model. `result` (what the model was given) stays out of
+    the metadata; the evaluation trace keeps it."""
 
     step: int
     name: str
@@ -85,6 +95,12 @@ class TraceToolCall:
     result_chars: int
     ms: float
     error: str | None = None
+    result: str = ""
+    started_at: float = field(default_factory=time.time)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "name": self.name, "arguments": self.arguments,
+                "result_chars": self.result_chars, "ms": self.ms, "error": self.error}
 
 
 @dataclass
@@ -109,6 +125,50 @@ class JudgmentLog:
             "cost_usd": sum(c.cost_usd or 0.0 for c in self.calls),
             "latency_ms": round((time.perf_counter() - self.started) * 1000, 3),
             "calls": [c.as_dict() for c in self.calls],
-            "tool_calls": [vars(t) for t in self.tool_calls],
+            "tool_calls": [t.as_dict() for t in self.tool_calls],
             "steps": self.steps,
         }
+
+
+# -- the activity of one job, for its evaluation trace ----------------------------------------------------
+
+ACTIVITY_MAX_ENTRIES = 1000  # calls and tool runs kept per job; the rest are only counted
+
+
+@dataclass
+class JudgeActivity:
+    """The model calls and tool runs made while one job ran, in the order they started."""
+
+    max_entries: int = ACTIVITY_MAX_ENTRIES
+    entries: list[JudgeCall | TraceToolCall] = field(default_factory=list)
+    dropped: int = 0  # entries past max_entries
+
+    def add(self, entry: JudgeCall | TraceToolCall) -> None:
+        if len(self.entries) < self.max_entries:
+            self.entries.append(entry)
+        else:
+            self.dropped += 1
+
+    def __bool__(self) -> bool:
+        return bool(self.entries) or self.dropped > 0
+
+
+_activity: ContextVar[JudgeActivity | None] = ContextVar("evalstream_judge_activity", default=None)
+
+
+@contextmanager
+def recording_judge_activity(max_entries: int = ACTIVITY_MAX_ENTRIES) -> Iterator[JudgeActivity]:
+    """Collect the judge calls and tool runs of the code run inside (and of the tasks it starts)."""
+    activity = JudgeActivity(max_entries)
+    token = _activity.set(activity)
+    try:
+        yield activity
+    finally:
+        _activity.reset(token)
+
+
+def note_activity(entry: JudgeCall | TraceToolCall) -> None:
+    """Add `entry` to the current recording, if there is one (the judge client and the tool boxes call it)."""
+    activity = _activity.get()
+    if activity is not None:
+        activity.add(entry)

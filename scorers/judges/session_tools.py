@@ -30,7 +30,7 @@ from pipeline.contracts.sessions import Turn
 from pipeline.contracts.transcript import cap
 from scorers.base import ScoreTarget
 from scorers.judges import trace_tools
-from scorers.judges.records import TraceToolCall
+from scorers.judges.records import TraceToolCall, note_activity
 from scorers.judges.span_tree import SpanTree
 from scorers.judges.trace_view import SKELETON_TOKENS, render_skeleton
 
@@ -125,7 +125,7 @@ class SessionToolbox:
 
     async def run(self, name: str, arguments: str, step: int) -> str:
         """The tool's result as JSON text (an `error` object when the call is bad); logged at debug level."""
-        started = time.perf_counter()
+        started, began = time.perf_counter(), time.time()
         args: dict[str, Any] = {}
         try:
             parsed = orjson.loads(arguments or "{}")
@@ -140,7 +140,9 @@ class SessionToolbox:
         if len(text) > self.result_chars:
             text = text[:self.result_chars] + f"… [result cut at {self.result_chars} chars: page or narrow the query]"
         ms = (time.perf_counter() - started) * 1000
-        self.calls.append(TraceToolCall(step, name, args, len(text), round(ms, 3), error))
+        call = TraceToolCall(step, name, args, len(text), round(ms, 3), error, result=text, started_at=began)
+        self.calls.append(call)
+        note_activity(call)
         log.debug("session judge on session %s step %d: %s(%s) -> %d chars in %.1f ms%s",
                   self.conversation.session_id, step, name, arguments, len(text), ms,
                   f" error: {error}" if error else "")

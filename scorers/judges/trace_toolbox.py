@@ -10,7 +10,7 @@ import orjson
 
 from pipeline.contracts import Trace
 from scorers.judges import trace_tools
-from scorers.judges.records import TraceToolCall
+from scorers.judges.records import TraceToolCall, note_activity
 from scorers.judges.span_tree import SpanTree
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class TraceToolbox:
 
     def run(self, name: str, arguments: str, step: int) -> str:
         """The tool's result as JSON text (an `error` object when the call is bad); logged at debug level."""
-        started = time.perf_counter()
+        started, began = time.perf_counter(), time.time()
         args: dict[str, Any] = {}
         error: str | None = None
         try:
@@ -92,7 +92,9 @@ class TraceToolbox:
         if len(text) > self.result_chars:
             text = text[:self.result_chars] + f"… [result cut at {self.result_chars} chars: page or narrow the query]"
         ms = (time.perf_counter() - started) * 1000
-        self.calls.append(TraceToolCall(step, name, args, len(text), round(ms, 3), error))
+        call = TraceToolCall(step, name, args, len(text), round(ms, 3), error, result=text, started_at=began)
+        self.calls.append(call)
+        note_activity(call)
         log.debug("agent judge on trace %s step %d: %s(%s) -> %d chars in %.1f ms%s", self.tree.trace.trace_id,
                   step, name, arguments, len(text), ms, f" error: {error}" if error else "")
         return text

@@ -158,12 +158,14 @@ def test_score_row_fields_and_none_handling() -> None:
     assert row["passed"] is None and row["threshold"] is None  # Nullable
     assert row["criteria"] == "[]" and row["metadata"] == "{}"
     assert row["status"] == "scored" and row["source"] == "live" and row["scored_at"] == 5_000_000
+    assert row["evaluation_trace_id"] == ""  # no judge call, no evaluation trace
 
     full = _result(status="error", passed=False, threshold=0.5, span_id="s", agent_name="a", model="m",
                    error_type="ValueError", error_message="boom", attempts=3,
                    criteria=[CriterionVerdict(criterion="polite", verdict="false", reason="rude")],
-                   metadata={"tokens": 12})
+                   metadata={"tokens": 12}, evaluation_trace_id="e" * 32)
     row = as_dict(SCORE_COLUMNS, rows.score_row(full))
+    assert row["evaluation_trace_id"] == "e" * 32
     assert row["passed"] is False and row["threshold"] == 0.5 and row["attempts"] == 3
     assert row["status"] == "error" and row["error_type"] == "ValueError"
     assert orjson.loads(row["criteria"]) == [{"criterion": "polite", "verdict": "false", "reason": "rude"}]
