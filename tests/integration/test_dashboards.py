@@ -284,10 +284,10 @@ SPAN_DEFAULTS = {"trace_version": 1, "parent_span_id": "", "project": "shop", "s
                  "status": "ok", "error_type": "", "error_message": "", "agent_name": "planner", "agent_id": "",
                  "session_id": "", "model": "", "input_tokens": None, "output_tokens": None, "total_tokens": None,
                  "cost_usd": None, "attributes": "{}", "inputs": "", "outputs": "", "kind": ""}
-SCORE_DEFAULTS = {"scorer_version": "1", "trace_version": 1, "span_id": "", "request_index": 0, "project": "shop", "agent_name": "planner",
+SCORE_DEFAULTS = {"scorer_version": "1", "trace_version": 1, "span_id": "", "request_index": 0, "span_name": "", "project": "shop", "agent_name": "planner",
                   "model": "gpt-4o", "status": "scored", "value": None, "label": "", "passed": None, "threshold": 0.5,
                   "reason": "", "criteria": "[]", "metadata": "", "error_type": "", "error_message": "", "attempts": 1,
-                  "latency_ms": 12.0, "source": "live"}
+                  "latency_ms": 12.0, "source": "live", "evaluation_trace_id": ""}
 
 
 def spans_of(trace_id: str, version: int, minute: float, extra: tuple[dict[str, Any], ...] = (),
