@@ -165,6 +165,12 @@ def classify(f: RuleFigures, *, now: float, window_s: float, scorer_problem: str
     return HealthState.HEALTHY, "scoring"
 
 
+def _first_clause(exc: Exception) -> str:
+    """"unknown scorer 'x'" of "unknown scorer 'x': use a built-in (... twenty names ...)"."""
+    text = str(exc).split(": use ", 1)[0]
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
 def scorer_problems(rules: Iterable[EvalRule], scorers: ScorerCheck) -> dict[str, str]:
     """The rules whose scorer cannot be built now, with why: "scorer missing: ..." or "bad params: ..."."""
     problems: dict[str, str] = {}
@@ -172,9 +178,9 @@ def scorer_problems(rules: Iterable[EvalRule], scorers: ScorerCheck) -> dict[str
         try:
             scorers.build(rule.scorer, rule.params)
         except ScorerError as exc:
-            problems[rule.name] = f"scorer missing: {exc}"
+            problems[rule.name] = f"scorer missing: {_first_clause(exc)}"
         except (TypeError, ValueError) as exc:
-            problems[rule.name] = f"scorer cannot be built (bad params: {exc})"
+            problems[rule.name] = f"scorer cannot be built (bad params: {_first_clause(exc)})"
     return problems
 
 
