@@ -99,12 +99,12 @@ class RuleHealth:
 
 _CAUSES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("provider refusing", re.compile(r"AuthenticationError|PermissionDenied|Unauthorized|Forbidden|\b40[13]\b|"
-                                     r"invalid[ _-]?api[ _-]?key|incorrect api key", re.I)),
-    ("provider rate-limiting", re.compile(r"RateLimit|\b429\b|too many requests|quota", re.I)),
-    ("scorer missing", re.compile(r"^ScorerError\b|unknown scorer|no scorer named|ModuleNotFoundError", re.I)),
-    ("scorer timing out", re.compile(r"Timeout", re.I)),
+                                     r"invalid[ _-]?api[ _-]?key|incorrect api key", re.IGNORECASE)),
+    ("provider rate-limiting", re.compile(r"RateLimit|\b429\b|too many requests|quota", re.IGNORECASE)),
+    ("scorer missing", re.compile(r"^ScorerError\b|unknown scorer|no scorer named|ModuleNotFoundError", re.IGNORECASE)),
+    ("scorer timing out", re.compile(r"Timeout", re.IGNORECASE)),
     ("provider unavailable", re.compile(r"ServiceUnavailable|APIConnectionError|InternalServerError|\b50[0234]\b",
-                                        re.I)),
+                                        re.IGNORECASE)),
 )
 
 
@@ -136,24 +136,24 @@ def classify(f: RuleFigures, *, now: float, window_s: float, scorer_problem: str
         return HealthState.IDLE, "disabled in the rules file"
     error = error_cause(f.last_error_type, f.last_error_message)
     if f.recent_errors >= ERRORING_MIN_ERRORS and f.recent_errors > ERRORING_SHARE * f.recent_results:
-        return HealthState.ERRORING, f"{error}: {f.recent_errors} of {f.recent_results} results in the last " \
-                                     f"{_ago(RECENT_WINDOW_S)} are errors"
+        return HealthState.ERRORING, (f"{error}: {f.recent_errors} of {f.recent_results} results in the last "
+                                      f"{_ago(RECENT_WINDOW_S)} are errors")
     if (f.recent_results < ERRORING_MIN_ERRORS and f.last_result_was_error and f.errored >= ERRORING_MIN_ERRORS
             and f.errored > ERRORING_SHARE * (f.scored + f.errored)):  # little traffic: judge the whole window
         return HealthState.ERRORING, f"{error}: {f.errored} of {f.scored + f.errored} results are errors"
     if f.waiting and f.oldest_waiting_at is not None and now - f.oldest_waiting_at > STARVED_AFTER_S:
         if f.last_result_at is None or now - f.last_result_at > STARVED_AFTER_S:
             since = "in the window" if f.last_result_at is None else f"for {_ago(now - f.last_result_at)}"
-            return HealthState.STARVED, f"no result {since} while {f.waiting} queued job(s) wait " \
-                                        f"(oldest {_ago(now - f.oldest_waiting_at)}): is a scorer role running?"
-        return HealthState.STARVED, f"{f.waiting} queued job(s) got no result, the oldest for " \
-                                    f"{_ago(now - f.oldest_waiting_at)} (others are scored)"
+            return HealthState.STARVED, (f"no result {since} while {f.waiting} queued job(s) wait "
+                                         f"(oldest {_ago(now - f.oldest_waiting_at)}): is a scorer role running?")
+        return HealthState.STARVED, (f"{f.waiting} queued job(s) got no result, the oldest for "
+                                     f"{_ago(now - f.oldest_waiting_at)} (others are scored)")
     if f.deferred_waiting:
         return HealthState.BACKLOGGED, f"budget exhausted: {f.deferred_waiting} job(s) deferred until it refills"
     recent_out = f.recent_results
     if f.waiting >= BACKLOG_MIN_WAITING and f.recent_queued > recent_out:
-        return HealthState.BACKLOGGED, f"{f.waiting} job(s) waiting; {f.recent_queued} queued and {recent_out} " \
-                                       f"scored in the last {_ago(RECENT_WINDOW_S)}"
+        return HealthState.BACKLOGGED, (f"{f.waiting} job(s) waiting; {f.recent_queued} queued and {recent_out} "
+                                        f"scored in the last {_ago(RECENT_WINDOW_S)}")
     if f.matched == 0:
         if f.filtered_out:
             return HealthState.IDLE, f"the filter matched none of {f.filtered_out} trace(s) in {_ago(window_s)}"

@@ -53,7 +53,8 @@ def read_storage_status(reader: Reader, now: float) -> dict[str, Any]:
         group["lag_seconds"] = round(float(group["lag_seconds"]), 2)
         group["partitions"] = int(group["partitions"])
         group["reported_at"] = float(group["reported_at"])
-    counts = dict(zip(*(lambda r: (r.columns, r.rows[0]))(reader.query(rates_sql(db, now))), strict=True))
+    rates_row = reader.query(rates_sql(db, now))
+    counts = dict(zip(rates_row.columns, rates_row.rows[0], strict=True))
     rates = {f"{name}_per_s": round(int(n) / RATE_WINDOW_S, 2) for name, n in counts.items()}
     dead = {str(stage): int(n) for stage, n in reader.rows(dead_letters_sql(db, now))}
     return {"lag": groups, "rates": {"window_s": RATE_WINDOW_S, **rates},
