@@ -15,8 +15,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from pipeline.errors import EvalstreamError
 from pipeline.settings import Settings
@@ -95,8 +93,8 @@ def print_result(columns: list[str], rows: list[Any], format: str) -> None:
         writer.writerow(columns)
         writer.writerows(rows)
     else:
-        table = Table(*columns, show_lines=False)
-        for row in rows:
-            table.add_row(*(escape("" if v is None else str(v)) for v in row))
-        console.print(table)
+        from pipeline.views.tables import print_table
+
+        cells = [["" if v is None else str(v) for v in row] for row in rows]
+        print_table(console, columns, cells, fold=columns)  # headers whole, values folded, never cut
         err.print(f"{len(rows)} row(s)")

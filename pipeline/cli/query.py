@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Annotated
 
 import typer
 
-from pipeline.cli.common import app, console, print_result, settings_from_env
-from pipeline.errors import EvalstreamError
+from pipeline.cli.common import RulesOpt, app, console, print_result, settings_from_env
+from pipeline.errors import EvalstreamError, RulesError, StorageError
 
 
 @app.command()
@@ -43,24 +44,47 @@ def why(trace_id: str) -> None:
 
 
 @app.command()
-def status() -> None:
-    """Show the running embedded stack: its counters, and the embedded broker's memory (read now)."""
-    import urllib.request
-
+def status(rules: RulesOpt = None,
+           since: Annotated[str, typer.Option("--since", help="Rule health's window: 30m, 1h, 24h, 7d.")] = "1h",
+           format: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table") -> None:
+    """The running stack: processes and roles, lag per consumer group, rates in and out, dead letters, the
+    embedded broker's memory, and each rule's health. `--format json` gives all of it, structured."""
     from pipeline.broker_memory import RUN_FILE_KEY, live_status
+    from pipeline.cli.rules import rule_health, window_start
+    from pipeline.processes import fetch_health, worker_processes
     from pipeline.runfile import read_run_file
+    from pipeline.storage.reader import Reader
+    from pipeline.storage.status import LAG_FRESH_S, read_storage_status
+    from pipeline.views.rule_health import health_json
+    from pipeline.views.status import print_status
 
+    if format not in ("table", "json"):
+        raise EvalstreamError("--format must be table or json")
     settings = settings_from_env()
     run = read_run_file(settings.run_file)
     broker = live_status(run.get(RUN_FILE_KEY))
-    if not run.get("query_url") and not (broker and broker["running"]):
+    running = run.get("query_url") or run.get("metrics_urls") or (broker and broker["running"])
+    if not running and settings.clickhouse_dsn is None:
         console.print("No pipeline is running here.")
         raise typer.Exit(1)
-    health = None
-    if run.get("query_url"):
-        with urllib.request.urlopen(f"{run['query_url']}/health", timeout=5) as response:
-            health = json.loads(response.read())
-    shown = {"run": {k: v for k, v in run.items() if k != RUN_FILE_KEY}, "health": health}
+    now = time.time()
+    start = window_start(since, now)
+    shown: dict = {"run": {k: v for k, v in run.items() if k != RUN_FILE_KEY}, "health": fetch_health(run.get("query_url")),
+                   "processes": worker_processes(run), "rules_since": since}
     if broker is not None:  # the embedded default: Tansu keeps every message in memory (docs/operations.md)
         shown["embedded_broker"] = broker
-    console.print_json(data=shown)
+    health = []
+    try:
+        with Reader(settings) as reader:
+            shown["storage"] = {"reachable": True, "lag_fresh_s": LAG_FRESH_S, **read_storage_status(reader, now)}
+            try:
+                health = rule_health(settings, reader, rules, start, now)
+            except RulesError as exc:  # the rest of the status still stands
+                shown["rules_error"] = str(exc)
+                health = rule_health(settings.model_copy(update={"rules_file": None}), reader, None, start, now)
+    except StorageError as exc:
+        shown["storage"] = {"reachable": False, "error": str(exc)}
+    if format == "json":
+        print(json.dumps({**shown, "rules": health_json(health)}, default=str))
+        return
+    print_status(console, shown, health, now)

@@ -1,16 +1,28 @@
-"""`evalstream rules check`."""
+"""`evalstream rules check | status`."""
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pipeline.cli.common import SetOpt, app, console, settings_from_env
+from pipeline.cli.common import RulesOpt, SetOpt, app, console, err, settings_from_env
 from pipeline.cli.scorers import stored_scorers
+from pipeline.errors import EvalstreamError
 
-rules_app = typer.Typer(help="Check rules files.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from pipeline.rules.health import RuleHealth
+    from pipeline.settings import Settings
+    from pipeline.storage.reader import Reader
+
+rules_app = typer.Typer(help="Check rules files and see whether each rule is running.", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
+
+SinceOpt = Annotated[str, typer.Option("--since", help="The window: 30m, 1h, 24h, 7d or an ISO date.")]
+FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table or json")]
 
 
 @rules_app.command("check")
@@ -22,3 +34,60 @@ def rules_check(path: Path, set_: SetOpt = None) -> None:
     settings = settings_from_env()
     ruleset = load_rules(path, set_, scorers=scorer_resolver(settings, stored_scorers(settings)))
     console.print(f"OK: {len(ruleset.rules)} rule(s), {len(ruleset.alerts)} alert(s)")
+
+
+def window_start(since: str, now: float) -> float:
+    from pipeline.storage.filters import parse_time
+
+    try:
+        start = parse_time(since, now)
+    except ValueError as exc:
+        raise EvalstreamError(f"--since {exc}") from None
+    if start >= now:
+        raise EvalstreamError(f"--since {since} is not in the past")
+    return start
+
+
+def rule_health(settings: Settings, reader: Reader, rules: Path | None, since: float, now: float
+                ) -> list[RuleHealth]:
+    """Every rule of the rules file (`--rules`, else EVALSTREAM_RULES_FILE; none is fine) and every rule seen in
+    storage in [since, now), classified. A rule whose scorer cannot be built here is starved ("scorer missing")."""
+    from pipeline.rules import load_rules
+    from pipeline.rules.health import assess, scorer_problems
+    from pipeline.scoring.resolvers import scorer_resolver
+    from pipeline.storage.rule_health import read_figures
+
+    path = rules or settings.rules_file
+    file_rules = []
+    problems: dict[str, str] = {}
+    if path is not None:
+        ruleset = load_rules(path)  # the shape only: each scorer is built below, one rule at a time
+        file_rules = list(ruleset.rules)
+        uploads = stored_scorers(settings) if ruleset.active else None  # None: no broker to ask
+        problems = scorer_problems(ruleset.active, scorer_resolver(settings, uploads))
+        if uploads is None:
+            problems = {rule: f"{problem} (uploaded scorers not checked: no broker)"
+                        for rule, problem in problems.items()}
+    figures = read_figures(reader, since, now)
+    return assess(figures, now=now, window_s=now - since, rules=file_rules, problems=problems)
+
+
+@rules_app.command("status")
+def rules_status(rules: RulesOpt = None, since: SinceOpt = "1h", format: FormatOpt = "table") -> None:
+    """Is each rule running? Per rule over the window: traces matched, sampled, scored, failed, errored,
+    deferred, the last score, and its state (healthy, erroring, starved, backlogged, idle) with the reason."""
+    from pipeline.storage.reader import Reader
+    from pipeline.views.rule_health import health_json, print_rule_health
+
+    if format not in ("table", "json"):
+        raise EvalstreamError("--format must be table or json")
+    settings = settings_from_env()
+    now = time.time()
+    start = window_start(since, now)
+    with Reader(settings) as reader:
+        health = rule_health(settings, reader, rules, start, now)
+    if format == "json":
+        print(json.dumps({"since": since, "window_s": round(now - start, 1), "rules": health_json(health)}))
+        return
+    print_rule_health(console, health, now)
+    err.print(f"{len(health)} rule(s), window {since}")

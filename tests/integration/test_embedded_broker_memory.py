@@ -102,7 +102,7 @@ def test_up_shows_the_broker_memory_in_status_and_warns_past_the_threshold(tmp_p
         status: dict = {}
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            got = subprocess.run([sys.executable, "-m", "pipeline.cli", "status"], env=env, capture_output=True,
+            got = subprocess.run([sys.executable, "-m", "pipeline.cli", "status", "--format", "json"], env=env, capture_output=True,
                                  text=True, timeout=60, check=False)
             assert got.returncode == 0, got.stderr
             status = json.loads(got.stdout)
