@@ -112,3 +112,90 @@ def test_state_from_the_alerts_table_keeps_an_open_incident_open_after_a_restart
     ghost = loaded["ghost"]
     assert not ghost.open and ghost.last_fired == 60.0
     assert step(ghost, HealthState.ERRORING, REFUSING, 100.0, COOLDOWN) == []  # the cooldown survives too
+
+
+# -- the sink's evaluator around it, with fakes: storage, channel, Kafka ------------------------------------
+
+class _Reader:
+    database = "evalstream"
+
+    def __init__(self, stored: list[list], errors: int) -> None:
+        self.stored = stored
+        self.errors = errors
+
+    async def arows(self, sql: str) -> list[list]:
+        assert RULE_HEALTH_ALERT in sql
+        return self.stored
+
+    async def aquery(self, sql: str):
+        from pipeline.storage.reader import QueryResult
+
+        if "decisions" in sql:
+            return QueryResult(["rule", "matched", "sampled"], ["", "", ""], [["polite", 6, 6]])
+        return QueryResult(["rule", "scored", "errored", "recent_results", "recent_errors", "last_error_type",
+                            "last_error_message"], [""] * 7,
+                           [["polite", 6 - self.errors, self.errors, 6, self.errors, "AuthenticationError", "401"]])
+
+
+class _Channel:
+    name = "console"
+
+    def __init__(self) -> None:
+        self.sent: list = []
+
+    async def deliver(self, alert):
+        self.sent.append(alert)
+        return alert
+
+
+def _evaluator(reader: _Reader, *, leads: bool = True):
+    from types import SimpleNamespace
+
+    from pipeline.metrics import Counters
+    from pipeline.rules.loader import parse_rules
+    from pipeline.settings import Settings
+    from pipeline.worker.rule_health_alerts import RuleHealthAlerts
+    from scorers.testing import resolver
+
+    sent: list = []
+
+    async def send(topic: str, key: str, value: bytes, partition: int | None = None) -> None:
+        sent.append((topic, key))
+
+    ruleset = parse_rules({"rules": [{"name": "polite", "scorer": "error_spans"}]})
+    ctx = SimpleNamespace(settings=Settings(), ruleset=ruleset, scorers=resolver(), counters=Counters(), send=send)
+    channel = _Channel()
+    return RuleHealthAlerts(ctx, reader, channel, leads=lambda: leads), channel, sent  # type: ignore[arg-type]
+
+
+def test_the_evaluator_fires_once_stores_it_and_resolves() -> None:
+    import asyncio
+
+    reader = _Reader([], errors=6)
+    evaluator, channel, sent = _evaluator(reader)
+    asyncio.run(evaluator.check(1000.0))
+    asyncio.run(evaluator.check(1030.0))
+    assert [(a.kind.value, a.rule) for a in channel.sent] == [("firing", "polite")]
+    assert "provider refusing" in channel.sent[0].title
+    assert sent == [("evalstream.alerts.v1", channel.sent[0].alert_id)]
+    reader.errors = 0
+    asyncio.run(evaluator.check(1060.0))
+    assert [a.kind.value for a in channel.sent] == ["firing", "resolved"]
+
+
+def test_the_evaluator_does_not_fire_again_for_an_incident_stored_before_a_restart() -> None:
+    import asyncio
+
+    stored = [["polite", "firing", "inc1", 900.0, 900.0, "erroring", "rule polite is erroring: provider refusing", ""]]
+    evaluator, channel, _ = _evaluator(_Reader(stored, errors=6))
+    asyncio.run(evaluator.check(1000.0))
+    assert channel.sent == []
+    assert evaluator.incidents is not None and evaluator.incidents["polite"].open
+
+
+def test_a_sink_that_does_not_lead_checks_nothing() -> None:
+    import asyncio
+
+    evaluator, channel, _ = _evaluator(_Reader([], errors=6), leads=False)
+    asyncio.run(evaluator.check(1000.0))
+    assert channel.sent == [] and evaluator.incidents is None
