@@ -133,6 +133,12 @@ class Settings(BaseSettings):
     alert_dashboard_url_template: str | None = None
     alert_grace_s: float = Field(default=5.0, ge=0)  # a window closes this long after its end (late results)
     alert_tick_interval_s: float = Field(default=1.0, gt=0)  # how often windows and cooldowns are checked
+    # The built-in rule-health alert (docs/rule-health.md): the sink checks every rule's health this often and
+    # alerts once when a rule turns erroring or starved, and once when it is healthy or idle again.
+    rule_health_alerts: bool = True
+    rule_health_interval_s: float = Field(default=30.0, gt=0)
+    rule_health_window_s: float = Field(default=3600.0, gt=0)  # the figures' window (erroring looks at 5 min)
+    rule_health_cooldown_s: float = Field(default=900.0, ge=0)  # at most one firing per rule this often
 
     # OTLP/HTTP receiver (`evalstream otlp`)
     otlp_host: str = "127.0.0.1"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from pipeline.alerts.rule_health import RULE_HEALTH_ALERT
 from pipeline.contracts import Alert, AlertKind, AlertLevel, AlertTrace
 
 __all__ = ["resolved_parent_blocks", "slack_blocks"]
@@ -39,7 +40,8 @@ def slack_blocks(alert: Alert) -> list[dict]:
     traces = _traces_text(alert)
     if traces:
         blocks.append(_section(traces))
-    if alert.text and (alert.kind == AlertKind.TEST or not (fields or traces)):  # the caller's own words
+    # the caller's own words; the rule-health alert's reason is in its text
+    if alert.text and (alert.kind == AlertKind.TEST or not (fields or traces) or alert.alert_rule == RULE_HEALTH_ALERT):
         blocks.append(_section(escape(alert.text)))
     if alert.dashboard_url and len(alert.dashboard_url) <= URL_MAX:
         blocks.append({"type": "actions", "elements": [{

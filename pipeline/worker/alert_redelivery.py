@@ -16,6 +16,7 @@ from pipeline import topics
 from pipeline.alerts.channel import Channel
 from pipeline.alerts.evaluator import group_key
 from pipeline.alerts.redelivery import schedule_retry
+from pipeline.alerts.rule_health import RULE_HEALTH_ALERT
 from pipeline.contracts import (
     Alert,
     AlertObservationBatch,
@@ -72,7 +73,7 @@ class AlertRedelivery:
     async def _share_thread(self, before: Alert, delivered: Alert) -> None:
         """An incident's first message delivered late: tell the alerter where its thread is."""
         learnt = {k: v for k, v in delivered.thread.items() if k not in before.thread}
-        if learnt and delivered.incident_id:
+        if learnt and delivered.incident_id and delivered.alert_rule != RULE_HEALTH_ALERT:  # no alerter state
             thread = AlertThread(group_key=group_key(delivered.alert_rule, delivered.group),
                                  incident_id=delivered.incident_id, thread=learnt)
             await self.ctx.send(topics.ALERT_OBSERVATIONS, delivered.alert_rule,

@@ -13,14 +13,17 @@ from aiokafka import AIOKafkaConsumer
 from mode import Service
 
 from pipeline import topics
+from pipeline.alerts.channels import channel_from_settings
 from pipeline.kafka_security import aiokafka_options
 from pipeline.runfile import clear_run_file, update_run_file
 from pipeline.settings import Settings
 from pipeline.storage.client import dsn_of
 from pipeline.storage.database import Database
 from pipeline.storage.query_server import QueryServer
+from pipeline.storage.reader import Reader
 from pipeline.storage.sink import ClickHouseSink
 from pipeline.worker.context import WorkerContext
+from pipeline.worker.rule_health_alerts import RuleHealthAlerts
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,8 @@ def sink_service_class(ctx: WorkerContext, bootstrap: str) -> type[Service]:
             self.consumer: AIOKafkaConsumer | None = None
             self.sink: ClickHouseSink | None = None
             self.task: asyncio.Future | None = None
+            self.health_task: asyncio.Future | None = None
+            self.health_reader: Reader | None = None
             self.server = QueryServer(self.db, self._health, port=settings.query_port)
             self.started_at = time.time()
 
@@ -89,6 +94,12 @@ def sink_service_class(ctx: WorkerContext, bootstrap: str) -> type[Service]:
                 max_message_bytes=settings.max_message_bytes, lag=ctx.lag, lag_group=f"{settings.app_id}-sink",
             )
             self.task = self.add_future(self._run())
+            if settings.rule_health_alerts:  # the built-in rule-health alert (docs/rule-health.md)
+                self.health_reader = Reader.for_workers(settings, owner=self.db)
+                health = RuleHealthAlerts(ctx, self.health_reader, channel_from_settings(settings),
+                                          leads=lambda: (topics.ALERTS, 0) in {(tp.topic, tp.partition)
+                                                                               for tp in consumer.assignment()})
+                self.health_task = self.add_future(health.run())
 
         async def _run(self) -> None:
             assert self.sink is not None
@@ -107,6 +118,8 @@ def sink_service_class(ctx: WorkerContext, bootstrap: str) -> type[Service]:
         async def on_stop(self) -> None:
             """Bounded, whatever ClickHouse does: the sink stores and commits its last batch, or (ClickHouse
             refusing, or slower than `sink_stop_wait_s`) commits nothing, and that batch is read again."""
+            if self.health_task is not None:
+                self.health_task.cancel()
             if self.sink is not None and self.task is not None:
                 wait_s = sink_stop_wait_s(ctx.settings)
                 log.info("sink: stopping; its last batch is committed only once stored (waiting up to %g s)", wait_s)
@@ -121,6 +134,8 @@ def sink_service_class(ctx: WorkerContext, bootstrap: str) -> type[Service]:
             await self._bounded(self.consumer.stop() if self.consumer is not None else None, "its Kafka consumer")
             await self._bounded(self.server.stop(), "the query endpoint")
             clear_run_file(ctx.settings.run_file, "query_url", "worker_pid")
+            if self.health_reader is not None:
+                self.health_reader.close()
             await self._bounded(self.db.close(), "ClickHouse")
 
         async def _bounded(self, closing: Awaitable[None] | None, what: str, timeout_s: float = 2.0) -> None:
