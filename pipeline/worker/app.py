@@ -39,8 +39,8 @@ from pipeline.worker.context import WorkerContext, make_topics
 from pipeline.worker.deferred import DeferredJobs
 from pipeline.worker.metrics_service import install_metrics
 from pipeline.worker.router import BackfillRouter
-from pipeline.worker.scorer import ScorerWorker
 from pipeline.worker.rules_service import rules_service_class
+from pipeline.worker.scorer import ScorerWorker
 from pipeline.worker.scorer_store import scorer_store_service_class
 from pipeline.worker.session_assembler import SessionAssembler
 from pipeline.worker.session_router import SessionRouter
