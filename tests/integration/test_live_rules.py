@@ -5,7 +5,6 @@ every (rule, trace) has exactly one decision (plus its score's); and `rules hist
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
