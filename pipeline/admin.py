@@ -33,10 +33,10 @@ async def ensure_topics(bootstrap: str, partitions: int, timeout_s: float = 30.0
     admin = await _admin(bootstrap, timeout_s, client_options)
     try:
         existing = set(await admin.list_topics())
-        missing = [t for t in topics.ALL if t not in existing]
+        missing = [t for t in (*topics.ALL, *topics.FIXED_PARTITIONS) if t not in existing]
         for name in missing:
             try:
-                await admin.create_topics([NewTopic(name, num_partitions=partitions,
+                await admin.create_topics([NewTopic(name, num_partitions=topics.FIXED_PARTITIONS.get(name, partitions),
                                                       replication_factor=replication_factor,
                                                       topic_configs=topic_configs(name, retention_hours))])
             except TopicAlreadyExistsError:

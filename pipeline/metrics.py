@@ -73,6 +73,10 @@ METRICS: dict[str, MetricSpec] = {
                                     "out without its link).", ("outcome",)),
     "dead_letters": MetricSpec("counter", "evalstream_dead_letters", "Messages or jobs dead-lettered, by stage.",
                                ("stage",)),
+    "rules_rejected": MetricSpec("counter", "evalstream_rules_rejected",
+                                 "Records on the rules topic not used (they did not validate), by reason.",
+                                 ("reason",)),
+    "rules_switches": MetricSpec("counter", "evalstream_rules_switches", "Switches to a new rules version."),
     "sink_rows": MetricSpec("counter", "evalstream_sink_rows", "Rows inserted into ClickHouse."),
     "sink_insert_errors": MetricSpec("counter", "evalstream_sink_insert_errors",
                                      "ClickHouse inserts failed for the store, not the data (each retried "

@@ -22,6 +22,9 @@ SESSION_TURNS = "evalstream.session-turns.v1"  # SessionTurns keyed by session i
 SESSIONS = "evalstream.sessions.v1"  # Session keyed by session id: closed versions and open snapshots
 SESSION_JOBS = "evalstream.session-jobs.v1"  # SessionJobBatch keyed by session id
 METRICS = "evalstream.metrics.v1"  # WorkerMetrics: each worker's consumer-lag samples, keyed by worker
+# RulesRecord keyed by its version; one partition, compacted: every version, the current one last. Not in ALL
+# (those share one partition count); created with them (`admin.ensure_topics`).
+RULES = "evalstream.rules.v1"
 
 # Topics the ClickHouse sink reads, in the order it writes them.
 SINK_TOPICS = (TRACES, SESSIONS, DECISIONS, SCORES, ALERTS, DEAD_LETTERS, SCORERS, METRICS)
@@ -29,7 +32,9 @@ ALL = (SPANS, TRACES, JOBS, JOBS_DEFERRED, SCORES, DECISIONS, ALERT_OBSERVATIONS
        BACKFILL, SESSION_TURNS, SESSIONS, SESSION_JOBS, METRICS)
 
 # Topic configs beyond the defaults, applied when a topic is created.
-CONFIGS: dict[str, dict[str, str]] = {SCORERS: {"cleanup.policy": "compact"}}
+CONFIGS: dict[str, dict[str, str]] = {SCORERS: {"cleanup.policy": "compact"}, RULES: {"cleanup.policy": "compact"}}
+# Topics with a fixed partition count of their own, whatever EVALSTREAM_TOPIC_PARTITIONS says.
+FIXED_PARTITIONS: dict[str, int] = {RULES: 1}
 
 
 def partition_for(key: str, partitions: int) -> int:

@@ -40,19 +40,26 @@ def settings_from_env(**overrides: Any) -> Settings:
 
 
 def load_ruleset(settings: Settings, rules: Path | None, overrides: list[str] | None, scorers: ScorerResolver):
-    """The worker's rules, their scorers checked by the worker's resolver (`scorers`: its uploaded scorers are
-    resolved per job and hot-swapped, so a name without a version yet is accepted)."""
-    from pipeline.rules import RuleSet, load_rules
+    """The worker's rules file (None without one: it uses the rules topic's current version), its scorers
+    checked by the worker's resolver (`scorers`: its uploaded scorers are resolved per job and hot-swapped, so
+    a name without a version yet is accepted)."""
+    from pipeline.rules import load_rules
 
     path = rules or settings.rules_file
     if path is None:
         if overrides:
             raise EvalstreamError("--set needs a rules file (--rules or EVALSTREAM_RULES_FILE)")
-        err.print("[yellow]No rules file: traces are assembled and stored, nothing is scored.[/]")
-        return RuleSet()
+        err.print("No rules file: the rules applied last (`evalstream rules apply`) are used, if any.")
+        return None
     ruleset = load_rules(path, overrides, scorers=scorers)
     err.print(f"Loaded {len(ruleset.active)} rule(s) and {len(ruleset.alerts)} alert(s) from {path}")
     return ruleset
+
+
+def rules_source(settings: Settings, rules: Path | None, command: str) -> str:
+    """How a version was applied, for `rules history`: the file and the command."""
+    path = rules or settings.rules_file
+    return f"{path} ({command})" if path is not None else command
 
 
 def install_shutdown(settings: Settings) -> Shutdown:

@@ -1,4 +1,4 @@
-"""`evalstream rules check | status`."""
+"""`evalstream rules check | apply | history | status`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pipeline.cli.common import RulesOpt, SetOpt, app, console, err, settings_from_env
+from pipeline.cli.common import RulesOpt, SetOpt, app, attach, console, err, print_result, settings_from_env
 from pipeline.cli.scorers import stored_scorers
 from pipeline.errors import EvalstreamError
 
@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from pipeline.settings import Settings
     from pipeline.storage.reader import Reader
 
-rules_app = typer.Typer(help="Check rules files and see whether each rule is running.", no_args_is_help=True)
+rules_app = typer.Typer(help="Check and apply rules files, list their versions, see whether each rule is running.",
+                        no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
 
 SinceOpt = Annotated[str, typer.Option("--since", help="The window: 30m, 1h, 24h, 7d or an ISO date.")]
@@ -34,6 +35,57 @@ def rules_check(path: Path, set_: SetOpt = None) -> None:
     settings = settings_from_env()
     ruleset = load_rules(path, set_, scorers=scorer_resolver(settings, stored_scorers(settings)))
     console.print(f"OK: {len(ruleset.rules)} rule(s), {len(ruleset.alerts)} alert(s)")
+
+
+@rules_app.command("apply")
+def rules_apply(path: Path, set_: SetOpt = None) -> None:
+    """Validate a rules file as `rules check` does and make it the current rules of every running worker
+    (no restart): each switches at the next trace it handles."""
+    import asyncio
+
+    from pipeline.kafka_security import aiokafka_options
+    from pipeline.rules import load_rules
+    from pipeline.rules.store import latest_valid, publish, read_raw
+    from pipeline.rules.versions import encode_record, make_record
+    from pipeline.scoring.resolvers import scorer_resolver
+
+    settings = settings_from_env()
+    settings, bootstrap = attach(settings)
+    ruleset = load_rules(path, set_, scorers=scorer_resolver(settings, stored_scorers(settings)))
+    record = make_record(ruleset, f"{path} (rules apply{' --set' if set_ else ''})")
+    encode_record(record)  # the size limit, before anything is read or sent
+    options = aiokafka_options(settings)
+
+    async def run() -> str | None:
+        current = latest_valid(await read_raw(bootstrap, client_options=options))
+        if current is not None and current.version == record.version:
+            return current.version
+        await publish(bootstrap, record, client_options=options)
+        return None
+
+    if asyncio.run(run()) is not None:
+        console.print(f"Version {record.version} is already the current one: nothing to apply")
+        return
+    console.print(f"Applied version {record.version}: {len(ruleset.rules)} rule(s), {len(ruleset.alerts)} alert(s); "
+                  "workers switch at the next trace they handle")
+
+
+@rules_app.command("history")
+def rules_history(format: Annotated[str, typer.Option("--format", "-f", help="table, csv or json")] = "table"
+                  ) -> None:
+    """Every rules version applied: when, by whom (user@host), from what, how many rules, and which is current."""
+    import asyncio
+
+    from pipeline.kafka_security import aiokafka_options
+    from pipeline.rules.store import history, read_raw
+
+    settings = settings_from_env()
+    settings, bootstrap = attach(settings)
+    records = asyncio.run(read_raw(bootstrap, client_options=aiokafka_options(settings)))
+    rows = [[r.version, time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.applied_at_ns / 1e9)) + " UTC",
+             f"{r.user or '?'}@{r.host or '?'}", r.source, r.rule_count, r.alert_count, "yes" if current else ""]
+            for r, current in history(records)]
+    print_result(["version", "applied_at", "by", "source", "rules", "alerts", "current"], rows, format)
 
 
 def window_start(since: str, now: float) -> float:

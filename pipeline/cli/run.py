@@ -17,6 +17,7 @@ from pipeline.cli.common import (
     err,
     install_shutdown,
     load_ruleset,
+    rules_source,
     settings_from_env,
 )
 
@@ -53,7 +54,8 @@ def up(rules: RulesOpt = None, set_: SetOpt = None, web_port: int | None = None)
                       f"shows how much); ClickHouse data in {settings.data_dir / 'clickhouse'}")
             watch = watch_broker_memory(settings, broker.pid, shutdown)
         update_run_file(settings.run_file, **run_fields(settings, bootstrap))  # for `worker`, `otlp`, ...: the same
-        run_worker(settings, ruleset, bootstrap, web_port, shutdown, scorers)
+        run_worker(settings, ruleset, bootstrap, web_port, shutdown, scorers,
+                   rules_source=rules_source(settings, rules, "up --rules"))
     finally:
         if broker is not None:
             if watch is not None:
@@ -97,7 +99,8 @@ def worker(rules: RulesOpt = None, set_: SetOpt = None,
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
         scorers = worker_resolver(settings)
-        run_worker(settings, load_ruleset(settings, rules, set_, scorers), bootstrap, web_port, shutdown, scorers)
+        run_worker(settings, load_ruleset(settings, rules, set_, scorers), bootstrap, web_port, shutdown, scorers,
+                   rules_source=rules_source(settings, rules, "worker --rules"))
     finally:
         shutdown.finish()
 

@@ -62,6 +62,7 @@ class ScoreJob(_Wire):
     source: JobSource = JobSource.LIVE
     created_ns: TimestampNs = 0
     subject: JobSubject = JobSubject.TRACE  # span: a span rule's job, about span_id (older readers ignore it)
+    rules_version: str = Field(default="", max_length=64)  # the rules it was routed under ('' before versions)
 
     @staticmethod
     def make_id(rule: str, trace_id: str, trace_version: int, span_id: str | None = None,
@@ -148,6 +149,7 @@ class ScoreResult(_Wire):
     final: bool | None = None  # the closing verdict (true) or a verdict while it runs (false)
     # The judge's own work on this job, stored as a trace of project `evalstream-judges` (evaluation_traces.py).
     evaluation_trace_id: str | None = None
+    rules_version: str = Field(default="", max_length=64)  # its job's: the rules it was routed under
 
     @property
     def is_session(self) -> bool:
@@ -181,6 +183,7 @@ class Decision(_Wire):
     project: str = "default"
     source: JobSource = JobSource.LIVE
     decided_at_ns: TimestampNs = 0
+    rules_version: str = Field(default="", max_length=64)  # the rules it was made under ('' before versions)
 
 
 class SessionDecision(_Wire):
@@ -231,4 +234,5 @@ def result_decision(result: ScoreResult) -> Decision | SessionDecision | None:
         rule=result.rule, trace_id=result.trace_id, trace_version=result.trace_version, span_id=result.span_id,
         request_index=result.request_index, outcome=outcome, reason=reason, job_id=result.job_id,
         project=result.project, source=result.source, decided_at_ns=result.scored_at_ns,
+        rules_version=result.rules_version,
     )

@@ -46,33 +46,35 @@ class Routed:
 
 
 def route_trace(trace: Trace, ruleset: RuleSet, scorers: ScorerResolver, *, source: JobSource = JobSource.LIVE,
-                only_rule: str | None = None, only_rules: Collection[str] | None = None) -> Routed:
+                only_rule: str | None = None, only_rules: Collection[str] | None = None,
+                rules_version: str = "") -> Routed:
     """Every active rule, or only `only_rule` / `only_rules` (then no `async_evaluate` requests). `scorers`:
-    the process's resolver, which the evaluation policy asks about the scorers spans name."""
+    the process's resolver, which the evaluation policy asks about the scorers spans name. `rules_version`:
+    the version of `ruleset`, recorded on every decision and job."""
     chosen = {only_rule} if only_rule is not None else set(only_rules) if only_rules is not None else None
-    out, decide, now = _route_rules(trace, ruleset, source, chosen)
+    out, decide, now = _route_rules(trace, ruleset, source, chosen, rules_version)
     if chosen is None:
         _route_evaluation_requests(trace, out, decide, EvaluationPolicy(ruleset.sdk_evaluations, scorers), source,
-                                   now)
+                                   now, rules_version)
     return out
 
 
-def route_backfill(trace: Trace, ruleset: RuleSet, rules: Collection[str]) -> Routed:
+def route_backfill(trace: Trace, ruleset: RuleSet, rules: Collection[str], *, rules_version: str = "") -> Routed:
     """A stored trace against the named rules only, as live. A name this worker has no active rule for
     gets a `failed` decision saying so, so a rules file that differs from the backfill's is visible."""
-    routed, _, now = _route_rules(trace, ruleset, JobSource.BACKFILL, set(rules))
+    routed, _, now = _route_rules(trace, ruleset, JobSource.BACKFILL, set(rules), rules_version)
     active = {r.name for r in ruleset.trace_and_span_rules}
     for name in dict.fromkeys(rules):
         if name not in active:
             routed.decisions.append(Decision(
                 rule=name, trace_id=trace.trace_id, trace_version=trace.version, outcome=DecisionOutcome.FAILED,
                 reason="backfill: this worker has no active rule of that name (its rules file differs)",
-                project=trace.project, source=JobSource.BACKFILL, decided_at_ns=now,
+                project=trace.project, source=JobSource.BACKFILL, decided_at_ns=now, rules_version=rules_version,
             ))
     return routed
 
 
-def _route_rules(trace: Trace, ruleset: RuleSet, source: JobSource, chosen: set[str] | None
+def _route_rules(trace: Trace, ruleset: RuleSet, source: JobSource, chosen: set[str] | None, rules_version: str
                  ) -> tuple[Routed, Callable[..., None], int]:
     """The rules' decisions and jobs (all active rules, or the `chosen`), the `decide` that records a
     decision, and the time they are stamped with."""
@@ -84,7 +86,7 @@ def _route_rules(trace: Trace, ruleset: RuleSet, source: JobSource, chosen: set[
         out.decisions.append(Decision(
             rule=rule, trace_id=trace.trace_id, trace_version=trace.version, span_id=span_id,
             request_index=request_index, outcome=outcome, reason=reason, job_id=job_id, project=trace.project,
-            source=source, decided_at_ns=now,
+            source=source, decided_at_ns=now, rules_version=rules_version,
         ))
 
     for rule in ruleset.trace_and_span_rules:
@@ -93,7 +95,7 @@ def _route_rules(trace: Trace, ruleset: RuleSet, source: JobSource, chosen: set[
         if skips_judge_trace(rule.filter, trace):
             continue  # a judge's own evaluation trace: no job and no decision (routing/judge_traces.py)
         if rule.subject == RuleSubject.SPAN:
-            _route_span_rule(trace, rule, out, decide, source, now)
+            _route_span_rule(trace, rule, out, decide, source, now, rules_version)
             continue
         mismatch = filter_mismatch(rule.filter, trace)
         if mismatch is not None:
@@ -106,13 +108,14 @@ def _route_rules(trace: Trace, ruleset: RuleSet, source: JobSource, chosen: set[
         out.jobs.append(ScoreJob(
             job_id=job_id, rule=rule.name, scorer=rule.scorer, params=rule.params, threshold=rule.threshold,
             trace_id=trace.trace_id, trace_version=trace.version, source=source, created_ns=now,
+            rules_version=rules_version,
         ))
         decide(rule.name, DecisionOutcome.QUEUED, job_id=job_id)
     return out, decide, now
 
 
 def _route_span_rule(trace: Trace, rule: EvalRule, out: Routed, decide: Callable[..., None], source: JobSource,
-                     now: int) -> None:
+                     now: int, rules_version: str) -> None:
     """Each matching span is a subject: its own decision and job. No match: one trace-level decision."""
     mismatch = trace_level_mismatch(rule.filter, trace)
     spans = matching_spans(rule.filter, trace) if mismatch is None else []
@@ -134,14 +137,14 @@ def _route_span_rule(trace: Trace, rule: EvalRule, out: Routed, decide: Callable
         out.jobs.append(ScoreJob(
             job_id=job_id, rule=rule.name, scorer=rule.scorer, params=rule.params, threshold=rule.threshold,
             trace_id=trace.trace_id, trace_version=trace.version, span_id=span.span_id, subject=JobSubject.SPAN,
-            source=source, created_ns=now,
+            source=source, created_ns=now, rules_version=rules_version,
         ))
         queued += 1
         decide(rule.name, DecisionOutcome.QUEUED, job_id=job_id, span_id=span.span_id)
 
 
 def _route_evaluation_requests(trace: Trace, out: Routed, decide, policy: EvaluationPolicy, source: JobSource,
-                               now: int) -> None:
+                               now: int, rules_version: str) -> None:
     limit = policy.config.max_per_trace
     queued = 0
     for span in trace.spans:
@@ -173,6 +176,7 @@ def _route_evaluation_requests(trace: Trace, out: Routed, decide, policy: Evalua
                 job_id=job_id, rule=rule, scorer=admitted.scorer, params=admitted.params,
                 threshold=request.threshold, trace_id=trace.trace_id, trace_version=trace.version,
                 span_id=span.span_id, request_index=index, example=example, source=source, created_ns=now,
+                rules_version=rules_version,
             ))
             queued += 1
             decided(DecisionOutcome.QUEUED, job_id=job_id)

@@ -185,7 +185,7 @@ def _result(job: ScoreJob, trace: Trace, started: float, attempt: int, scorer: S
         root_span_id=trace.root_span_id, request_index=job.request_index, span_name=_span_name(job, trace),
         project=trace.project, agent_name=agent, model=model, attempts=attempt,
         latency_ms=(time.perf_counter() - started) * 1000, source=job.source, scored_at_ns=time.time_ns(),
-        **fields,
+        rules_version=job.rules_version, **fields,
     )
 
 

@@ -35,7 +35,7 @@ def explain_trace(reader: Reader, trace_id: str, console: Console) -> bool:
         console.print(line, markup=False, highlight=False)
     decisions = reader.query(
         f"SELECT rule, trace_version AS v, if(request_index > 0, concat(span_id, '#', toString(request_index)), "
-        f"span_id) AS span, outcome, reason, decided_at FROM {db}.decisions FINAL "
+        f"span_id) AS span, outcome, reason, rules_version AS rules, decided_at FROM {db}.decisions FINAL "
         f"{this}ORDER BY rule, trace_version, span_id, request_index, decided_at"
     )
     _print(console, "Decisions (every rule, every version)", decisions.columns, decisions.rows)
@@ -44,7 +44,7 @@ def explain_trace(reader: Reader, trace_id: str, console: Console) -> bool:
     scores = reader.query(
         f"SELECT rule, scorer, trace_version AS v, if(request_index > 0, concat(span_id, '#', "
         f"toString(request_index)), span_id) AS span, span_name, status, value, label, passed, threshold, reason, "
-        f"error_type, evaluation_trace_id AS judge_trace "
+        f"error_type, evaluation_trace_id AS judge_trace, rules_version AS rules "
         f"FROM {db}.scores_current {this}ORDER BY rule, span_id, request_index"
     )
     _print(console, "Current scores", scores.columns, scores.rows)

@@ -39,11 +39,11 @@ SCORE_COLUMNS = [
     "job_id", "rule", "scorer", "scorer_version", "trace_id", "trace_version", "span_id", "request_index",
     "span_name", "project", "agent_name", "model", "status", "value", "label", "passed", "threshold", "reason",
     "criteria", "metadata", "error_type", "error_message", "attempts", "latency_ms", "source", "scored_at",
-    "evaluation_trace_id",
+    "evaluation_trace_id", "rules_version",
 ]
 DECISION_COLUMNS = [
     "rule", "trace_id", "trace_version", "span_id", "request_index", "outcome", "reason", "job_id", "project",
-    "source", "decided_at",
+    "source", "decided_at", "rules_version",
 ]
 ALERT_COLUMNS = [
     "alert_id", "incident_id", "alert_rule", "kind", "level", "rule", "scorer", "project", "group_values", "title",
@@ -126,7 +126,7 @@ def score_row(result: ScoreResult) -> list[Any]:
         result.status.value, numeric, label, result.passed, result.threshold, result.reason,
         _json([c.model_dump(mode="json") for c in result.criteria]), _json(result.metadata),
         result.error_type or "", result.error_message or "", result.attempts, result.latency_ms,
-        result.source.value, _us(result.scored_at_ns), result.evaluation_trace_id or "",
+        result.source.value, _us(result.scored_at_ns), result.evaluation_trace_id or "", result.rules_version,
     ]
 
 
@@ -134,7 +134,7 @@ def decision_row(decision: Decision) -> list[Any]:
     return [
         decision.rule, decision.trace_id, decision.trace_version, decision.span_id or "", decision.request_index,
         decision.outcome.value, decision.reason, decision.job_id or "", decision.project, decision.source.value,
-        _us(decision.decided_at_ns),
+        _us(decision.decided_at_ns), decision.rules_version,
     ]
 
 

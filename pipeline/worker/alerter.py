@@ -33,16 +33,26 @@ class Alerter:
         self.ctx = ctx
         self.table = incidents_table
         self.channel = channel
-        self.alert_rules = {a.name: a for a in ctx.ruleset.alerts}
+        self._alerts_of: object = None
+        self._alerts: dict[str, AlertRule] = {}
+
+    @property
+    def alert_rules(self) -> dict[str, AlertRule]:
+        """The alerts of the rules in use: they follow `evalstream rules apply` as routing does."""
+        rules = self.ctx.rules
+        if self._alerts_of is not rules:
+            self._alerts_of, self._alerts = rules, {a.name: a for a in rules.ruleset.alerts}
+        return self._alerts
 
     async def handle_scores(self, event: Any) -> None:
         """scores -> one observation batch per alert rule that watches any of them."""
         message = event.message
-        if not self.alert_rules:
+        alert_rules = self.alert_rules  # one version for the whole message
+        if not alert_rules:
             return
         try:
             batch = decode(message.value, ScoreResultBatch, max_bytes=self.ctx.settings.max_message_bytes)
-            for alert in self.alert_rules.values():
+            for alert in alert_rules.values():
                 observed = []
                 for result in batch.results:
                     if not applies(alert, result):

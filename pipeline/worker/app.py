@@ -1,5 +1,6 @@
-"""The composition root: one Faust app, wired from one Settings object, one RuleSet and the process's
-ScorerResolver (built by the CLI before it checked the rules, else here).
+"""The composition root: one Faust app, wired from one Settings object, one RuleSet (the version it starts
+with; `worker/rules_service.py` switches to each one applied later) and the process's ScorerResolver (built
+by the CLI before it checked the rules, else here).
 
 From the Settings it builds what each part is configured with (AssemblyConfig, SessionConfig, the scoring
 RetryPolicy; the judge client is the resolver's) and hands them down on the WorkerContext.
@@ -24,6 +25,7 @@ from pipeline.kafka_security import aiokafka_options
 from pipeline.metrics import Counters
 from pipeline.pricing import LiteLLMPrices
 from pipeline.rules import RuleSet
+from pipeline.rules.versions import ActiveRules
 from pipeline.scoring import RetryPolicy
 from pipeline.scoring.resolvers import worker_resolver
 from pipeline.scoring.uploaded import UploadedScorers
@@ -37,6 +39,7 @@ from pipeline.worker.context import WorkerContext, make_topics
 from pipeline.worker.deferred import DeferredJobs
 from pipeline.worker.metrics_service import install_metrics
 from pipeline.worker.router import BackfillRouter
+from pipeline.worker.rules_service import rules_service_class
 from pipeline.worker.scorer import ScorerWorker
 from pipeline.worker.scorer_store import scorer_store_service_class
 from pipeline.worker.session_assembler import SessionAssembler
@@ -55,7 +58,7 @@ def broker_url(bootstrap: str) -> str:
     return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip())
 
 
-def create_app(settings: Settings, ruleset: RuleSet, bootstrap: str, *, web_port: int | None = None,
+def create_app(settings: Settings, ruleset: RuleSet | ActiveRules, bootstrap: str, *, web_port: int | None = None,
                scorers: ScorerResolver | None = None) -> faust.App:
     app = EvalstreamApp(
         settings.app_id,
@@ -82,7 +85,8 @@ def create_app(settings: Settings, ruleset: RuleSet, bootstrap: str, *, web_port
         web_port=web_port or 6066,
         web_bind="127.0.0.1",
     )
-    ctx = WorkerContext(app=app, settings=settings, ruleset=ruleset, counters=Counters(),
+    rules = ruleset if isinstance(ruleset, ActiveRules) else ActiveRules.of(ruleset)
+    ctx = WorkerContext(app=app, settings=settings, rules=rules, counters=Counters(),
                         topics=make_topics(app, settings), assembly=AssemblyConfig.from_settings(settings),
                         sessions=SessionConfig.from_settings(settings), retry_policy=RetryPolicy.from_settings(settings),
                         scorers=scorers if scorers is not None else worker_resolver(settings))
@@ -102,6 +106,7 @@ def create_app(settings: Settings, ruleset: RuleSet, bootstrap: str, *, web_port
         app.service(otel_export_service_class(ctx, bootstrap))
     if settings.sink_enabled:
         app.service(sink_service_class(ctx, bootstrap))
+    app.service(rules_service_class(ctx, bootstrap))  # rules applied without a restart, in every role
     install_metrics(app, ctx, bootstrap)  # GET /metrics and consumer lag, on every worker
 
     app.evalstream = ctx  # type: ignore[attr-defined]

@@ -28,6 +28,7 @@ from pipeline.contracts import (
 from pipeline.contracts.transcript import turn_from_trace
 from pipeline.errors import OversizedError
 from pipeline.routing import route_trace
+from pipeline.rules.versions import ActiveRules
 from pipeline.worker.bundles import send_job_bundles
 from pipeline.worker.context import WorkerContext
 from pipeline.worker.deadletter import dead_letter_for
@@ -79,7 +80,8 @@ class CloseRouter:
         TraceBatch messages (to `partition` of the traces topic). `progress.sent` counts the closed traces
         that went out, so that after a failed send (raised) the caller re-opens the rest. `source`: the
         message being handled, named in dead letters."""
-        routed = [await self._route(source, c) for c in closed]
+        rules = self.ctx.rules  # one version for the whole event, even if a switch lands while it is handled
+        routed = [await self._route(source, c, rules) for c in closed]
         jobs = [(r.closed.trace_id, r.job_batch) for r in routed if r.job_batch is not None]
         await send_job_bundles(self.ctx, jobs, partition=partition)  # a failure here: nothing went out
         groups = [([r.closed.raw], r.decisions) for r in routed]
@@ -92,12 +94,12 @@ class CloseRouter:
             if r.trace is not None:
                 await self._send_turn(source, r.trace)
 
-    async def _route(self, source: Any, closed: Closed) -> _Routed:
+    async def _route(self, source: Any, closed: Closed, rules: ActiveRules) -> _Routed:
         """One trace against every rule and its spans' evaluation requests. A trace that fails to route is
         dead-lettered (stage `router`) and stored without decisions; the others go on."""
         try:
             trace = Trace.model_validate(closed.payload)
-            routed = route_trace(trace, self.ctx.ruleset, self.ctx.scorers)
+            routed = route_trace(trace, rules.ruleset, self.ctx.scorers, rules_version=rules.version)
             for code in routed.refused:
                 self.ctx.counters.inc("evaluation_requests_refused", reason=code)
             decisions = routed.decisions

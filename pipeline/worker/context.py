@@ -1,6 +1,6 @@
 """What every agent needs, built once by the composition root (`worker/app.py`) and handed to each role.
 
-Besides the Settings and rules: the configuration objects built from them (assembly, sessions, scoring
+Besides the Settings and rules (`rules`: the version in use, swapped whole by `worker/rules_service.py`): the configuration objects built from them (assembly, sessions, scoring
 retries), and the process's `ScorerResolver` (`scoring/resolvers.py`), which knows its uploaded scorers
 and holds the one judge client every judge of the process shares.
 """
@@ -18,6 +18,7 @@ from pipeline.contracts import DeadLetter, encode
 from pipeline.lag import LagTracker
 from pipeline.metrics import Counters
 from pipeline.rules import RuleSet
+from pipeline.rules.versions import ActiveRules
 from pipeline.scoring import RetryPolicy
 from pipeline.sessions import SessionConfig
 from pipeline.settings import Settings
@@ -28,7 +29,7 @@ from scorers.registry import ScorerResolver
 class WorkerContext:
     app: faust.App
     settings: Settings
-    ruleset: RuleSet
+    rules: ActiveRules  # replaced whole by the rules service when a new version is applied (never mutated)
     counters: Counters
     topics: dict[str, faust.TopicT]
     assembly: AssemblyConfig
@@ -36,6 +37,12 @@ class WorkerContext:
     retry_policy: RetryPolicy  # of a score job
     scorers: ScorerResolver  # judges built by it share its judge client; `uploaded`: the scorer store's catalog
     lag: LagTracker = field(default_factory=LagTracker)  # consumer lag: what each consumer here has read
+
+    @property
+    def ruleset(self) -> RuleSet:
+        """The rules now. A handler that routes reads `rules` once per event, so the version it records is
+        the one it routed with."""
+        return self.rules.ruleset
 
     async def send(self, topic: str, key: str | bytes, value: bytes, partition: int | None = None) -> None:
         key_bytes = key.encode() if isinstance(key, str) else key
@@ -49,5 +56,5 @@ class WorkerContext:
 def make_topics(app: faust.App, settings: Settings) -> dict[str, Any]:
     return {
         name: app.topic(name, partitions=settings.topic_partitions, key_serializer="raw", value_serializer="raw")
-        for name in topics.ALL
+        for name in topics.ALL  # not topics.RULES: only plain aiokafka clients use it (rules/store.py)
     }

@@ -42,9 +42,10 @@ class BackfillRouter:
         by_partition: dict[int, list[tuple[str, bytes]]] = {}
         jobs = 0
         partitions = self.ctx.settings.topic_partitions
+        rules = self.ctx.rules  # one version for the whole message
         for trace in batch.traces:
             try:
-                routed = route_backfill(trace, self.ctx.ruleset, batch.rules)
+                routed = route_backfill(trace, rules.ruleset, batch.rules, rules_version=rules.version)
                 if routed.jobs:
                     by_partition.setdefault(topics.partition_for(trace.trace_id, partitions), []).append(
                         (trace.trace_id, encode(ScoreJobBatch(trace=trace, jobs=routed.jobs))))

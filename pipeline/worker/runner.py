@@ -9,6 +9,8 @@ from typing import Any
 import faust
 
 from pipeline.admin import ensure_topics_for
+from pipeline.kafka_security import aiokafka_options
+from pipeline.rules.store import startup_rules
 from pipeline.settings import Settings
 from pipeline.shutdown import Shutdown
 from pipeline.worker.app import create_app
@@ -40,11 +42,14 @@ def tune_gc() -> None:
 
 
 def run_worker(settings: Settings, ruleset: Any, bootstrap: str, web_port: int | None, shutdown: Shutdown,
-               scorers: ScorerResolver | None = None) -> None:
+               scorers: ScorerResolver | None = None, *, rules_source: str = "worker") -> None:
     """Run until stopped; returns (or raises SystemExit) once the worker has stopped. `scorers`: the resolver
-    the rules were checked with (else the app builds the worker's own)."""
+    the rules were checked with (else the app builds the worker's own). `ruleset`: the rules file's (put on
+    the rules topic unless it is the current version there already), or None for the topic's current one."""
     asyncio.run(ensure_topics_for(settings, bootstrap))
-    worker = _Worker(create_app(settings, ruleset, bootstrap, web_port=web_port, scorers=scorers),
+    active = asyncio.run(startup_rules(bootstrap, ruleset, rules_source, scorers=scorers,
+                                       client_options=aiokafka_options(settings)))
+    worker = _Worker(create_app(settings, active, bootstrap, web_port=web_port, scorers=scorers),
                      loglevel=settings.log_level, quiet=True)
     # At warning and above Faust keeps a terminal spinner that sets the root logger to DEBUG, so every
     # aiokafka debug record gets built (~10% of a busy worker's time): a service has no use for it.

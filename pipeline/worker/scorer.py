@@ -149,7 +149,7 @@ class ScorerWorker:
             decisions.append(Decision(
                 rule=job.rule, trace_id=job.trace_id, trace_version=job.trace_version, span_id=job.span_id,
                 request_index=job.request_index, outcome=DecisionOutcome.DEFERRED, job_id=job.job_id, source=job.source,
-                project=batch.trace.project, decided_at_ns=time.time_ns(),
+                project=batch.trace.project, decided_at_ns=time.time_ns(), rules_version=job.rules_version,
                 reason=f"{self.ledger.describe(job.rule, budget, now)}; runs after "
                        f"{time.strftime('%H:%M:%S', time.gmtime(until))} UTC (deferral {batch.deferrals + 1})",
             ))

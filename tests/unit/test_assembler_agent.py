@@ -14,6 +14,7 @@ from pipeline.assembly import AssemblyConfig
 from pipeline.contracts import DeadLetter, TraceBatch, decode, pack_items
 from pipeline.metrics import Counters
 from pipeline.rules import parse_rules
+from pipeline.rules.versions import ActiveRules
 from pipeline.worker.assembler import TICK, TICK_KEY, Assembler
 from scorers.testing import resolver
 from tests.integration.harness import batch, span
@@ -26,6 +27,7 @@ class FakeContext:
         self.settings = SimpleNamespace(max_message_bytes=max_message_bytes, topic_partitions=PARTITIONS)
         self.assembly = AssemblyConfig(quiet_period_s=0.0)
         self.ruleset = parse_rules({"rules": [{"name": "errors", "scorer": "error_spans"}]})
+        self.rules = ActiveRules.of(self.ruleset)
         self.scorers = resolver()
         self.counters = Counters()
         self.sent: list[tuple[str, bytes, bytes, int | None]] = []

@@ -22,6 +22,7 @@ from pipeline.contracts import (
 )
 from pipeline.metrics import Counters
 from pipeline.rules import parse_rules
+from pipeline.rules.versions import ActiveRules
 from pipeline.sampling import is_sampled
 from pipeline.worker.router import BackfillRouter
 from scorers.testing import resolver
@@ -35,6 +36,7 @@ RULES = parse_rules({"rules": [
 class FakeContext:
     def __init__(self) -> None:
         self.settings = SimpleNamespace(max_message_bytes=1024 * 1024, topic_partitions=8)
+        self.rules = ActiveRules.of(RULES)
         self.ruleset = RULES
         self.scorers = resolver()
         self.counters = Counters()

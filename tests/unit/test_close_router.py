@@ -23,6 +23,7 @@ from pipeline.contracts import (
 from pipeline.metrics import Counters
 from pipeline.routing import route_trace
 from pipeline.rules import parse_rules
+from pipeline.rules.versions import ActiveRules
 from pipeline.sampling import is_sampled
 from pipeline.worker.close_router import Closed, CloseRouter, Progress, job_batch_bytes
 from scorers.testing import resolver
@@ -36,6 +37,7 @@ RULES = parse_rules({"rules": [
 class FakeContext:
     def __init__(self, max_message_bytes: int = 1024 * 1024, fail_on: str | None = None) -> None:
         self.settings = SimpleNamespace(max_message_bytes=max_message_bytes, topic_partitions=8)
+        self.rules = ActiveRules.of(RULES)
         self.ruleset = RULES
         self.scorers = resolver()
         self.counters = Counters()

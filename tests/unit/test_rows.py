@@ -159,6 +159,7 @@ def test_score_row_fields_and_none_handling() -> None:
     assert row["criteria"] == "[]" and row["metadata"] == "{}"
     assert row["status"] == "scored" and row["source"] == "live" and row["scored_at"] == 5_000_000
     assert row["evaluation_trace_id"] == ""  # no judge call, no evaluation trace
+    assert row["rules_version"] == ""  # a result of a job routed before rules had versions
 
     full = _result(status="error", passed=False, threshold=0.5, span_id="s", agent_name="a", model="m",
                    error_type="ValueError", error_message="boom", attempts=3,
@@ -179,7 +180,16 @@ def test_decision_row() -> None:
     assert row == {"rule": "r", "trace_id": "t", "trace_version": 2, "span_id": "", "request_index": 0,
                    "outcome": "sampled_out",
                    "reason": "sampling_rate=0.1", "job_id": "", "project": "default", "source": "live",
-                   "decided_at": 7_000}
+                   "decided_at": 7_000, "rules_version": ""}
+
+
+def test_decisions_and_scores_record_the_rules_version_they_were_made_under() -> None:
+    d = Decision(rule="r", trace_id="t", trace_version=1, outcome="queued", rules_version="0123456789ab")
+    assert as_dict(DECISION_COLUMNS, rows.decision_row(d))["rules_version"] == "0123456789ab"
+    result = _result(rules_version="0123456789ab")
+    assert as_dict(SCORE_COLUMNS, rows.score_row(result))["rules_version"] == "0123456789ab"
+    implied = result_decision(result)
+    assert implied is not None and implied.rules_version == "0123456789ab"  # the scored decision keeps it
 
 
 # What a result implies for its decision (issue 19: the scorers no longer send these; the sink derives them).
@@ -214,7 +224,7 @@ def test_an_sdk_span_requests_result_is_decided_per_span_and_call() -> None:
     row = as_dict(DECISION_COLUMNS, rows.decision_row(decision))
     assert row == {"rule": "sdk:faithfulness", "trace_id": "t", "trace_version": 1, "span_id": "s7",
                    "request_index": 2, "outcome": "scored", "reason": "grounded", "job_id": "req-2",
-                   "project": "default", "source": "live", "decided_at": 5_000_000}
+                   "project": "default", "source": "live", "decided_at": 5_000_000, "rules_version": ""}
 
 
 def test_a_session_rules_closing_verdict_implies_a_session_decision_and_a_look_none() -> None:
