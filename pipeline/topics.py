@@ -22,14 +22,18 @@ SESSION_TURNS = "evalstream.session-turns.v1"  # SessionTurns keyed by session i
 SESSIONS = "evalstream.sessions.v1"  # Session keyed by session id: closed versions and open snapshots
 SESSION_JOBS = "evalstream.session-jobs.v1"  # SessionJobBatch keyed by session id
 METRICS = "evalstream.metrics.v1"  # WorkerMetrics: each worker's consumer-lag samples, keyed by worker
+BUDGET_SPEND = "evalstream.budget-spend.v1"  # SpendRecord (reserve / settle) keyed by rule: the shared spend ledger
 
 # Topics the ClickHouse sink reads, in the order it writes them.
 SINK_TOPICS = (TRACES, SESSIONS, DECISIONS, SCORES, ALERTS, DEAD_LETTERS, SCORERS, METRICS)
 ALL = (SPANS, TRACES, JOBS, JOBS_DEFERRED, SCORES, DECISIONS, ALERT_OBSERVATIONS, ALERT_RETRIES, ALERTS, DEAD_LETTERS, SCORERS,
-       BACKFILL, SESSION_TURNS, SESSIONS, SESSION_JOBS, METRICS)
+       BACKFILL, SESSION_TURNS, SESSIONS, SESSION_JOBS, METRICS, BUDGET_SPEND)
 
 # Topic configs beyond the defaults, applied when a topic is created.
-CONFIGS: dict[str, dict[str, str]] = {SCORERS: {"cleanup.policy": "compact"}}
+# The spend ledger is read whole by every scorer at start: it keeps 3 hours (the hour's window, reservations
+# that may still be live, and margin), whatever the pipeline's retention.
+CONFIGS: dict[str, dict[str, str]] = {SCORERS: {"cleanup.policy": "compact"},
+                                      BUDGET_SPEND: {"retention.ms": str(3 * 3600 * 1000)}}
 
 
 def partition_for(key: str, partitions: int) -> int:
