@@ -17,7 +17,7 @@ from tests.support.openai_server import OpenAIServer, Reply
 pytestmark = pytest.mark.integration
 
 N_TRACES = 12
-CAP_TOKENS = 1000
+CAP_TOKENS = 400  # the judge answers with ~175 tokens a job: two jobs a window
 WINDOW_S = 4
 SCORERS = 2
 
