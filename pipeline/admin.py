@@ -18,9 +18,9 @@ log = logging.getLogger(__name__)
 
 def topic_configs(name: str, retention_hours: float | None) -> dict[str, str]:
     """Per-topic configs: compaction where the latest value per key is the state, retention elsewhere
-    (dead letters kept four times as long, for investigation)."""
+    (dead letters kept four times as long, for investigation). A topic's own retention in `topics.CONFIGS` wins."""
     configs = dict(topics.CONFIGS.get(name, {}))
-    if retention_hours is not None and configs.get("cleanup.policy") != "compact":
+    if retention_hours is not None and configs.get("cleanup.policy") != "compact" and "retention.ms" not in configs:
         hours = retention_hours * (4 if name == topics.DEAD_LETTERS else 1)
         configs["retention.ms"] = str(int(hours * 3600 * 1000))
     return configs

@@ -65,6 +65,11 @@ METRICS: dict[str, MetricSpec] = {
     "jobs_running": MetricSpec("gauge", "evalstream_jobs_running", "Score jobs running in this process now."),
     "jobs_deferred": MetricSpec("counter", "evalstream_jobs_deferred", "Jobs held back by their rule's budget.",
                                 ("rule",)),
+    "budget_records_invalid": MetricSpec("counter", "evalstream_budget_records_invalid",
+                                         "Records on the spend-ledger topic refused (size, fields) and ignored."),
+    "budget_reservations": MetricSpec("counter", "evalstream_budget_reservations",
+                                      "Spend reservations this process wrote, by verdict (granted, refused, "
+                                      "unconfirmed).", ("verdict",)),
     "jobs_resumed": MetricSpec("counter", "evalstream_jobs_resumed", "Deferred jobs sent back to the scorers."),
     "scores": MetricSpec("counter", "evalstream_scores", "Score results by rule and status (scored, error).",
                          ("rule", "status")),

@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     scorer_backoff_s: float = Field(default=0.5, ge=0)
     scorer_cache_size: int = Field(default=256, ge=1)  # scorer instances kept per process (LRU by scorer + params)
     budget_window_s: float = Field(default=3600.0, gt=0)  # rules' budgets are per this window (an hour)
+    # The shared spend ledger (docs/budgets.md): a reservation never settled (its process died) counts for this long
+    budget_reservation_timeout_s: float = Field(default=600.0, gt=0)
+    budget_confirm_timeout_s: float = Field(default=10.0, gt=0)  # wait for a reservation to come back from the topic
+    budget_default_estimate_tokens: int = Field(default=2000, ge=0)  # a job's estimate before the rule has settled one
+    budget_default_estimate_usd: float = Field(default=0.02, ge=0)
     defer_max_sleep_s: float = Field(default=30.0, gt=0)  # a deferred job waits at most this long per pass
     defer_concurrency: int = Field(default=64, ge=1)  # deferred jobs waiting at once per worker
 

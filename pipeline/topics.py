@@ -25,14 +25,18 @@ METRICS = "evalstream.metrics.v1"  # WorkerMetrics: each worker's consumer-lag s
 # RulesRecord keyed by its version; one partition, compacted: every version, the current one last. Not in ALL
 # (those share one partition count); created with them (`admin.ensure_topics`).
 RULES = "evalstream.rules.v1"
+BUDGET_SPEND = "evalstream.budget-spend.v1"  # SpendRecord (reserve / settle) keyed by rule: the shared spend ledger
 
 # Topics the ClickHouse sink reads, in the order it writes them.
 SINK_TOPICS = (TRACES, SESSIONS, DECISIONS, SCORES, ALERTS, DEAD_LETTERS, SCORERS, METRICS)
 ALL = (SPANS, TRACES, JOBS, JOBS_DEFERRED, SCORES, DECISIONS, ALERT_OBSERVATIONS, ALERT_RETRIES, ALERTS, DEAD_LETTERS, SCORERS,
-       BACKFILL, SESSION_TURNS, SESSIONS, SESSION_JOBS, METRICS)
+       BACKFILL, SESSION_TURNS, SESSIONS, SESSION_JOBS, METRICS, BUDGET_SPEND)
 
 # Topic configs beyond the defaults, applied when a topic is created.
-CONFIGS: dict[str, dict[str, str]] = {SCORERS: {"cleanup.policy": "compact"}, RULES: {"cleanup.policy": "compact"}}
+# The spend ledger is read whole by every scorer at start: it keeps 3 hours (the hour's window, reservations
+# that may still be live, and margin), whatever the pipeline's retention.
+CONFIGS: dict[str, dict[str, str]] = {SCORERS: {"cleanup.policy": "compact"}, RULES: {"cleanup.policy": "compact"},
+                                      BUDGET_SPEND: {"retention.ms": str(3 * 3600 * 1000)}}
 # Topics with a fixed partition count of their own, whatever EVALSTREAM_TOPIC_PARTITIONS says.
 FIXED_PARTITIONS: dict[str, int] = {RULES: 1}
 

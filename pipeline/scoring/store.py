@@ -65,20 +65,21 @@ class ScorerCatalog:
         return name in self._latest
 
 
-def _consumer(bootstrap: str, max_bytes: int, client_options: Mapping[str, Any] | None) -> AIOKafkaConsumer:
+def tail_consumer(bootstrap: str, max_bytes: int, client_options: Mapping[str, Any] | None) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                             auto_offset_reset="earliest", fetch_max_wait_ms=100,
                             max_partition_fetch_bytes=max(2 * max_bytes, 1024 * 1024),
                             request_timeout_ms=15000, **(client_options or {}))
 
 
-async def _assign_all(consumer: AIOKafkaConsumer) -> list[TopicPartition]:
-    """Every partition of the topic, from the beginning ([] when the topic does not exist yet)."""
-    partitions = consumer.partitions_for_topic(topics.SCORERS)
+async def assign_all(consumer: AIOKafkaConsumer, topic: str = topics.SCORERS) -> list[TopicPartition]:
+    """Every partition of the topic, from the beginning ([] when the topic does not exist yet). Also used by
+    the shared budget ledger (`worker/budget_ledger.py`), which reads its topic the same way."""
+    partitions = consumer.partitions_for_topic(topic)
     if not partitions:
         await consumer.topics()  # refresh metadata once
-        partitions = consumer.partitions_for_topic(topics.SCORERS) or set()
-    assigned = [TopicPartition(topics.SCORERS, p) for p in sorted(partitions)]
+        partitions = consumer.partitions_for_topic(topic) or set()
+    assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
     if assigned:
         consumer.assign(assigned)
         await consumer.seek_to_beginning(*assigned)
@@ -96,14 +97,14 @@ async def read_store(bootstrap: str, *, max_bytes: int = 16 * 1024 * 1024, timeo
                      client_options: Mapping[str, Any] | None = None) -> list[UploadedScorer]:
     """Every version on the topic now, oldest upload first (for `scorers list` and `rules check`).
     `client_options`: TLS / SASL (`kafka_security.aiokafka_options`), as for every client here."""
-    consumer = _consumer(bootstrap, max_bytes, client_options)
+    consumer = tail_consumer(bootstrap, max_bytes, client_options)
     try:
         await consumer.start()
     except KafkaError as exc:
         await consumer.stop()
         raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
     try:
-        assigned = await _assign_all(consumer)
+        assigned = await assign_all(consumer)
         if not assigned:
             return []
         ends = await consumer.end_offsets(assigned)
@@ -174,10 +175,10 @@ class StoreFollower:
             await asyncio.sleep(self.retry_s)
 
     async def _follow(self) -> None:
-        consumer = _consumer(self.bootstrap, self.max_bytes, self.client_options)
+        consumer = tail_consumer(self.bootstrap, self.max_bytes, self.client_options)
         await consumer.start()
         try:
-            assigned = await _assign_all(consumer)
+            assigned = await assign_all(consumer)
             if not assigned:
                 log.warning("scorer store: topic %s does not exist yet; waiting for it", topics.SCORERS)
                 return

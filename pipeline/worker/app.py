@@ -35,6 +35,7 @@ from pipeline.storage.reader import Reader
 from pipeline.worker.alert_redelivery import AlertRedelivery
 from pipeline.worker.alerter import Alerter
 from pipeline.worker.assembler import Assembler
+from pipeline.worker.budget_ledger import SharedBudget, budget_service_class
 from pipeline.worker.context import WorkerContext, make_topics
 from pipeline.worker.deferred import DeferredJobs
 from pipeline.worker.metrics_service import install_metrics
@@ -177,7 +178,9 @@ def _router_role(app: faust.App, ctx: WorkerContext) -> None:
 
 def _scorer_role(app: faust.App, ctx: WorkerContext, bootstrap: str) -> None:
     """Score jobs (traces and sessions) -> scores; jobs over a rule's budget wait on the deferred topic."""
-    scorer = ScorerWorker(ctx)
+    budget = SharedBudget(ctx, bootstrap)  # one spend ledger for every scorer process (docs/budgets.md)
+    app.service(budget_service_class(budget))
+    scorer = ScorerWorker(ctx, budget)
     deferred = DeferredJobs(ctx)
 
     @app.agent(ctx.topics[topics.JOBS], name="scorer", concurrency=ctx.settings.scorer_concurrency)

@@ -2,8 +2,10 @@
 
 It sends results only: the sink stores each result's `scored` or `failed` decision from the result.
 
-A job whose rule has spent its hourly budget is not run: it goes to the deferred topic with the
-time its budget frees up, and its decision row says so. `worker/deferred.py` sends it back then.
+A job of a rule with a budget first reserves its estimate on the shared spend ledger (`worker/budget_ledger.py`,
+one ledger for every scorer process). A job whose reservation is not granted is not run: it goes to the
+deferred topic with the time its budget frees up, and its decision row says so. `worker/deferred.py` sends it
+back then. After a job runs, its reservation is settled with what its judges spent.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from pipeline.contracts import (
     encode,
     pack_items,
 )
+from pipeline.rules.model import Budget
 from pipeline.sampling import SDK_RULE_PREFIX
 from pipeline.scoring import JobOutcome, ScorerCache, run_job
-from pipeline.scoring.budget import Spend, SpendLedger
+from pipeline.scoring.budget import Spend
+from pipeline.worker.budget_ledger import SharedBudget
 from pipeline.worker.context import WorkerContext
 from pipeline.worker.deadletter import dead_letter_for
 from pipeline.worker.evaluation_traces import EvaluationTraces
@@ -42,14 +46,14 @@ def metric_rule(rule: str) -> str:
 
 
 class ScorerWorker:
-    def __init__(self, ctx: WorkerContext) -> None:
+    def __init__(self, ctx: WorkerContext, budget: SharedBudget | None = None) -> None:
         self.ctx = ctx
+        self.budget = budget  # the shared spend ledger (`worker/budget_ledger.py`); only budgeted rules use it
         self.cache = ScorerCache(ctx.scorers, ctx.settings.scorer_cache_size)
         self.slots = asyncio.Semaphore(ctx.settings.scorer_concurrency)
         self.running = 0
-        self.ledger = SpendLedger(ctx.settings.budget_window_s)
-        # Budgeted waves of all the agent's concurrent copies take turns, so what passes a budget check
-        # before its spend is charged is one wave (scorer_concurrency traces), as it was one trace per slot.
+        # Budgeted waves of all the agent's concurrent copies take turns: a wave's reservations are written and
+        # read back before the next wave's, so its jobs are counted (as estimates) before the next is admitted.
         self.budget_turn = asyncio.Lock()
         self.evaluation_traces = EvaluationTraces(ctx)
 
@@ -92,9 +96,10 @@ class ScorerWorker:
                                                            job_id=outcome.result.job_id))
 
     async def _run_bundle(self, bundle: ScoreJobBundle, message: Any) -> list[JobOutcome]:
-        """Jobs of rules without a budget all at once. Jobs of budgeted rules in waves of at most
-        `scorer_concurrency` traces, one wave at a time in this process, each checked against what the
-        waves before it spent. A trace whose budget check fails (its deferral could not be sent) is
+        """Jobs of rules without a budget all at once, without touching the ledger. Jobs of budgeted rules in
+        waves of at most `scorer_concurrency` traces, one wave at a time in this process: each job reserves
+        its estimate on the shared ledger, runs if the reservation is granted, and settles what it spent;
+        the others are deferred. A trace whose budget check fails (its deferral could not be sent) is
         dead-lettered alone; the results of the others still go out."""
         def budgeted(job: ScoreJob) -> bool:
             rule = self.ctx.ruleset.rule(job.rule)
@@ -108,61 +113,77 @@ class ScorerWorker:
         try:
             for start in range(0, len(waiting), wave):
                 async with self.budget_turn:
-                    runnable: list[tuple[ScoreJob, ScoreJobBatch]] = []
-                    for batch, jobs in waiting[start:start + wave]:
-                        try:
-                            runnable += [(job, batch) for job in await self._defer_over_budget(batch, jobs)]
-                        except Exception as exc:
-                            log.exception("scorer: budget check of trace %s failed", batch.trace.trace_id)
-                            await self.ctx.dead_letter(dead_letter_for("scorer", message, exc,
-                                                                       trace_id=batch.trace.trace_id))
-                    done = await asyncio.gather(*(self._run(job, batch) for job, batch in runnable))
-                    self._charge(done)
+                    runnable = await self._admit(waiting[start:start + wave], message)
+                    done = await asyncio.gather(*(self._run(job, batch) for job, batch, _ in runnable))
+                    for (job, _, reservation), outcome in zip(runnable, done, strict=True):
+                        await self._settle(job, reservation, outcome)
                     outcomes += done
         finally:
             unbudgeted = await free
-        self._charge(unbudgeted)
         return [*unbudgeted, *outcomes]
 
-    def _charge(self, outcomes: list[JobOutcome]) -> None:
-        done = time.time()
-        for outcome in outcomes:
-            self.ledger.charge(outcome.result.rule, Spend.from_metadata(outcome.result.metadata), done)
-
-    async def _defer_over_budget(self, batch: ScoreJobBatch, jobs: list[ScoreJob]) -> list[ScoreJob]:
-        """Send those of a trace's `jobs` whose rules are over budget to the deferred topic; return the
-        ones to run now."""
-        now = time.time()
-        runnable: list[ScoreJob] = []
-        deferred: list[ScoreJob] = []
-        decisions: list[Decision] = []
-        not_before = 0.0
-        for job in jobs:
-            rule = self.ctx.ruleset.rule(job.rule)
-            budget = rule.budget if rule is not None else None
-            until = self.ledger.blocked_until(job.rule, budget, now)
-            if until is None or budget is None:
-                runnable.append(job)
+    async def _admit(self, wave: list[tuple[ScoreJobBatch, list[ScoreJob]]], message: Any
+                     ) -> list[tuple[ScoreJob, ScoreJobBatch, str]]:
+        """Reserve every job of the wave at once (one round trip through the topic); defer, per trace, the
+        jobs whose reservation was not granted. Returns the granted ones with their reservation ids."""
+        if self.budget is None:
+            raise RuntimeError("a budgeted rule's job reached a scorer without the shared budget ledger")
+        wanted = [(job, batch, budget) for batch, jobs in wave for job in jobs
+                  if (rule := self.ctx.ruleset.rule(job.rule)) is not None and (budget := rule.budget) is not None]
+        try:
+            reservations = await self.budget.reserve([(job.rule, budget) for job, _, budget in wanted])
+        except Exception:
+            log.exception("scorer: reserving budget for %d job(s) failed; deferring them", len(wanted))
+            reservations = [None] * len(wanted)
+        runnable: list[tuple[ScoreJob, ScoreJobBatch, str]] = []
+        refused: dict[int, list[tuple[ScoreJob, Budget]]] = {}
+        for (job, batch, budget), reservation in zip(wanted, reservations, strict=True):
+            if reservation is not None:
+                runnable.append((job, batch, reservation))
+            else:
+                refused.setdefault(id(batch), []).append((job, budget))
+        for batch, _ in wave:
+            if id(batch) not in refused:
                 continue
-            deferred.append(job)
+            try:
+                await self._defer(batch, refused[id(batch)])
+            except Exception as exc:
+                log.exception("scorer: budget check of trace %s failed", batch.trace.trace_id)
+                await self.ctx.dead_letter(dead_letter_for("scorer", message, exc, trace_id=batch.trace.trace_id))
+        return runnable
+
+    async def _settle(self, job: ScoreJob, reservation: str, outcome: JobOutcome) -> None:
+        assert self.budget is not None
+        await self.budget.settle(job.rule, reservation, Spend.from_metadata(outcome.result.metadata))
+
+    async def _defer(self, batch: ScoreJobBatch, jobs: list[tuple[ScoreJob, Budget]]) -> None:
+        """Send a trace's `jobs` whose rules are over budget to the deferred topic, with their decisions."""
+        assert self.budget is not None
+        ledger = self.budget.ledger
+        now_ns = time.time_ns()
+        # Not before the ledger frees up, nor within a second: a job refused in the topic's order (or whose
+        # reservation was not read back) while this process's view has room does not come straight back.
+        soonest = now_ns / 1e9 + 1.0
+        not_before = 0.0
+        decisions: list[Decision] = []
+        for job, budget in jobs:
+            until = max(ledger.blocked_until(job.rule, budget, now_ns), soonest)
             not_before = max(not_before, until)
             decisions.append(Decision(
                 rule=job.rule, trace_id=job.trace_id, trace_version=job.trace_version, span_id=job.span_id,
                 request_index=job.request_index, outcome=DecisionOutcome.DEFERRED, job_id=job.job_id, source=job.source,
                 project=batch.trace.project, decided_at_ns=time.time_ns(), rules_version=job.rules_version,
-                reason=f"{self.ledger.describe(job.rule, budget, now)}; runs after "
+                reason=f"{ledger.describe(job.rule, budget, now_ns)}; runs after "
                        f"{time.strftime('%H:%M:%S', time.gmtime(until))} UTC (deferral {batch.deferrals + 1})",
             ))
-        if deferred:
-            trace_id = batch.trace.trace_id
-            later = ScoreJobBatch(trace=batch.trace, jobs=deferred, not_before_ns=int(not_before * 1e9),
-                                  deferrals=batch.deferrals + 1)
-            await self.ctx.send(topics.JOBS_DEFERRED, trace_id, encode(later))
-            await self.ctx.send(topics.DECISIONS, trace_id, encode(DecisionBatch(decisions=decisions)))
-            for job in deferred:
-                self.ctx.counters.inc("jobs_deferred", rule=job.rule)
-            log.info("scorer: deferred %d job(s) of trace %s until the budget refills", len(deferred), trace_id)
-        return runnable
+        trace_id = batch.trace.trace_id
+        later = ScoreJobBatch(trace=batch.trace, jobs=[job for job, _ in jobs], not_before_ns=int(not_before * 1e9),
+                              deferrals=batch.deferrals + 1)
+        await self.ctx.send(topics.JOBS_DEFERRED, trace_id, encode(later))
+        await self.ctx.send(topics.DECISIONS, trace_id, encode(DecisionBatch(decisions=decisions)))
+        for job, _ in jobs:
+            self.ctx.counters.inc("jobs_deferred", rule=job.rule)
+        log.info("scorer: deferred %d job(s) of trace %s until the budget refills", len(jobs), trace_id)
 
 
 class _GaveUp(Exception):
