@@ -108,6 +108,9 @@ METRICS: dict[str, MetricSpec] = {
     "consumer_lag_records": MetricSpec("gauge", "evalstream_consumer_lag_records",
                                        "Records not yet processed, per consumer group and partition owned here.",
                                        LAG_LABELS),
+    "rule_health": MetricSpec("gauge", "evalstream_rule_health",
+                              "1 for each rule's health state now and 0 for its other states (docs/rule-health.md); "
+                              "exported by the sink that evaluates rule health.", ("rule", "state")),
     "consumer_lag_seconds": MetricSpec("gauge", "evalstream_consumer_lag_seconds",
                                        "Age of the oldest unprocessed record (0 when caught up).", LAG_LABELS),
 }

@@ -6,12 +6,12 @@ import json
 import re
 
 from rich.console import Console
-from rich.table import Table
 
 from pipeline.contracts.evaluation_traces import JUDGE_PROJECT
 from pipeline.routing.judge_traces import SKIP_REASON
 from pipeline.storage.filters import Eq, where
 from pipeline.storage.reader import Reader
+from pipeline.views.tables import print_table
 
 _ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 
@@ -73,10 +73,12 @@ def assembly_lines(rows: list[list]) -> list[str]:
     return lines
 
 
+FREE_TEXT = frozenset({"reason", "error_type", "error_message", "waited_for", "reopened_by", "name"})
+
+
 def _print(console: Console, title: str, columns: list[str], rows: list[list]) -> None:
-    table = Table(*columns, title=title, title_justify="left")
-    for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
-    console.print(table)
+    """Nothing cut: free text folds in its cell; too wide for a terminal, one block per row (`views/tables.py`)."""
+    print_table(console, columns, [["" if v is None else str(v) for v in row] for row in rows],
+                fold=[c for c in columns if c in FREE_TEXT], title=title)
     if not rows:
         console.print("  (none)")

@@ -96,6 +96,8 @@ class RuleHealthAlerts:
         seen = set()
         for h in await self.health(now):
             seen.add(h.rule)
+            for state in HealthState:
+                self.ctx.counters.set("rule_health", 1.0 if state == h.state else 0.0, rule=h.rule, state=state.value)
             inc = self.incidents.setdefault(h.rule, RuleIncident(h.rule))
             failures = max(1, h.figures.recent_errors or h.figures.errored) if h.state == HealthState.ERRORING else 1
             for notice in step(inc, h.state, h.reason, now, cooldown, scorer=h.scorer, failures=failures):

@@ -287,7 +287,7 @@ SPAN_DEFAULTS = {"trace_version": 1, "parent_span_id": "", "project": "shop", "s
 SCORE_DEFAULTS = {"scorer_version": "1", "trace_version": 1, "span_id": "", "request_index": 0, "span_name": "", "project": "shop", "agent_name": "planner",
                   "model": "gpt-4o", "status": "scored", "value": None, "label": "", "passed": None, "threshold": 0.5,
                   "reason": "", "criteria": "[]", "metadata": "", "error_type": "", "error_message": "", "attempts": 1,
-                  "latency_ms": 12.0, "source": "live", "evaluation_trace_id": ""}
+                  "latency_ms": 12.0, "source": "live", "evaluation_trace_id": "", "rules_version": ""}
 
 
 def spans_of(trace_id: str, version: int, minute: float, extra: tuple[dict[str, Any], ...] = (),
@@ -397,7 +397,8 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     insert(ch, "spans", SPAN_COLUMNS, SPANS, SPAN_DEFAULTS)
     insert(ch, "scores", SCORE_COLUMNS, SCORES, SCORE_DEFAULTS)
     insert(ch, "scores", SCORE_COLUMNS, REDELIVERED, SCORE_DEFAULTS)
-    decision = {"reason": "", "job_id": "", "project": "shop", "source": "live", "span_id": "", "request_index": 0}
+    decision = {"reason": "", "job_id": "", "project": "shop", "source": "live", "span_id": "", "request_index": 0,
+                "rules_version": ""}
     insert(ch, "decisions", DECISION_COLUMNS, [
         {"rule": "helpful", "trace_id": "t-fail-1", "trace_version": 1, "outcome": "scored", "decided_at": us(15)},
         {"rule": "helpful", "trace_id": "t-fail-1", "trace_version": 2, "outcome": "scored", "decided_at": us(40)},

@@ -178,9 +178,13 @@ def test_the_evaluator_fires_once_stores_it_and_resolves() -> None:
     assert [(a.kind.value, a.rule) for a in channel.sent] == [("firing", "polite")]
     assert "provider refusing" in channel.sent[0].title
     assert sent == [("evalstream.alerts.v1", channel.sent[0].alert_id)]
+    gauges = evaluator.ctx.counters.snapshot()
+    assert {k: v for k, v in gauges.items() if k.startswith("rule_health") and v} == {
+        "rule_health{rule=polite,state=erroring}": 1.0}
     reader.errors = 0
     asyncio.run(evaluator.check(1060.0))
     assert [a.kind.value for a in channel.sent] == ["firing", "resolved"]
+    assert evaluator.ctx.counters.snapshot()["rule_health{rule=polite,state=erroring}"] == 0.0
 
 
 def test_the_evaluator_does_not_fire_again_for_an_incident_stored_before_a_restart() -> None:
