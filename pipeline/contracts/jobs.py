@@ -200,6 +200,7 @@ class SessionDecision(_Wire):
     turns: UInt32 = 0
     source: JobSource = JobSource.LIVE
     decided_at_ns: TimestampNs = 0
+    rules_version: str = Field(default="", max_length=64)  # the rules it was made under ('' before versions)
 
 
 class DecisionBatch(_Wire):
@@ -228,7 +229,7 @@ def result_decision(result: ScoreResult) -> Decision | SessionDecision | None:
         return SessionDecision(
             rule=result.rule, session_id=result.session_id or "", session_version=result.session_version or 1,
             outcome=outcome, reason=reason, job_id=result.job_id, project=result.project, turns=result.turn or 0,
-            source=result.source, decided_at_ns=result.scored_at_ns,
+            source=result.source, decided_at_ns=result.scored_at_ns, rules_version=result.rules_version,
         )
     return Decision(
         rule=result.rule, trace_id=result.trace_id, trace_version=result.trace_version, span_id=result.span_id,

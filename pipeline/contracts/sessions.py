@@ -152,6 +152,7 @@ class SessionJob(_Wire):
     final: bool
     source: JobSource = JobSource.LIVE
     created_ns: TimestampNs = 0
+    rules_version: str = Field(default="", max_length=64)  # the rules it was routed under ('' before versions)
 
     @staticmethod
     def make_id(rule: str, session_id: str, session_version: int, turn: int, final: bool) -> str:

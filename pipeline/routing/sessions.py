@@ -24,7 +24,8 @@ class RoutedSession:
     jobs: list[SessionJob] = field(default_factory=list)
 
 
-def route_session(session: Session, ruleset: RuleSet) -> RoutedSession:
+def route_session(session: Session, ruleset: RuleSet, *, rules_version: str = "") -> RoutedSession:
+    """`rules_version`: the version of `ruleset`, recorded on each decision and job."""
     now = time.time_ns()
     out = RoutedSession()
     final = not session.is_open
@@ -35,6 +36,7 @@ def route_session(session: Session, ruleset: RuleSet) -> RoutedSession:
             out.decisions.append(SessionDecision(
                 rule=rule, session_id=session.session_id, session_version=session.version, outcome=outcome,
                 reason=reason, job_id=job_id, project=session.project, turns=turn, decided_at_ns=now,
+                rules_version=rules_version,
             ))
 
     for rule in ruleset.session_rules:
@@ -51,7 +53,7 @@ def route_session(session: Session, ruleset: RuleSet) -> RoutedSession:
         out.jobs.append(SessionJob(
             job_id=job_id, rule=rule.name, scorer=rule.scorer, params=rule.params, threshold=rule.threshold,
             session_id=session.session_id, session_version=session.version, turn=turn, final=final,
-            created_ns=now,
+            created_ns=now, rules_version=rules_version,
         ))
         decide(rule.name, DecisionOutcome.QUEUED, job_id=job_id)
     return out

@@ -120,7 +120,7 @@ async def run_session_job(job: SessionJob, conversation: Conversation, cache: Sc
         "job_id": job.job_id, "rule": job.rule, "scorer": job.scorer, "scorer_version": scorer.version if scorer else "?",
         "trace_id": latest.trace_id if latest else "", "trace_version": latest.trace_version if latest else 1,
         "project": conversation.project, "agent_name": latest.agents[0] if latest and latest.agents else None,
-        "attempts": attempt, "source": job.source, "session_id": job.session_id, "session_version": job.session_version,
+        "attempts": attempt, "source": job.source, "rules_version": job.rules_version, "session_id": job.session_id, "session_version": job.session_version,
         "turn": job.turn, "final": job.final,
     }
     if isinstance(got, _Failed):

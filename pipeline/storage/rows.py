@@ -76,7 +76,7 @@ SESSION_TURN_COLUMNS = [
 SESSION_SCORE_COLUMNS = ["session_id", "session_version", "turn", "final", *SCORE_COLUMNS]
 SESSION_DECISION_COLUMNS = [
     "rule", "session_id", "session_version", "outcome", "reason", "job_id", "project", "turns", "source",
-    "decided_at",
+    "decided_at", "rules_version",
 ]
 
 
@@ -220,6 +220,7 @@ def session_decision_row(decision: SessionDecision) -> list[Any]:
     return [
         decision.rule, decision.session_id, decision.session_version, decision.outcome.value, decision.reason,
         decision.job_id or "", decision.project, decision.turns, decision.source.value, _us(decision.decided_at_ns),
+        decision.rules_version,
     ]
 
 

@@ -24,7 +24,8 @@ class SessionRouter:
         try:
             session = decode(message.value, Session, max_bytes=self.ctx.settings.max_message_bytes)
             session_id = session.session_id
-            routed = route_session(session, self.ctx.ruleset)
+            rules = self.ctx.rules  # one version for the whole event
+            routed = route_session(session, rules.ruleset, rules_version=rules.version)
             if routed.jobs:
                 await self.ctx.send(topics.SESSION_JOBS, session_id,
                                     encode(SessionJobBatch(session=session, jobs=routed.jobs)))

@@ -421,7 +421,7 @@ def test_the_sink_stores_sessions_and_their_turns_and_session_decisions() -> Non
     assert [as_dict(SESSION_DECISION_COLUMNS, r) for r in stored["session_decisions"]] == [{
         "rule": "goal", "session_id": "chat-1", "session_version": 2, "outcome": "sampled_out",
         "reason": "sampling_rate=0.1", "job_id": "", "project": "default", "turns": 4, "source": "live",
-        "decided_at": 8_000}]
+        "decided_at": 8_000, "rules_version": ""}]
 
 
 def test_every_table_the_sink_writes_has_its_column_list() -> None:

@@ -67,3 +67,20 @@ def test_session_rules_reject_span_filters_and_each_turn_on_trace_rules() -> Non
                                    "filter: {span_name: 'a*'}}]"))
     with pytest.raises(RulesError, match="each_turn applies to session rules"):
         parse_rules(yaml.safe_load("rules: [{name: x, scorer: error_spans, each_turn: true}]"))
+
+
+def test_a_sessions_decisions_jobs_and_verdict_decisions_carry_the_rules_version() -> None:
+    from pipeline.contracts import ScoreResult, ScoreStatus, result_decision
+    from pipeline.storage.rows import SESSION_DECISION_COLUMNS, session_decision_row
+
+    routed = route_session(session(), RULES, rules_version="a1b2c3d4e5f6")
+    assert routed.decisions and {d.rules_version for d in routed.decisions} == {"a1b2c3d4e5f6"}
+    assert routed.jobs and {j.rules_version for j in routed.jobs} == {"a1b2c3d4e5f6"}
+    row = dict(zip(SESSION_DECISION_COLUMNS, session_decision_row(routed.decisions[0]), strict=True))
+    assert row["rules_version"] == "a1b2c3d4e5f6"
+    job = routed.jobs[0]
+    verdict = ScoreResult(job_id=job.job_id, rule=job.rule, scorer=job.scorer, trace_id="t", trace_version=1,
+                          status=ScoreStatus.SCORED, session_id=job.session_id, session_version=job.session_version,
+                          turn=job.turn, final=True, rules_version=job.rules_version)
+    decided = result_decision(verdict)
+    assert decided is not None and decided.rules_version == "a1b2c3d4e5f6"
