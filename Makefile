@@ -18,8 +18,9 @@ demo: $(STAMP)
 	$(VENV)/bin/evalstream demo
 
 # pytest exits 5 when it collected nothing: a suite that runs no test is a broken suite.
-# TEST_WORKERS test processes (pytest-xdist; 0 runs in one process). Each test starts its own broker.
-TEST_WORKERS ?= 2
+# TEST_WORKERS test processes (pytest-xdist; 0 runs in one process). Each test starts its own broker. Three on two
+# cores: integration tests mostly wait (group joins, quiet periods), and two left the cores half idle.
+TEST_WORKERS ?= 3
 test: $(STAMP)
 	@$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc

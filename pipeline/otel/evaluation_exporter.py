@@ -19,7 +19,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,7 +141,7 @@ class OtlpLogEmitter:
 
 
 class EvaluationExporter:
-    def __init__(self, consumer: Any, emitter: Any, counters: Counters, *, sampling_rates: dict[str, float],
+    def __init__(self, consumer: Any, emitter: Any, counters: Counters, *, sampling_rates: Mapping[str, float],
                  max_message_bytes: int, fetch_wait_s: float = 0.5, backoff_s: float = 1.0,
                  max_backoff_s: float = 60.0, flush_records: int = FLUSH_RECORDS, flush_timeout_ms: int = 30000,
                  lag: Any = None, lag_group: str = "") -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -20,6 +21,25 @@ from pipeline.otel.evaluation_exporter import EvaluationExporter, OtlpLogEmitter
 from pipeline.worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
+
+
+class LiveSamplingRates(Mapping[str, float]):
+    """Each rule's sampling rate in the rules in use now: they follow `rules apply` (`worker/rules_service.py`)."""
+
+    def __init__(self, ctx: WorkerContext) -> None:
+        self._ctx = ctx
+
+    def __getitem__(self, rule: str) -> float:
+        found = self._ctx.ruleset.rule(rule)
+        if found is None:
+            raise KeyError(rule)
+        return found.sampling_rate
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([r.name for r in self._ctx.ruleset.rules])
+
+    def __len__(self) -> int:
+        return len(self._ctx.ruleset.rules)
 
 
 def otel_export_service_class(ctx: WorkerContext, bootstrap: str) -> type[Service]:
@@ -58,7 +78,7 @@ def otel_export_service_class(ctx: WorkerContext, bootstrap: str) -> type[Servic
             ctx.lag.watch(group, lambda: [(tp.topic, tp.partition) for tp in consumer.assignment()])
             self.exporter = EvaluationExporter(
                 consumer, emitter, ctx.counters,
-                sampling_rates={rule.name: rule.sampling_rate for rule in ctx.ruleset.rules},
+                sampling_rates=LiveSamplingRates(ctx),
                 max_message_bytes=settings.max_message_bytes, lag=ctx.lag, lag_group=group)
             self.task = self.add_future(self._run())
             log.info("otel-export: sending scores as gen_ai.evaluation.result log records (consumer group %s)", group)

@@ -126,3 +126,16 @@ async def test_a_refused_export_commits_nothing_and_is_sent_again(caplog: Any) -
     assert consumer.commits == [{consumer.tp: 1}]
     assert len(sink.taken) == 2  # once accepted: the refused attempts left nothing behind
     assert "did not take 2 of 2 evaluation records" in caplog.text
+
+
+def test_the_exporters_sampling_rates_follow_the_rules_in_use() -> None:
+    from types import SimpleNamespace
+
+    from pipeline.rules import parse_rules
+    from pipeline.worker.otel_export_service import LiveSamplingRates
+
+    ctx = SimpleNamespace(ruleset=parse_rules({"rules": [{"name": "a", "scorer": "error_spans", "sampling_rate": 0.25}]}))
+    rates = LiveSamplingRates(ctx)  # type: ignore[arg-type]
+    assert (rates.get("a"), rates.get("sdk:json_output"), dict(rates)) == (0.25, None, {"a": 0.25})
+    ctx.ruleset = parse_rules({"rules": [{"name": "a", "scorer": "error_spans", "sampling_rate": 0.5}]})  # rules apply
+    assert rates.get("a") == 0.5
