@@ -3,6 +3,7 @@ budget refills, and none is dropped."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -41,8 +42,14 @@ def test_jobs_over_budget_are_deferred_then_scored(broker: str, tmp_path: Path) 
         deferred = worker.query("SELECT trace_id, reason FROM evalstream.decisions FINAL "
                                 "WHERE rule = 'judged' AND outcome = 'deferred'")
         assert len(deferred) >= N_TRACES // 2  # 2 jobs per 3 s window: most had to wait
-        assert all("budget spent in the last 3 s" in reason and "1000/1000 tokens" in reason
-                   for _, reason in deferred), deferred[:3]
+        # A job is deferred when what the window holds plus its estimate passes the cap. The estimate is the
+        # largest job settled in the window (500) or, when none is left in it, the default (capped at 1000),
+        # so what the reason reports as held can be below the cap; it is never nothing.
+        held = [re.fullmatch(r"budget spent in the last 3 s by all scorers: (\d+)/1000 tokens.*", reason)
+                for _, reason in deferred]
+        assert all(held), deferred[:3]
+        assert all(int(m.group(1)) > 0 for m in held if m), deferred[:3]
+        assert any(m.group(1) == "1000" for m in held if m), deferred[:3]
         assert worker.query("SELECT DISTINCT outcome FROM evalstream.decisions_current "
                             "WHERE rule = 'judged'") == [["scored"]]
         # The rule without a budget was never held back.
