@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.storage.filters import Eq, Has, InSelect, Range, where
+from pipeline.contracts.evaluation_traces import JUDGE_PROJECT
+from pipeline.storage.filters import Eq, Fixed, Has, InSelect, Range, quote, where
 
 __all__ = ["FAILED", "TraceFilter"]
 
@@ -27,8 +28,10 @@ class TraceFilter:
         if self.failed_rule:
             failed = InSelect("t.trace_id", f"SELECT trace_id FROM {db}.scores_current "
                                             f"WHERE {Eq('rule', self.failed_rule).sql()} AND {FAILED}")
+        # The judges' own evaluation traces are listed only when their project is asked for by name.
+        not_judges = None if self.project else Fixed(f"t.project != {quote(JUDGE_PROJECT)}")
         conditions = where(Range("t.closed_at", self.since, self.until), Has("t.agents", self.agent),
-                           Eq("t.project", self.project), Eq("t.status", self.status), failed)
+                           Eq("t.project", self.project), not_judges, Eq("t.status", self.status), failed)
         return (
             "SELECT t.trace_id AS trace_id, t.closed_at AS closed_at, t.project AS project, t.status AS status, "
             "t.span_count AS spans, t.error_count AS errors, round(t.duration_ms, 1) AS duration_ms, "

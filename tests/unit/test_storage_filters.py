@@ -54,7 +54,13 @@ def test_trace_list_filters_become_sql_conditions_with_quoted_values() -> None:
     assert "rule = 'tool-errors' AND (passed = false OR status = 'error')" in sql
     assert "t.status = 'complete'" in sql and "t.closed_at >= toDateTime64(1799999940.000000, 6)" in sql
     assert sql.endswith("ORDER BY t.closed_at DESC LIMIT 5")
-    assert "WHERE" not in TraceFilter().sql("db").split("GROUP BY trace_id")[1]
+    assert "WHERE t.project != 'evalstream-judges' ORDER BY" in TraceFilter().sql("db")
+
+
+def test_trace_list_leaves_out_the_judges_own_traces_unless_their_project_is_asked_for() -> None:
+    assert "t.project != 'evalstream-judges'" in TraceFilter(agent="a").sql("db")
+    judges = TraceFilter(project="evalstream-judges").sql("db")
+    assert "t.project = 'evalstream-judges'" in judges and "!=" not in judges
 
 
 def test_session_list_filters_become_sql_conditions_with_quoted_values() -> None:
