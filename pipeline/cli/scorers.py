@@ -126,6 +126,8 @@ def scorers_test(
     example: Annotated[str | None, typer.Option(
         help='An example as JSON: \'{"inputs": ..., "outputs": ...}\'.')] = None,
     trace: Annotated[Path | None, typer.Option(help="A trace as JSON (one of the `traces` of an evalstream.traces.v2 message).")] = None,
+    span: Annotated[str | None, typer.Option(help="A span id of --trace: score that span, as a `subject: span` "
+                                             "rule would.")] = None,
     params: Annotated[str | None, typer.Option(help="The scorer's params as a JSON object.")] = None,
     threshold: Annotated[float | None, typer.Option(help="Pass / fail threshold, as a rule's.")] = None,
     entry: Annotated[str | None, typer.Option(help="The scorer in the module, when it defines several.")] = None,
@@ -133,7 +135,7 @@ def scorers_test(
                                           "`scorers upload --network` would.")] = False,
 ) -> None:
     """Run a scorer once, in a sandbox exactly as a worker would, and print its score."""
-    from pipeline.contracts import Example, Trace
+    from pipeline.contracts import Example, SpanSubject, Trace
     from pipeline.errors import ScorerError
     from pipeline.scoring.sandbox.limits import SandboxLimits
     from pipeline.scoring.sandbox.pool import SandboxPool
@@ -144,13 +146,23 @@ def scorers_test(
 
     if (example is None) == (trace is None):
         raise EvalstreamError("give the scorer one target: --example JSON or --trace FILE")
+    if span is not None and trace is None:
+        raise EvalstreamError("--span needs the --trace it belongs to")
     logging.getLogger("pipeline.scoring.sandbox").setLevel(logging.INFO)  # what the scorer prints, and its sandbox
     try:
-        target = (Example.model_validate(json.loads(example)) if example is not None
-                  else Trace.model_validate_json(trace.read_bytes()))  # type: ignore[union-attr]
+        target: Example | Trace | SpanSubject = (
+            Example.model_validate(json.loads(example)) if example is not None
+            else Trace.model_validate_json(trace.read_bytes()))  # type: ignore[union-attr]
         kwargs = json.loads(params) if params else {}
     except (ValueError, OSError) as exc:
         raise EvalstreamError(f"cannot read the target or --params: {exc}") from None
+    if span is not None:
+        assert isinstance(target, Trace)
+        try:
+            target = SpanSubject.of(target, span)
+        except KeyError:
+            spans = ", ".join(f"{s.span_id} ({s.name})" for s in target.spans[:20])
+            raise EvalstreamError(f"span {span!r} is not in trace {target.trace_id}; its spans: {spans}") from None
     if not isinstance(kwargs, dict):
         raise EvalstreamError("--params must be a JSON object")
     settings = settings_from_env()
