@@ -25,6 +25,11 @@ rules:
     params: {word: package}
   - name: crashy
     scorer: crashy
+  - name: tool-mentions
+    subject: span
+    scorer: package_mentions
+    params: {word: package}
+    filter: {span_type: tool}
   - name: errors
     scorer: error_spans
 """
@@ -32,19 +37,21 @@ rules:
 MENTIONS_V1 = '''
 from packaging.version import Version
 
-from scorers import Score, Scorer
+from scorers import Score, Scorer, SpanSubject
 
 
 class PackageMentions(Scorer):
-    """Counts the word in the trace's span outputs."""
+    """Counts the word in the trace's span outputs, or in one span's (a span rule's subject)."""
 
     name = "package_mentions"
+    subjects = frozenset({"trace", "span"})
 
     def __init__(self, word: str) -> None:
         self.word = word
 
-    def score(self, trace):
-        hits = sum(str(s.outputs).lower().count(self.word) for s in trace.spans)
+    def score(self, target):
+        spans = [target.span] if isinstance(target, SpanSubject) else target.spans
+        hits = sum(str(s.outputs).lower().count(self.word) for s in spans)
         return Score(value=float(hits), passed=hits > 0, reason=f"{hits} mention(s), packaging {Version('1.0')}")
 '''
 MENTIONS_V2 = MENTIONS_V1.replace("value=float(hits)", "value=100.0 + hits")
@@ -103,12 +110,13 @@ def test_uploaded_scorers_are_scored_hot_swapped_and_contained(broker: str, tmp_
         # Before any version is uploaded, a rule naming it gives error rows that say so.
         produce(broker, traces("early", 1))
         worker.wait_for(lambda: len(rows(f"SELECT rule, trace_id, error_type FROM {db}.scores_current "
-                                         "WHERE trace_id = 'early0'")) == 3, what="the early trace scored")
+                                         "WHERE trace_id = 'early0'")) == 4, what="the early trace scored")
         early = rows(f"SELECT rule, trace_id, status, error_type, error_message FROM {db}.scores_current "
                      "WHERE trace_id = 'early0'")
         assert early[("mentions", "early0")][:2] == ["error", "ScorerNotFoundError"]
         assert "no uploaded version has arrived" in early[("mentions", "early0")][2]
         assert early[("errors", "early0")][0] == "scored"
+        assert early[("tool-mentions", "early0")][:2] == ["error", "ScorerNotFoundError"]
 
         # Upload v1 and the hostile scorer; the running worker picks both up.
         v1 = build_upload(mentions, requirements).version
@@ -118,14 +126,19 @@ def test_uploaded_scorers_are_scored_hot_swapped_and_contained(broker: str, tmp_
         worker.wait_for(lambda: logged(f"package_mentions is now version {v1}"), what="v1 picked up")
         produce(broker, traces("one", 3))
         worker.wait_for(lambda: len(rows(f"SELECT rule, trace_id, 1 FROM {db}.scores_current "
-                                         "WHERE trace_id LIKE 'one%'")) == 9, what="batch one scored by every rule")
+                                         "WHERE trace_id LIKE 'one%'")) == 12, what="batch one scored by every rule")
         one = rows(f"SELECT rule, trace_id, status, value, passed, scorer_version, error_type, error_message "
                    f"FROM {db}.scores_current WHERE trace_id LIKE 'one%'")
         for i in range(3):
             assert one[("mentions", f"one{i}")][:4] == ["scored", 2.0, True, v1]
+            # The span rule's scorer ran in the sandbox on the tool span alone: one mention, on its span id.
+            assert one[("tool-mentions", f"one{i}")][:4] == ["scored", 1.0, True, v1]
             assert one[("errors", f"one{i}")][0] == "scored"
             status, _, _, _, error_type, message = one[("crashy", f"one{i}")]
             assert (status, error_type) == ("error", "SandboxExitError") and "exited with code 3" in message
+
+        assert worker.query(f"SELECT trace_id, span_id FROM {db}.scores_current WHERE rule = 'tool-mentions' "
+                            "AND trace_id LIKE 'one%' ORDER BY trace_id") == [[f"one{i}", f"one{i}-t"] for i in range(3)]
 
         # A new version replaces v1 in the same worker process.
         mentions.write_text(MENTIONS_V2)
@@ -134,7 +147,7 @@ def test_uploaded_scorers_are_scored_hot_swapped_and_contained(broker: str, tmp_
         worker.wait_for(lambda: logged(f"package_mentions is now version {v2}"), what="v2 picked up")
         produce(broker, traces("two", 2))
         worker.wait_for(lambda: len(rows(f"SELECT rule, trace_id, 1 FROM {db}.scores_current "
-                                         "WHERE trace_id LIKE 'two%'")) == 6, what="batch two scored")
+                                         "WHERE trace_id LIKE 'two%'")) == 8, what="batch two scored")
         two = rows(f"SELECT rule, trace_id, status, value, scorer_version FROM {db}.scores_current "
                    "WHERE trace_id LIKE 'two%' AND rule = 'mentions'")
         assert {k: v for k, v in two.items()} == {("mentions", f"two{i}"): ["scored", 102.0, v2] for i in range(2)}
