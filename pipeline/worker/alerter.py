@@ -68,8 +68,11 @@ class Alerter:
             await self.ctx.dead_letter(dead_letter_for("alert-matcher", message, exc))
 
     async def send_ticks(self) -> None:
+        """A tick to each owned partition that holds an alert group's state: a tick advances only those.
+        A tick is a record the broker keeps (Tansu keeps every one), so an idle partition gets none."""
+        busy = {state.get("p") for state in self.table.values()}
         for tp in self.ctx.app.assignor.assigned_actives():
-            if tp.topic == topics.ALERT_OBSERVATIONS:
+            if tp.topic == topics.ALERT_OBSERVATIONS and tp.partition in busy:
                 await self.ctx.send(topics.ALERT_OBSERVATIONS, TICK_KEY, TICK, partition=tp.partition)
 
     async def handle(self, event: Any) -> None:
