@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pipeline.sampling import SDK_RULE_PREFIX
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 
 
@@ -235,6 +237,9 @@ class SdkScorer(_Strict):
     scorer: str | None = None  # what runs (default: `name`); here, in the operator's file, a dotted path is fine
     params: dict[str, Any] = Field(default_factory=dict)  # fixed: provider, credentials, limits; a span cannot set them
     allow_model_override: bool = False  # let a span choose `model` (never the endpoint or the key)
+    # Its judges' spend per rolling hour, across every scorer process, as a rule's: spans are untrusted, so
+    # without one a flood of requests is a flood of paid judge calls. Over it, requests wait (deferred).
+    budget: Budget | None = None
 
     @property
     def ref(self) -> str:
@@ -312,3 +317,12 @@ class RuleSet(_Strict):
 
     def rule(self, name: str) -> EvalRule | None:
         return next((r for r in self.rules if r.name == name), None)
+
+    def budget_of(self, rule: str) -> Budget | None:
+        """The spend cap of a rule, or of an `async_evaluate` scorer listed in `sdk_evaluations` (its requests
+        are recorded under `sdk:<name>`)."""
+        if rule.startswith(SDK_RULE_PREFIX):
+            listed = self.sdk_evaluations.listed(rule[len(SDK_RULE_PREFIX):])
+            return listed.budget if listed is not None else None
+        found = self.rule(rule)
+        return found.budget if found is not None else None

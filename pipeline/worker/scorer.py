@@ -102,8 +102,7 @@ class ScorerWorker:
         the others are deferred. A trace whose budget check fails (its deferral could not be sent) is
         dead-lettered alone; the results of the others still go out."""
         def budgeted(job: ScoreJob) -> bool:
-            rule = self.ctx.ruleset.rule(job.rule)
-            return rule is not None and rule.budget is not None
+            return self.ctx.ruleset.budget_of(job.rule) is not None
 
         free = asyncio.gather(*(self._run(job, batch) for batch in bundle.batches for job in batch.jobs
                                 if not budgeted(job)))
@@ -129,7 +128,7 @@ class ScorerWorker:
         if self.budget is None:
             raise RuntimeError("a budgeted rule's job reached a scorer without the shared budget ledger")
         wanted = [(job, batch, budget) for batch, jobs in wave for job in jobs
-                  if (rule := self.ctx.ruleset.rule(job.rule)) is not None and (budget := rule.budget) is not None]
+                  if (budget := self.ctx.ruleset.budget_of(job.rule)) is not None]
         try:
             reservations = await self.budget.reserve([(job.rule, budget) for job, _, budget in wanted])
         except Exception:

@@ -58,3 +58,44 @@ def test_jobs_over_budget_are_deferred_then_scored(broker: str, tmp_path: Path) 
         assert worker.scalar("SELECT count() FROM evalstream.scores_current WHERE rule = 'errors'") == N_TRACES
     finally:
         worker.stop()
+
+
+SDK_RULES = f"""
+rules:
+  - name: errors
+    scorer: error_spans
+sdk_evaluations:
+  scorers:
+    - name: spendy
+      scorer: {ReportsSpend.__module__}:{ReportsSpend.__qualname__}
+      budget: {{tokens_per_hour: 1000}}
+"""
+
+
+def test_async_evaluate_requests_of_a_budgeted_sdk_scorer_wait_for_its_budget(broker: str, tmp_path: Path) -> None:
+    """Spans are untrusted: a flood of async_evaluate requests naming a listed judge spends no more than the
+    operator's budget for it; the rest wait, and none is dropped."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(SDK_RULES)
+    worker = WorkerProcess(tmp_path / "data", broker, rules, {"EVALSTREAM_BUDGET_WINDOW_S": "3",
+                                                              "EVALSTREAM_SCORER_CONCURRENCY": "1"}).start()
+    try:
+        request = {"scorer": "spendy", "params": {}, "example": {"inputs": "q", "outputs": "a"}}
+        messages = []
+        for i in range(N_TRACES):
+            trace_id = f"s{i:03d}"
+            root = span(trace_id, f"{trace_id}-r", None, "handle", evaluations=[request])
+            messages.append((trace_id.encode(), batch(trace_id, [root], final=True)))
+        produce(broker, messages)
+        worker.wait_for(lambda: worker.scalar("SELECT count() FROM evalstream.scores_current "
+                                              "WHERE rule = 'sdk:spendy' AND status = 'scored'") == N_TRACES,
+                        timeout_s=90, what="every request scored once the budget refilled")
+        deferred = worker.query("SELECT trace_id, reason FROM evalstream.decisions FINAL "
+                                "WHERE rule = 'sdk:spendy' AND outcome = 'deferred'")
+        assert len(deferred) >= N_TRACES // 2, deferred  # 2 requests per 3 s window
+        assert all(re.fullmatch(r"budget spent in the last 3 s by all scorers: \d+/1000 tokens.*", reason)
+                   for _, reason in deferred), deferred[:3]
+        assert worker.query("SELECT DISTINCT outcome FROM evalstream.decisions_current "
+                            "WHERE rule = 'sdk:spendy'") == [["scored"]]
+    finally:
+        worker.stop()

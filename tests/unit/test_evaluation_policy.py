@@ -151,3 +151,17 @@ def test_span_chosen_scorer_names_do_not_become_metric_labels() -> None:
 
     assert metric_rule("tool-errors") == "tool-errors"
     assert {metric_rule(f"sdk:random-{i}") for i in range(1000)} == {"sdk:*"}
+
+
+def test_a_listed_judges_budget_is_found_under_its_sdk_rule_name() -> None:
+    rules = parse_rules({"rules": [{"name": "helpful", "scorer": "helpfulness", "budget": {"tokens_per_hour": 5}}],
+                         "sdk_evaluations": {"scorers": [
+                             {"name": "tone", "scorer": "llm_scale", "params": {"question": "how polite"},
+                              "budget": {"cost_usd_per_hour": 2}},
+                             {"name": "free", "scorer": "llm_scale", "params": {"question": "q"}}]}})
+    assert rules.budget_of("sdk:tone").cost_usd_per_hour == 2  # type: ignore[union-attr]
+    assert rules.budget_of("helpful").tokens_per_hour == 5  # type: ignore[union-attr]
+    assert rules.budget_of("sdk:free") is None and rules.budget_of("sdk:unlisted") is None
+    assert rules.budget_of("tone") is None  # a rule's name space and the sdk's do not mix
+    with pytest.raises(RulesError, match="tokens_per_hour"):
+        parse_rules({"sdk_evaluations": {"scorers": [{"name": "x", "scorer": "llm_scale", "budget": {}}]}})
