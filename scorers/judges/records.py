@@ -8,6 +8,7 @@ so concurrent jobs on one event loop each see their own, and a call outside any 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -167,8 +168,105 @@ def recording_judge_activity(max_entries: int = ACTIVITY_MAX_ENTRIES) -> Iterato
         _activity.reset(token)
 
 
+def note_dropped(count: int) -> None:
+    """Count `count` entries the current recording did not get (a sandbox kept only the first ones)."""
+    activity = _activity.get()
+    if activity is not None and count > 0:
+        activity.dropped += count
+
+
 def note_activity(entry: JudgeCall | TraceToolCall) -> None:
     """Add `entry` to the current recording, if there is one (the judge client and the tool boxes call it)."""
     activity = _activity.get()
     if activity is not None:
         activity.add(entry)
+
+
+# -- across the sandbox pipe ------------------------------------------------------------------------------
+
+def activity_to_wire(entry: JudgeCall | TraceToolCall, text_chars: int) -> dict[str, Any]:
+    """An entry as JSON for the sandbox's reply, each text cut at `text_chars` (the evaluation trace's cap)."""
+    if isinstance(entry, TraceToolCall):
+        return {"kind": "tool", "step": entry.step, "name": entry.name, "arguments": entry.arguments,
+                "result_chars": entry.result_chars, "ms": entry.ms, "error": entry.error,
+                "result": entry.result[:text_chars], "started_at": entry.started_at}
+    wire = entry.as_dict(max_message_chars=text_chars)
+    wire.update(kind="call", response_text=(entry.response_text or "")[:text_chars] if entry.response_text else None,
+                tool_calls=[{"id": c.id, "name": c.name, "arguments": c.arguments[:text_chars]} for c in entry.tool_calls],
+                started_at=entry.started_at)
+    return wire
+
+
+def activity_from_wire(wire: Any) -> JudgeCall | TraceToolCall:
+    """An entry from a sandbox's reply. The sandbox runs uploaded code, so this is untrusted: wrong types
+    raise (the caller counts the entry as dropped); sizes are bounded again by the evaluation trace."""
+    if not isinstance(wire, dict):
+        raise TypeError("an activity entry is an object")
+    if wire.get("kind") == "tool":
+        return TraceToolCall(step=_int(wire.get("step")), name=_str(wire.get("name")),
+                             arguments=_dict(wire.get("arguments")), result_chars=_int(wire.get("result_chars")),
+                             ms=_float(wire.get("ms")), error=_opt_str(wire.get("error")),
+                             result=_str(wire.get("result") or ""), started_at=_float(wire.get("started_at")))
+    if wire.get("kind") != "call":
+        raise ValueError(f"unknown activity kind {str(wire.get('kind'))[:40]!r}")
+    messages = wire.get("messages")
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        raise TypeError("a call's messages are a list of objects")
+    calls = wire.get("tool_calls") or []
+    if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
+        raise TypeError("a call's tool_calls are a list of objects")
+    cost = wire.get("cost_usd")
+    return JudgeCall(
+        model=_str(wire.get("model")), messages=messages,
+        tool_names=[_str(n) for n in (wire.get("tools") or []) if isinstance(n, str)],
+        tool_choice=wire.get("tool_choice"), response_text=_opt_str(wire.get("response_text")),
+        tool_calls=[ToolCallRequest(id=_str(c.get("id") or ""), name=_str(c.get("name")),
+                                    arguments=_str(c.get("arguments") or "")) for c in calls],
+        input_tokens=_int(wire.get("input_tokens")), output_tokens=_int(wire.get("output_tokens")),
+        cost_usd=None if cost is None else _float(cost), latency_ms=_float(wire.get("latency_ms")),
+        attempts=_int(wire.get("attempts")), cached=bool(wire.get("cached")), error=_opt_str(wire.get("error")),
+        retries=[_retry(r) for r in (wire.get("retries") or [])], started_at=_float(wire.get("started_at")))
+
+
+def _retry(wire: Any) -> RetryRecord:
+    wire = _dict(wire)
+    status, after = wire.get("status"), wire.get("retry_after_s")
+    return RetryRecord(attempt=_int(wire.get("attempt")), error=_str(wire.get("error")),
+                       status=None if status is None else _int(status), wait_s=_float(wire.get("wait_s")),
+                       retry_after_s=None if after is None else _float(after))
+
+
+_MAX_SECONDS_OR_MS = 1e12  # an epoch time in seconds, a duration in ms, a cost in USD: all far below
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected text, got {type(value).__name__}")
+    return value
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else _str(value)
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an integer, got {type(value).__name__}")
+    if not 0 <= value < 2**53:
+        raise ValueError(f"{value!r} is out of range")
+    return value
+
+
+def _float(value: Any, high: float = _MAX_SECONDS_OR_MS) -> float:
+    """A number in [0, high]: times, durations and costs from a sandbox cannot overflow what is built from them."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"expected a number, got {type(value).__name__}")
+    if not math.isfinite(value) or not 0 <= value <= high:
+        raise ValueError(f"{value!r} is out of range")
+    return float(value)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(f"expected an object, got {type(value).__name__}")
+    return value

@@ -618,3 +618,43 @@ def test_exit_statuses_are_explained(code: int, tail: str, error: type, fragment
     described = describe_exit(code, tail, LIMITS, "s@v")
     assert type(described) is error
     assert re.search(fragment, str(described)), str(described)
+
+
+# -- the judges' activity crosses back, for the evaluation trace ------------------------------------------
+
+JUDGING = '''
+from scorers import Score, Scorer
+from scorers.judges.records import JudgeCall, RetryRecord, ToolCallRequest, TraceToolCall, note_activity
+
+class Judging(Scorer):
+    name = "judging"
+
+    def score(self, target):
+        note_activity(JudgeCall(model="openai/judge", messages=[{"role": "user", "content": "x" * 30000}],
+                                tool_names=["get_span"], tool_choice="auto", response_text="looks fine",
+                                tool_calls=[ToolCallRequest(id="c1", name="get_span", arguments='{"id": "s1"}')],
+                                input_tokens=120, output_tokens=30, cost_usd=0.002, latency_ms=40.0, attempts=2,
+                                retries=[RetryRecord(attempt=1, error="429", status=429, wait_s=0.5, retry_after_s=None)]))
+        note_activity(TraceToolCall(step=1, name="get_span", arguments={"id": "s1"}, result_chars=4, ms=1.5,
+                                    result="body"))
+        return Score(value=1.0, passed=True, reason="ok")
+'''
+
+
+async def test_an_uploaded_judges_calls_reach_the_workers_recording(pool: SandboxPool) -> None:
+    from pipeline.scoring.sandbox.scorer import sandboxed_scorer_class
+    from pipeline.scoring.uploaded import FixedUpload
+    from scorers.judges.records import JudgeCall, TraceToolCall, recording_judge_activity
+
+    scorer = sandboxed_scorer_class("judging", FixedUpload(upload("judging", JUDGING, "Judging"), pool))()
+    with recording_judge_activity() as activity:
+        score = await scorer.run(EXAMPLE)
+    assert score.passed is True
+    call, tool = activity.entries
+    assert isinstance(call, JudgeCall) and isinstance(tool, TraceToolCall)
+    assert (call.model, call.input_tokens, call.output_tokens, call.cost_usd, call.attempts) == (
+        "openai/judge", 120, 30, 0.002, 2)
+    assert call.tool_calls[0].arguments == '{"id": "s1"}' and call.retries[0].status == 429
+    assert call.messages[0]["content"].startswith("x" * 20_000) and len(call.messages[0]["content"]) < 20_100
+    assert (tool.name, tool.arguments, tool.result, tool.ms) == ("get_span", {"id": "s1"}, "body", 1.5)
+    assert activity.dropped == 0

@@ -29,6 +29,7 @@ from pipeline.contracts import SpanSubject
 from pipeline.errors import RetryableScorerError, ScorerSubjectError
 from pipeline.scoring.sandbox import protocol
 from scorers.base import Scorer
+from scorers.judges.records import recording_judge_activity
 from scorers.registry import ScorerResolver
 
 MAX_LINE_BYTES = 1 << 30
@@ -174,9 +175,11 @@ class Server:
             scorer = self.scorer_for(message.get("params") or {})
             target = protocol.decode_target(message["target"])
             check_subject(self.scorer_cls, target)
-            score = await scorer.run(target)
+            with recording_judge_activity(protocol.ACTIVITY_MAX_ENTRIES) as activity:
+                score = await scorer.run(target)
             reply = {"op": protocol.RESULT, "id": request_id, "score": score.model_dump(),
-                     "threshold": scorer.threshold, "higher_is_better": scorer.higher_is_better}
+                     "threshold": scorer.threshold, "higher_is_better": scorer.higher_is_better,
+                     **protocol.activity_fields(activity)}
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # noqa: BLE001 - SystemExit from a scorer is an error row too

@@ -5,9 +5,13 @@
     child -> parent   {"op": "ready", "pid": 123, "uid": 999, "name": "...", "scorer_version": "1"}  once
                       {"op": "load_error", "error_type": "...", "message": "..."}           then exits 1
                       {"op": "result", "id": 7, "score": {...}, "threshold": 0.5, "higher_is_better": true,
-                       "cpu_s": 1.2}
+                       "cpu_s": 1.2, "activity": [{"kind": "call"|"tool", ...}], "activity_dropped": 0}
                       {"op": "error", "id": 7, "error_type": "ValueError", "message": "...", "retryable": false,
                        "cpu_s": 1.2}
+
+`activity` is what the scorer's judges did (model calls, tool runs), for the job's evaluation trace: the
+child records it as a worker does, and the parent hands it to the worker's recording. It comes from the
+sandbox, so the parent parses it as untrusted: an entry of the wrong shape is only counted as dropped.
 
 The parent closes stdin to ask the child to finish its jobs and exit. The child's stdout carries
 only this protocol; whatever the scorer prints goes to stderr, which the worker logs.
@@ -22,12 +26,16 @@ import orjson
 
 from pipeline.contracts import Example, SpanSubject, Trace
 from scorers.base import Score, ScoreTarget
+from scorers.judges.records import JudgeActivity, JudgeCall, TraceToolCall, activity_from_wire, activity_to_wire
 
 SCORE = "score"
 READY = "ready"
 LOAD_ERROR = "load_error"
 RESULT = "result"
 ERROR = "error"
+
+ACTIVITY_MAX_ENTRIES = 256  # judge calls and tool runs relayed per job (the evaluation trace's span cap)
+ACTIVITY_TEXT_CHARS = 20_000  # each text relayed (the evaluation trace's cap)
 
 
 def dumps(message: dict[str, Any]) -> bytes:
@@ -71,13 +79,40 @@ class ScoreReply:
     threshold: float | None
     higher_is_better: bool
     cpu_s: float
+    activity: tuple[JudgeCall | TraceToolCall, ...] = ()
+    activity_dropped: int = 0
 
     @classmethod
     def from_message(cls, message: dict[str, Any]) -> ScoreReply:
         threshold = message.get("threshold")
+        activity, dropped = parse_activity(message.get("activity"), message.get("activity_dropped"))
         return cls(
             score=Score.model_validate(message["score"]),
             threshold=float(threshold) if isinstance(threshold, int | float) else None,
             higher_is_better=bool(message.get("higher_is_better", True)),
             cpu_s=float(message.get("cpu_s") or 0.0),
+            activity=activity,
+            activity_dropped=dropped,
         )
+
+
+def activity_fields(activity: JudgeActivity) -> dict[str, Any]:
+    """The child's side: what its scorer's judges did, for the reply."""
+    if not activity:
+        return {}
+    return {"activity": [activity_to_wire(e, ACTIVITY_TEXT_CHARS) for e in activity.entries[:ACTIVITY_MAX_ENTRIES]],
+            "activity_dropped": activity.dropped + max(0, len(activity.entries) - ACTIVITY_MAX_ENTRIES)}
+
+
+def parse_activity(entries: Any, dropped: Any) -> tuple[tuple[JudgeCall | TraceToolCall, ...], int]:
+    """The parent's side: the entries that parse (at most ACTIVITY_MAX_ENTRIES), and how many did not arrive."""
+    count = dropped if isinstance(dropped, int) and not isinstance(dropped, bool) and 0 <= dropped < 2**31 else 0
+    if not isinstance(entries, list):
+        return (), count
+    parsed: list[JudgeCall | TraceToolCall] = []
+    for wire in entries[:ACTIVITY_MAX_ENTRIES]:
+        try:
+            parsed.append(activity_from_wire(wire))
+        except (TypeError, ValueError):
+            count += 1
+    return tuple(parsed), count + max(0, len(entries) - ACTIVITY_MAX_ENTRIES)

@@ -15,6 +15,7 @@ import orjson
 from pipeline.contracts.uploads import UploadedScorer
 from pipeline.scoring.sandbox.pool import SandboxPool
 from scorers.base import Score, Scorer, ScoreTarget
+from scorers.judges.records import note_activity, note_dropped
 
 
 class UploadResolver(Protocol):
@@ -59,6 +60,9 @@ class SandboxedScorer(Scorer):
         self._version = upload.version
         reply = await self.resolver.pool.score(upload, self.params, target)
         self._threshold, self._higher_is_better = reply.threshold, reply.higher_is_better
+        for entry in reply.activity:  # the judges' calls in the sandbox, for the job's evaluation trace
+            note_activity(entry)
+        note_dropped(reply.activity_dropped)
         return reply.score
 
 
