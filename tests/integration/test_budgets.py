@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,18 +25,27 @@ rules:
 """
 
 
-def test_jobs_over_budget_are_deferred_then_scored(broker: str, tmp_path: Path) -> None:
+def budgeted_worker(broker: str, tmp_path: Path, rules_text: str) -> WorkerProcess:
+    """A worker whose budgets count over 3 s, running one budgeted trace at a time."""
     rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES)
-    worker = WorkerProcess(tmp_path / "data", broker, rules, {"EVALSTREAM_BUDGET_WINDOW_S": "3",
-                                                              "EVALSTREAM_SCORER_CONCURRENCY": "1"}).start()
+    rules.write_text(rules_text)
+    return WorkerProcess(tmp_path / "data", broker, rules, {"EVALSTREAM_BUDGET_WINDOW_S": "3",
+                                                            "EVALSTREAM_SCORER_CONCURRENCY": "1"}).start()
+
+
+def one_span_traces(prefix: str, **root: Any) -> list[tuple[bytes, bytes]]:
+    messages = []
+    for i in range(N_TRACES):
+        trace_id = f"{prefix}{i:03d}"
+        messages.append((trace_id.encode(), batch(trace_id, [span(trace_id, f"{trace_id}-r", None, "handle", **root)],
+                                                  final=True)))
+    return messages
+
+
+def test_jobs_over_budget_are_deferred_then_scored(broker: str, tmp_path: Path) -> None:
+    worker = budgeted_worker(broker, tmp_path, RULES)
     try:
-        messages = []
-        for i in range(N_TRACES):
-            trace_id = f"b{i:03d}"
-            root = span(trace_id, f"{trace_id}-r", None, "handle")
-            messages.append((trace_id.encode(), batch(trace_id, [root], final=True)))
-        produce(broker, messages)
+        produce(broker, one_span_traces("b"))
         worker.wait_for(lambda: worker.scalar("SELECT count() FROM evalstream.scores_current "
                                               "WHERE rule = 'judged'") == N_TRACES,
                         timeout_s=90, what="every judged trace scored once the budget refilled")
@@ -75,18 +85,10 @@ sdk_evaluations:
 def test_async_evaluate_requests_of_a_budgeted_sdk_scorer_wait_for_its_budget(broker: str, tmp_path: Path) -> None:
     """Spans are untrusted: a flood of async_evaluate requests naming a listed judge spends no more than the
     operator's budget for it; the rest wait, and none is dropped."""
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(SDK_RULES)
-    worker = WorkerProcess(tmp_path / "data", broker, rules, {"EVALSTREAM_BUDGET_WINDOW_S": "3",
-                                                              "EVALSTREAM_SCORER_CONCURRENCY": "1"}).start()
+    worker = budgeted_worker(broker, tmp_path, SDK_RULES)
     try:
         request = {"scorer": "spendy", "params": {}, "example": {"inputs": "q", "outputs": "a"}}
-        messages = []
-        for i in range(N_TRACES):
-            trace_id = f"s{i:03d}"
-            root = span(trace_id, f"{trace_id}-r", None, "handle", evaluations=[request])
-            messages.append((trace_id.encode(), batch(trace_id, [root], final=True)))
-        produce(broker, messages)
+        produce(broker, one_span_traces("s", evaluations=[request]))
         worker.wait_for(lambda: worker.scalar("SELECT count() FROM evalstream.scores_current "
                                               "WHERE rule = 'sdk:spendy' AND status = 'scored'") == N_TRACES,
                         timeout_s=90, what="every request scored once the budget refilled")
