@@ -26,7 +26,13 @@ import orjson
 
 from pipeline.contracts import Example, SpanSubject, Trace
 from scorers.base import Score, ScoreTarget
-from scorers.judges.records import JudgeActivity, JudgeCall, TraceToolCall, activity_from_wire, activity_to_wire
+from scorers.judges.records import (
+    JudgeActivity,
+    JudgeCall,
+    TraceToolCall,
+    activity_from_wire,
+    activity_to_wire,
+)
 
 SCORE = "score"
 READY = "ready"
