@@ -32,6 +32,8 @@ from pipeline.contracts import (
     TraceBatch,
     WorkerMetrics,
     decode,
+    load_object,
+    validate,
 )
 from pipeline.contracts.uploads import UploadedScorer
 from pipeline.errors import DecodeError, StorageDataError
@@ -62,9 +64,13 @@ _TABLES = {
 def rows_for(topic: str, raw: bytes | None, max_bytes: int) -> dict[str, list[list[Any]]]:
     """Decode one message into rows per table; raises DecodeError for bad input."""
     if topic == topics.TRACES:  # the closed versions and the decisions routing them made
-        batch = decode(raw, TraceBatch, max_bytes=max_bytes)
-        return {"traces": [rows.trace_row(t) for t in batch.traces],
-                "spans": [rows.span_row(s, t.version) for t in batch.traces for s in t.spans],
+        # Only the assembler writes this topic, from spans it validated: the traces are mapped to rows as
+        # written, with a structural check (`rows.trusted_trace_rows` says why that is safe); the envelope and
+        # the decisions are validated as before.
+        data = load_object(raw, max_bytes=max_bytes)
+        batch = validate({**data, "traces": []}, TraceBatch)
+        trace_rows, span_rows = rows.trusted_trace_rows(data.get("traces"))
+        return {"traces": trace_rows, "spans": span_rows,
                 "decisions": [rows.decision_row(d) for d in batch.decisions]}
     if topic == topics.SESSIONS:  # closed versions and open snapshots alike; the tables keep the latest
         session = decode(raw, Session, max_bytes=max_bytes)

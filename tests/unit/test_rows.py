@@ -435,3 +435,53 @@ def test_a_span_rules_score_row_names_its_span() -> None:
     row = as_dict(SCORE_COLUMNS, rows.score_row(_result(span_id="s1", span_name="extract")))
     assert (row["span_id"], row["span_name"]) == ("s1", "extract")
     assert as_dict(SCORE_COLUMNS, rows.score_row(_result()))["span_name"] == ""
+
+
+def test_the_sink_maps_the_assemblers_traces_as_written_to_the_rows_the_models_give() -> None:
+    """traces.v2 is mapped to rows without revalidating its spans (only the assembler writes it, from spans it
+    validated): the rows must be the ones the validated models give, field for field."""
+    from pipeline.contracts import RemoteCallWait, TraceBatch
+    from pipeline.contracts.traces import LateSpan
+    from pipeline.storage.sink import rows_for
+
+    traces = [
+        Trace(trace_id="t", version=3, project="bot", status="incomplete", close_reason="idle_timeout",
+              root_span_id="a", name="root", start_ns=1_000_000, end_ns=251_000_000, closed_at_ns=9_000_999,
+              waited_for=[RemoteCallWait(span_id="c1", name="call", answered=False, waited_s=3)],
+              reopened_by=LateSpan(span_id="z", name="late", late_by_s=2), spans=[
+                  FULL_SPAN, _span("a", agent_name="zeta", input_tokens=3, output_tokens=4),
+                  _span("b", agent_name="alpha", total_tokens=100, input_tokens=1, kind="client"),
+                  _span("c", agent_name="zeta", status="error", cost_usd=0.5),
+                  _span("d", status="error", cost_usd=1, error=ErrorInfo(type="E"))]),
+        Trace(trace_id="u", version=1, status="complete", close_reason="final_marker"),
+    ]
+    batch = TraceBatch(traces=traces, decisions=[Decision(
+        rule="r", trace_id="t", trace_version=3, outcome="queued", job_id="j", project="bot", decided_at_ns=5)])
+    got = rows_for(topics.TRACES, encode(batch), 1 << 20)
+    assert got["traces"] == [rows.trace_row(t) for t in traces]
+    assert got["spans"] == [rows.span_row(s, t.version) for t in traces for s in t.spans]
+    assert got["decisions"] == [rows.decision_row(d) for d in batch.decisions]
+    def types(row: list[Any]) -> list[type]:  # a model's default StrEnum member is the same str
+        return [str if isinstance(v, str) else type(v) for v in row]
+
+    assert types(got["traces"][0]) == types(rows.trace_row(traces[0]))
+    assert types(got["spans"][-1]) == types(rows.span_row(traces[0].spans[-1], 3))
+
+
+@pytest.mark.parametrize("trace", [
+    "not a trace", {"trace_id": "t"}, {"trace_id": "t", "version": "1", "status": "complete",
+                                       "close_reason": "final_marker"},
+    {"trace_id": "t", "version": 1, "status": "complete", "close_reason": "final_marker", "spans": {}},
+    {"trace_id": "t", "version": 1, "status": "complete", "close_reason": "final_marker",
+     "spans": [{"trace_id": "t", "span_id": "s", "name": "n", "start_ns": "0", "end_ns": 1}]},
+    {"trace_id": "t", "version": 1, "status": "complete", "close_reason": "final_marker", "spans": [None]},
+    {"v": 2, "trace_id": "t", "version": 1, "status": "complete", "close_reason": "final_marker"},
+])
+def test_a_traces_record_not_shaped_as_the_assembler_writes_it_is_a_decode_error(trace: Any) -> None:
+    from pipeline.errors import DecodeError
+    from pipeline.storage.sink import rows_for
+
+    with pytest.raises(DecodeError):
+        rows_for(topics.TRACES, orjson.dumps({"v": 1, "traces": [trace], "decisions": []}), 1 << 20)
+    with pytest.raises(DecodeError):
+        rows_for(topics.TRACES, orjson.dumps({"v": 1, "decisions": []}), 1 << 20)

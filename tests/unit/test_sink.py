@@ -204,10 +204,10 @@ async def test_stop_during_a_fetch_ends_it_at_once_then_stores_and_commits_what_
 
 
 def test_a_message_the_row_mapping_cannot_take_is_a_dead_letter(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(span: Span, trace_version: int) -> list[Any]:
+    def broken(traces: Any) -> tuple[list[list[Any]], list[list[Any]]]:
         raise OverflowError("a value the mapping cannot take")
 
-    monkeypatch.setattr(rows, "span_row", broken)
+    monkeypatch.setattr(rows, "trusted_trace_rows", broken)
     consumer, store, letters = FakeConsumer([(topics.TRACES, 2, trace_message(9, "t9", ["ok"]))]), FakeStore(), []
 
     async def run() -> None:
