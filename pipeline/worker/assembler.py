@@ -29,7 +29,7 @@ from pipeline.assembly.state import (
     pending_calls,
     stored_in_time,
 )
-from pipeline.contracts import DeadLetter, SpanBatch, encode, load_object, validate, validate_each
+from pipeline.contracts import DeadLetter, Span, SpanBatch, encode, load_object, validate, validate_each
 from pipeline.errors import DecodeError, StorageError
 from pipeline.worker.close_router import Closed, CloseRouter, Progress
 from pipeline.worker.context import WorkerContext
@@ -62,6 +62,10 @@ class Assembler:
         self.index = DeadlineIndex()
         self.cfg = ctx.assembly
         self.routing = CloseRouter(ctx)
+        # While a spans message is handled: each span dict merged from it (by id) with the Span object it is the
+        # dump of, so a trace closed in that event is routed with those objects rather than validated again.
+        # The dict is held beside its object, so its id cannot be reused by another dict meanwhile.
+        self._validated: dict[int, tuple[dict[str, Any], Span]] = {}
 
     def on_rebalance(self) -> None:
         self.index.clear()
@@ -91,6 +95,12 @@ class Assembler:
             await self.ctx.dead_letter(dead_letter_for("assembler", message, exc))
 
     async def _add(self, message: Any) -> None:
+        try:
+            await self._add_spans(message)
+        finally:
+            self._validated.clear()
+
+    async def _add_spans(self, message: Any) -> None:
         """A SpanBatch, or a SpanBundle of several traces' batches, each merged (or refused) alone. Traces
         that arrived whole (root ended, the root's process said `final`, no remote call waiting) close in
         this event, so their open state is never written; the others wait for a tick."""
@@ -154,6 +164,9 @@ class Assembler:
                                 partition=home)
             return
         spans = [s.model_dump(mode="json", exclude_none=True) for s in batch.spans]
+        validated = self._validated
+        for d, obj in zip(spans, batch.spans, strict=True):
+            validated[id(d)] = (d, obj)
         now = time.time()
         current = merged.get(batch.trace_id)
         state, outcome = merge_spans(current if current is not None else self.table.get(batch.trace_id),
@@ -220,7 +233,7 @@ class Assembler:
                 await self._refuse_oversized(source, trace_id, raw, state)
                 self._save_closed(trace_id, state)
                 continue
-            closed.append((Closed(trace_id, raw, payload), state, before))
+            closed.append((Closed(trace_id, raw, payload, self._span_objects(payload["spans"])), state, before))
         progress = Progress()
         try:
             await self.routing.publish(source, [c for c, _, _ in closed], partition, progress)
@@ -234,6 +247,20 @@ class Assembler:
             raise
         for c, state, _ in closed:
             self._save_closed(c.trace_id, state)
+
+    def _span_objects(self, spans: list[dict[str, Any]]) -> list[Span] | None:
+        """The Span objects these span dicts are the dumps of, if every one was validated in this event and left
+        as it was dumped (enrichment replaces a dict it changes); else None, and routing validates them."""
+        validated = self._validated
+        if not validated:
+            return None
+        out = []
+        for d in spans:
+            hit = validated.get(id(d))
+            if hit is None or hit[0] is not d:
+                return None
+            out.append(hit[1])
+        return out
 
     def _save_closed(self, trace_id: str, state: State) -> None:
         """With storage to read spans back from, a closed state is kept compact (span ids only)."""

@@ -21,6 +21,7 @@ from pipeline.contracts import (
     Decision,
     DecisionOutcome,
     SessionTurns,
+    Span,
     Trace,
     encode,
     pack_groups,
@@ -46,6 +47,9 @@ class Closed:
     trace_id: str
     raw: bytes
     payload: dict[str, Any]
+    # The payload's spans as the Span objects the assembler validated them into in this event, where each span
+    # dict is the dump of its object (`Assembler._merge`); None: validated from the payload.
+    spans: list[Span] | None = None
 
 
 @dataclass
@@ -98,7 +102,11 @@ class CloseRouter:
         """One trace against every rule and its spans' evaluation requests. A trace that fails to route is
         dead-lettered (stage `router`) and stored without decisions; the others go on."""
         try:
-            trace = Trace.model_validate(closed.payload)
+            # The spans validated at the edge are taken as they are (pydantic does not revalidate a model
+            # instance): each dict of the payload is the dump of its object, so validating it again would give
+            # the same Span. The rest of the payload (the assembler's own fields) is validated.
+            trace = Trace.model_validate(closed.payload if closed.spans is None
+                                         else {**closed.payload, "spans": closed.spans})
             routed = route_trace(trace, rules.ruleset, self.ctx.scorers, rules_version=rules.version)
             for code in routed.refused:
                 self.ctx.counters.inc("evaluation_requests_refused", reason=code)

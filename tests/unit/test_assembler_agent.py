@@ -338,3 +338,75 @@ async def test_ticks_go_only_to_partitions_with_something_due() -> None:
     await assembler.send_ticks()
     # partition 0 was never indexed: it gets one, which builds its index; 2 has nothing due for 15 minutes
     assert sorted(p for t, k, _, p in ctx.sent if t == topics.SPANS and k == TICK_KEY) == [0, 1]
+
+
+
+async def test_whole_traces_are_routed_with_the_spans_validated_at_the_edge() -> None:
+    """A trace closed in the event that brought it is routed with the Span objects its batch validated into,
+    not validated again; the routed trace equals validating the bytes the assembler wrote."""
+    from pipeline.contracts import Trace
+    from pipeline.worker.close_router import CloseRouter
+
+    ctx = FakeContext()
+    assembler = Assembler(ctx, RecordingTable())
+    seen: list[Any] = []
+    route = CloseRouter._route
+
+    async def spy(self: CloseRouter, source: Any, closed: Any, rules: Any) -> Any:
+        routed = await route(self, source, closed, rules)
+        seen.append((closed, routed.trace))
+        return routed
+
+    ids = ids_on(2, 3)
+    CloseRouter._route = spy  # type: ignore[method-assign]
+    try:
+        await assembler.handle(event(bundle([trace_batch(t) for t in ids]), partition=2))
+    finally:
+        CloseRouter._route = route  # type: ignore[method-assign]
+    assert len(seen) == 3 and assembler._validated == {}
+    for closed, trace in seen:
+        assert closed.spans is not None and len(closed.spans) == 2
+        assert trace.spans[0] is closed.spans[0]  # taken as they are
+        assert trace == Trace.model_validate_json(closed.raw)
+
+    # spans that arrived in an earlier event are validated with the trace when it closes
+    late = ids_on(2, 4)[3]
+    seen.clear()
+    first, second = orjson.loads(trace_batch(late)), orjson.loads(trace_batch(late))
+    first["spans"], second["spans"], first["final"] = first["spans"][:1], second["spans"][1:], False
+    await assembler.handle(event(orjson.dumps(first), partition=2))
+    CloseRouter._route = spy  # type: ignore[method-assign]
+    try:
+        await assembler.handle(event(orjson.dumps(second), partition=2))
+        await assembler.handle(event(TICK, partition=2, key=TICK_KEY))
+    finally:
+        CloseRouter._route = route  # type: ignore[method-assign]
+    ((closed, trace),) = seen
+    assert closed.spans is None and trace == Trace.model_validate_json(closed.raw)
+
+
+async def test_a_span_enrichment_changed_is_validated_as_enriched() -> None:
+    """Enrichment replaces a span dict it changes (an inherited agent): that trace is validated from its payload,
+    so routing sees the enriched span, not the object validated at the edge."""
+    from pipeline.worker.close_router import CloseRouter
+
+    ctx = FakeContext()
+    assembler = Assembler(ctx, RecordingTable())
+    seen: list[Any] = []
+    route = CloseRouter._route
+
+    async def spy(self: CloseRouter, source: Any, closed: Any, rules: Any) -> Any:
+        routed = await route(self, source, closed, rules)
+        seen.append((closed, routed.trace))
+        return routed
+
+    (trace_id,) = ids_on(0, 1)
+    root = span(trace_id, f"{trace_id}-r", None, "agent", agent_name="planner")
+    CloseRouter._route = spy  # type: ignore[method-assign]
+    try:
+        await assembler.handle(event(batch(trace_id, [root, span(trace_id, f"{trace_id}-c", root["span_id"])],
+                                           final=True), partition=0))
+    finally:
+        CloseRouter._route = route  # type: ignore[method-assign]
+    ((closed, trace),) = seen
+    assert closed.spans is None and [s.agent_name for s in trace.spans] == ["planner", "planner"]
