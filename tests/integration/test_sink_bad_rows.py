@@ -38,15 +38,16 @@ def trace(i: int) -> bytes:
 
 def test_a_row_clickhouse_refuses_is_dead_lettered_and_every_other_row_is_stored(
         broker: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    span_row = rows.span_row
+    trace_rows = rows.trusted_trace_rows  # how the sink maps traces.v2 (the assembler's) to rows
 
-    def drifted(span: Span, trace_version: int) -> list[Any]:
-        row = span_row(span, trace_version)
-        if span.span_id in BAD:
-            row[rows.SPAN_COLUMNS.index("input_tokens")] = -1
-        return row
+    def drifted(traces: Any) -> tuple[list[list[Any]], list[list[Any]]]:
+        traces_out, spans_out = trace_rows(traces)
+        for row in spans_out:
+            if row[rows.SPAN_COLUMNS.index("span_id")] in BAD:
+                row[rows.SPAN_COLUMNS.index("input_tokens")] = -1
+        return traces_out, spans_out
 
-    monkeypatch.setattr(rows, "span_row", drifted)
+    monkeypatch.setattr(rows, "trusted_trace_rows", drifted)
 
     async def run() -> None:
         db = Database(embedded_dsn(tmp_path / "clickhouse"), "evalstream")
