@@ -41,8 +41,16 @@ class WorkerProcess:
         self.log_path = data_dir / "worker.log"
         self.query_url: str | None = None
 
-    def start(self, timeout_s: float = 60) -> WorkerProcess:
-        """Start it and wait for its query endpoint; a worker without the sink has none, so it is only started."""
+    def start(self, timeout_s: float = 90) -> WorkerProcess:
+        """Start it and wait for its query endpoint; a worker without the sink has none, so it is only started.
+        A worker that does not get ready is stopped before the error is raised, so no test leaves one behind."""
+        try:
+            return self._start(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout_s: float) -> WorkerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "run.json").unlink(missing_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115
