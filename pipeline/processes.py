@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-__all__ = ["fetch_health", "parse_worker_info", "worker_processes"]
+__all__ = ["fetch_health", "open_trace_views", "parse_worker_info", "worker_processes"]
 
 TIMEOUT_S = 3.0
 
@@ -56,3 +57,21 @@ def fetch_health(query_url: str | None) -> dict[str, Any] | None:
         return json.loads(_get(f"{query_url}/health"))
     except (urllib.error.URLError, OSError, ValueError) as exc:
         return {"error": f"the sink's endpoint {query_url} is not answering ({getattr(exc, 'reason', exc)})"}
+
+
+def open_trace_views(run: dict[str, Any], trace_id: str) -> tuple[list[dict[str, Any]], list[str], int]:
+    """Ask each worker in run.json what its assembler holds of a trace (`GET /traces/open/<id>` beside its
+    /metrics): the views of those that hold it, a note per worker that did not answer, and how many were asked."""
+    views: list[dict[str, Any]] = []
+    unanswered: list[str] = []
+    urls = run.get("metrics_urls") or {}
+    for pid, url in sorted(urls.items(), key=lambda item: str(item[0])):
+        base = str(url).removesuffix("/metrics")
+        try:
+            views.append(json.loads(_get(f"{base}/traces/open/{urllib.parse.quote(trace_id, safe='')}")))
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:  # 404: it holds nothing of this trace
+                unanswered.append(f"worker {pid}: HTTP {exc.code}")
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            unanswered.append(f"worker {pid}: not answering ({getattr(exc, 'reason', exc)}): gone, or still starting")
+    return views, unanswered, len(urls)

@@ -10,6 +10,7 @@ import typer
 
 from pipeline.cli.common import RulesOpt, app, console, print_result, settings_from_env
 from pipeline.errors import EvalstreamError, RulesError, StorageError
+from pipeline.settings import Settings
 
 
 @app.command()
@@ -30,17 +31,42 @@ def sql(query: str, format: Annotated[str, typer.Option("--format", "-f", help="
 
 @app.command()
 def why(trace_id: str) -> None:
-    """Explain what happened to a trace: its versions, every rule's decision, and its scores."""
+    """Explain what happened to a trace: its versions, every rule's decision, and its scores; and, while a
+    running worker still holds it, what it is waiting for before it closes."""
+    from pipeline.contracts.bounds import LOOKUP_TRACE_ID
     from pipeline.storage.explain import explain_trace
     from pipeline.storage.reader import Reader
 
-    reader = Reader(settings_from_env())
+    settings = settings_from_env()
+    reader = Reader(settings)
     try:
         found = explain_trace(reader, trace_id, console)
     finally:
         reader.close()
-    if not found:
+    held = LOOKUP_TRACE_ID.match(trace_id) is not None and _explain_held(settings, trace_id, stored=found)
+    if not (found or held):
         raise typer.Exit(1)
+
+
+def _explain_held(settings: Settings, trace_id: str, *, stored: bool) -> bool:
+    """What the running workers' assemblers hold of the trace (an open version, or a closed one kept for late
+    spans), from run.json's workers. Whether any holds it open."""
+    from pipeline.assembly.open_view import lines
+    from pipeline.processes import open_trace_views
+    from pipeline.runfile import read_run_file
+
+    views, unanswered, asked = open_trace_views(read_run_file(settings.run_file), trace_id)
+    for view in views:
+        if view.get("open") or not stored:
+            console.print("\n".join(lines(view, str(view.get("worker", "?")))), markup=False, highlight=False)
+    for note in unanswered:
+        console.print(f"  (could not ask {note})", markup=False, highlight=False)
+    if not asked:
+        console.print(f"  (no running worker in {settings.run_file} to ask whether it holds the trace open)",
+                      markup=False, highlight=False)
+    elif not views and not stored:
+        console.print(f"  No running worker holds it either ({asked} asked).", markup=False, highlight=False)
+    return any(v.get("open") for v in views)
 
 
 @app.command()

@@ -10,6 +10,7 @@ that a trace's or a session's sum stays finite too.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from pydantic import Field
@@ -22,6 +23,8 @@ TIMESTAMP_NS_MAX = INT64_MAX
 COST_USD_MAX = 1e15  # per span, turn or session: far beyond any real bill, and a sum of them stays finite
 
 ID_MAX_CHARS = 128  # trace and span ids (OpenTelemetry's are 32 and 16 hex characters)
+# A trace id a reader may ask about (`why`, a worker's /traces/open/<id>): safe inside SQL and a URL path.
+LOOKUP_TRACE_ID = re.compile(rf"^[A-Za-z0-9_.:\-]{{1,{ID_MAX_CHARS}}}$")
 SESSION_ID_MAX_CHARS = 256
 NAME_MAX_CHARS = 1024  # span names
 SPAN_TYPE_MAX_CHARS = 64

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import json
-import re
 
 from rich.console import Console
 
+from pipeline.contracts.bounds import LOOKUP_TRACE_ID
 from pipeline.contracts.evaluation_traces import JUDGE_PROJECT
 from pipeline.routing.judge_traces import SKIP_REASON
 from pipeline.storage.filters import Eq, where
 from pipeline.storage.reader import Reader
 from pipeline.views.tables import print_table
 
-_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
-
 
 def explain_trace(reader: Reader, trace_id: str, console: Console) -> bool:
-    if not _ID.match(trace_id):
+    if not LOOKUP_TRACE_ID.match(trace_id):
         console.print(f"[red]not a trace id:[/] {trace_id!r}")
         return False
     db, this = reader.database, where(Eq("trace_id", trace_id))

@@ -121,6 +121,7 @@ def _assembler_role(app: faust.App, ctx: WorkerContext) -> None:
     prices = LiteLLMPrices()
     history = StoredVersions(Reader.for_workers(ctx.settings))
     assembler = Assembler(ctx, assembly, prices, history)
+    ctx.open_trace = assembler.open_trace
 
     @app.agent(ctx.topics[topics.SPANS], name="assembler")
     async def assemble(stream: faust.StreamT) -> None:

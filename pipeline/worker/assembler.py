@@ -18,6 +18,7 @@ from pipeline import topics
 from pipeline.assembly import DeadlineIndex, close_trace, due_action, merge_spans
 from pipeline.assembly.enrich import Prices, enrich_trace
 from pipeline.assembly.history import StoredVersions
+from pipeline.assembly.open_view import open_view
 from pipeline.assembly.remote import RemotePeers
 from pipeline.assembly.state import (
     DueAction,
@@ -361,6 +362,17 @@ class Assembler:
             error_type="OversizedError", reason=reason, payload_size=len(raw),
             payload_excerpt=raw[:4096].decode(errors="replace"), trace_id=trace_id, item=trace_id,
             at_ns=time.time_ns()))
+
+    def open_trace(self, trace_id: str) -> dict[str, Any] | None:
+        """What this worker holds of a trace, for `why` (`assembly/open_view.py`), or None. Only for a partition
+        this worker owns: a standby copy of another worker's partition may be behind."""
+        state = self.table.get(trace_id)
+        if not state:
+            return None
+        owned = {tp.partition for tp in self.ctx.app.assignor.assigned_actives() if tp.topic == topics.SPANS}
+        if state.get("partition") not in owned:
+            return None
+        return open_view(state, time.time(), self.cfg)
 
     async def send_ticks(self) -> None:
         """A tick to each owned partition that has something due before the next tick. A tick is a record the

@@ -7,6 +7,7 @@ and holds the one judge client every judge of the process shares.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,8 @@ class WorkerContext:
     retry_policy: RetryPolicy  # of a score job
     scorers: ScorerResolver  # judges built by it share its judge client; `uploaded`: the scorer store's catalog
     lag: LagTracker = field(default_factory=LagTracker)  # consumer lag: what each consumer here has read
+    # The assembler's answer to "what do you hold of this trace?" (GET /traces/open/<id>); None without that role.
+    open_trace: Callable[[str], dict[str, Any] | None] | None = None
 
     @property
     def ruleset(self) -> RuleSet:

@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -21,6 +22,7 @@ from mode import Service
 
 from pipeline import topics
 from pipeline.contracts import ConsumerLag, WorkerMetrics, encode
+from pipeline.contracts.bounds import LOOKUP_TRACE_ID
 from pipeline.errors import ConfigError
 from pipeline.kafka_security import aiokafka_options
 from pipeline.lag import TP, LagTracker, PartitionLag, partition_lag, position
@@ -39,8 +41,13 @@ def worker_id() -> str:
 
 
 class MetricsServer:
-    def __init__(self, counters: Counters, host: str = "127.0.0.1", port: int = 0) -> None:
+    """GET /metrics, and GET /traces/open/<trace id>: what this worker's assembler holds of a trace (for `why`),
+    404 when it holds nothing of it or runs no assembler."""
+
+    def __init__(self, counters: Counters, host: str = "127.0.0.1", port: int = 0,
+                 open_trace: Callable[[str], dict[str, Any] | None] | None = None) -> None:
         self._counters = counters
+        self._open_trace = open_trace
         self._host = host
         self._port = port
         self._runner: web.AppRunner | None = None
@@ -49,6 +56,7 @@ class MetricsServer:
     async def start(self) -> str:
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/traces/open/{trace_id}", self._open)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
@@ -71,6 +79,15 @@ class MetricsServer:
     async def _metrics(self, request: web.Request) -> web.Response:
         body, content_type = self._counters.exposition(request.headers.get("Accept", ""))
         return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def _open(self, request: web.Request) -> web.Response:
+        trace_id = request.match_info["trace_id"]
+        if not LOOKUP_TRACE_ID.match(trace_id):
+            return web.json_response({"error": "not a trace id"}, status=400)
+        view = self._open_trace(trace_id) if self._open_trace is not None else None
+        if view is None:
+            return web.json_response({"held": False, "assembler": self._open_trace is not None}, status=404)
+        return web.json_response({"held": True, "worker": worker_id(), **view})
 
 
 class LagSensor(faust.Sensor):
@@ -149,7 +166,7 @@ def metrics_service_class(ctx: WorkerContext, bootstrap: str) -> type[Service]:
             super().__init__(**kwargs)
             settings = ctx.settings
             self.worker = worker_id()
-            self.server = MetricsServer(ctx.counters, settings.metrics_host, settings.metrics_port)
+            self.server = MetricsServer(ctx.counters, settings.metrics_host, settings.metrics_port, ctx.open_trace)
             self.probe: LagProbe | None = None
 
         async def on_start(self) -> None:
