@@ -261,6 +261,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--partitions", type=int, default=EMBEDDED_TOPIC_PARTITIONS,
                         help="partitions of every topic (default: the embedded stack's, "
                              f"{EMBEDDED_TOPIC_PARTITIONS}; 8 is the production default)")
+    parser.add_argument("--whole-closed-states", action="store_true",
+                        help="split layouts: give the Faust processes data dirs of their own, so they cannot read "
+                             "chDB back through the sink and keep closed traces whole in the changelog (as before "
+                             "2026-12-03 evening); by default they run beside the sink, as a second `evalstream "
+                             "worker` beside `up` does and as every worker does with a ClickHouse server")
     parser.add_argument("--idle-s", type=float, default=5.0,
                         help="seconds of CPU sampling with nothing sent, before the run (0: none)")
     return parser.parse_args()
@@ -269,21 +274,34 @@ def parse_args() -> argparse.Namespace:
 def start_workers(args: argparse.Namespace, tmp: Path, bootstrap: str, rules: Path
                   ) -> tuple[WorkerProcess, dict[str, WorkerProcess]]:
     """The sink's process (the bench queries its endpoint) and every worker process by name, as laid out by the
-    flags: one process with all roles and the sink, the Faust roles beside the sink, or one process per role."""
+    flags: one process with all roles and the sink, the Faust roles beside the sink, or one process per role.
+    The Faust processes share the sink's data dir (its run.json names the query endpoint they read storage
+    through), unless --whole-closed-states."""
     # the workers' partitions are the topics' (--partitions), whatever EVALSTREAM_TOPIC_PARTITIONS says
     env = {"EVALSTREAM_LOG_LEVEL": "warn", **EXTRA_ENV, "EVALSTREAM_TOPIC_PARTITIONS": str(args.partitions)}
     no_sink = {**env, "EVALSTREAM_SINK_ENABLED": "false"}
+    split = args.split_roles or args.split_sink
+    sink_name = "sink" if split else "worker (4 roles + sink)"
+    data = tmp / "data"
+    sink = WorkerProcess(data, bootstrap, rules, {**env, "EVALSTREAM_ROLES": ""} if split else env).start()
+    beside = not args.whole_closed_states
+
+    def faust_worker(name: str, extra: dict[str, str]) -> WorkerProcess:
+        return WorkerProcess(data if beside else tmp / name, bootstrap, rules, {**no_sink, **extra}, beside=beside)
+
     if args.split_roles:
-        workers = {role: WorkerProcess(tmp / role, bootstrap, rules, {**no_sink, "EVALSTREAM_ROLES": role})
-                   for role in FAUST_ROLES}
+        workers = {role: faust_worker(role, {"EVALSTREAM_ROLES": role}) for role in FAUST_ROLES}
     elif args.split_sink:  # the Faust roles in one process, the sink (chDB) in another: one per core
-        workers = {"faust (4 roles)": WorkerProcess(tmp / "front", bootstrap, rules, no_sink)}
+        workers = {"faust (4 roles)": faust_worker("front", {})}
     else:
         workers = {}
     for worker in workers.values():
         worker.start()
-    sink_name = "sink" if workers else "worker (4 roles + sink)"
-    sink = WorkerProcess(tmp / "data", bootstrap, rules, {**env, "EVALSTREAM_ROLES": ""} if workers else env).start()
+    assemblers = [w for name, w in workers.items() if name in ("assembler", "faust (4 roles)")] or [sink]
+    if beside or not split:
+        for worker in assemblers:  # it probes storage every 10 s; closed states are compact from then on
+            worker.wait_for(lambda w=worker: w.metric("evalstream_assembly_storage_readable") == 1, timeout_s=60,
+                            what="the assembler reading storage back")
     return sink, {**workers, sink_name: sink}
 
 
@@ -408,6 +426,7 @@ def report(args: argparse.Namespace, raw: dict[str, float], n_messages: int, siz
     print(json.dumps({
         "bench": "e2e_throughput", "traces": args.traces, "spans": args.spans, "messages": n_messages,
         "traces_per_message": args.traces_per_message, "layout": layout, "partitions": args.partitions,
+        "closed_states": "whole" if args.whole_closed_states else "compact",
         "env": {k: v for k, v in EXTRA_ENV.items()}, "traces_s": round(traces_s, 1), "elapsed_s": round(elapsed, 2),
         "ledger_ok": not problems, "ledger_problems": problems, "raw": raw_cpu,
         "latency_ms": None if not latency else dict(zip(("p50", "p95", "p99", "max"),

@@ -45,6 +45,10 @@ METRICS: dict[str, MetricSpec] = {
     "assembly_history_errors": MetricSpec("counter", "evalstream_assembly_history_errors",
                                           "Reads of stored versions (for version continuity) that storage did not "
                                           "answer."),
+    "assembly_storage_readable": MetricSpec(
+        "gauge", "evalstream_assembly_storage_readable",
+        "1 while the assembler can read stored traces back, so closed traces keep only their span ids in the "
+        "changelog; 0 while it keeps them whole."),
     "assembly_stored_spans_missing": MetricSpec(
         "counter", "evalstream_assembly_stored_spans_missing",
         "Re-opened traces that closed with their new spans only: storage never had the version they re-opened."),

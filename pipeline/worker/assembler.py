@@ -284,6 +284,7 @@ class Assembler:
         if readable and not self.storage_readable:
             log.info("assembler: storage answers reads: closed traces keep only their span ids")
         self.storage_readable = readable
+        self.ctx.counters.set("assembly_storage_readable", int(readable))
 
     def _reopen(self, partition: int, trace_id: str, state: State, before: State, due_at: float) -> None:
         state.clear()

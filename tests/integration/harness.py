@@ -32,13 +32,17 @@ FAST_ENV = {
 
 
 class WorkerProcess:
-    def __init__(self, data_dir: Path, bootstrap: str, rules: Path, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, bootstrap: str, rules: Path, extra_env: dict[str, str] | None = None,
+                 *, beside: bool = False) -> None:
+        """`beside`: another worker in a data dir whose run.json a running worker wrote (as `evalstream worker`
+        next to `up`): the file is kept, and the log goes to a file of its own."""
         self.data_dir = data_dir
+        self.beside = beside
         self.env = {**os.environ, **FAST_ENV, "EVALSTREAM_DATA_DIR": str(data_dir),
                     "EVALSTREAM_KAFKA_BOOTSTRAP": bootstrap, **(extra_env or {})}
         self.rules = rules
         self.process: subprocess.Popen | None = None
-        self.log_path = data_dir / "worker.log"
+        self.log_path = data_dir / (f"worker-{id(self):x}.log" if beside else "worker.log")
         self.query_url: str | None = None
 
     def start(self, timeout_s: float = 90) -> WorkerProcess:
@@ -52,7 +56,8 @@ class WorkerProcess:
 
     def _start(self, timeout_s: float) -> WorkerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        (self.data_dir / "run.json").unlink(missing_ok=True)
+        if not self.beside:
+            (self.data_dir / "run.json").unlink(missing_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115
         self.process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker", "--rules", str(self.rules)],
                                         env=self.env, stdout=log, stderr=subprocess.STDOUT)
@@ -67,6 +72,23 @@ class WorkerProcess:
                 return self
             time.sleep(0.1)
         raise AssertionError(f"worker not ready in {timeout_s}s:\n{self.log_tail()}")
+
+    def metric(self, name: str) -> float | None:
+        """One sample of this worker's /metrics (the first with that name), or None while it has none."""
+        if self.process is None:
+            return None
+        url = (read_run_file(self.data_dir / "run.json").get("metrics_urls") or {}).get(str(self.process.pid))
+        if not url:
+            return None
+        try:
+            with urllib.request.urlopen(url, timeout=3) as response:
+                exposition = response.read().decode()
+        except OSError:
+            return None
+        for line in exposition.splitlines():
+            if line.startswith(name) and line[len(name):len(name) + 1] in (" ", "{"):
+                return float(line.rsplit(" ", 1)[1])
+        return None
 
     def log_tail(self, lines: int = 40) -> str:
         try:
