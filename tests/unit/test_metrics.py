@@ -112,3 +112,15 @@ def test_openmetrics_when_the_scraper_asks_for_it() -> None:
     assert content_type.startswith("application/openmetrics-text")
     assert body.rstrip().endswith(b"# EOF")
     assert b'evalstream_worker_info{roles="assembler,router",sink="false",worker="host:1"} 1.0' in body
+
+
+def test_a_cleared_gauge_shows_the_values_set_after_it_again() -> None:
+    c = Counters()
+    lag = {"group": "g", "topic": "t", "partition": "0"}
+    c.set("consumer_lag_records", 5, **lag)
+    c.set("consumer_lag_records", 6, **lag)  # the second set goes through the cached child
+    assert scrape(c)["evalstream_consumer_lag_records"] == {tuple(sorted(lag.items())): 6}
+    c.clear("consumer_lag_records")
+    assert "evalstream_consumer_lag_records" not in scrape(c)
+    c.set("consumer_lag_records", 7, **lag)  # a child made after the clear, not the one it dropped
+    assert scrape(c)["evalstream_consumer_lag_records"] == {tuple(sorted(lag.items())): 7}
