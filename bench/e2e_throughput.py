@@ -47,6 +47,7 @@ from pipeline.admin import ensure_topics
 from pipeline.contracts import pack_items
 from pipeline.embedded import EMBEDDED_TOPIC_PARTITIONS, EmbeddedBroker
 from pipeline.topics import partition_for
+from pipeline.worker.app import STORAGE_PROBE_INTERVAL_S
 from tests.integration.harness import WorkerProcess, batch, span
 from tests.integration.ledger import Ledger, LedgerRule
 
@@ -302,6 +303,8 @@ def start_workers(args: argparse.Namespace, tmp: Path, bootstrap: str, rules: Pa
         for worker in assemblers:  # it probes storage every 10 s; closed states are compact from then on
             worker.wait_for(lambda w=worker: w.metric("evalstream_assembly_storage_readable") == 1, timeout_s=60,
                             what="the assembler reading storage back")
+    else:  # as long to settle as the wait above (a worker's first seconds are busy: imports, the price table)
+        time.sleep(STORAGE_PROBE_INTERVAL_S)
     return sink, {**workers, sink_name: sink}
 
 

@@ -150,7 +150,8 @@ async def _score(ref: str, params: dict[str, Any], rule_threshold: float | None,
         try:
             scorer = scorer or cache.get(ref, params)
             try:
-                score = await asyncio.wait_for(scorer.run(target), timeout=policy.timeout_s)
+                async with asyncio.timeout(policy.timeout_s):  # unlike wait_for, no task of its own per job
+                    score = await scorer.run(target)
             except TimeoutError as exc:
                 raise ScorerTimeoutError(str(exc) or f"no result within {policy.timeout_s:g} s") from None
             passed, threshold = scorer.decide(score, rule_threshold)
