@@ -269,7 +269,10 @@ def parse_args() -> argparse.Namespace:
                              "worker` beside `up` does and as every worker does with a ClickHouse server")
     parser.add_argument("--idle-s", type=float, default=5.0,
                         help="seconds of CPU sampling with nothing sent, before the run (0: none)")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.whole_closed_states and not (args.split_sink or args.split_roles):
+        parser.error("--whole-closed-states needs --split-sink or --split-roles: one process reads its own store")
+    return args
 
 
 def start_workers(args: argparse.Namespace, tmp: Path, bootstrap: str, rules: Path

@@ -129,8 +129,8 @@ class Counters:
         self.registry = CollectorRegistry()
         self._prom: dict[str, tuple[MetricSpec, PromCounter | PromGauge | PromHistogram]] = {}
         self._broken: set[tuple[str, tuple[str, ...]]] = set()
-        # (event, labelled key, method) -> the Prometheus child's bound method: `labels()` costs ~4 µs a call
-        self._bound: dict[tuple[str, str, str], Callable[[float], None]] = {}
+        # (event, method, *label items) -> the Prometheus child's bound method: `labels()` costs ~4 µs a call
+        self._bound: dict[tuple[Any, ...], Callable[[float], None]] = {}
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
@@ -164,18 +164,19 @@ class Counters:
         self._prom[event] = (spec, metric)
         return spec, metric
 
-    def _apply(self, event: str, method: str, value: float, labels: dict[str, str], key: str) -> None:
-        bound = self._bound.get((event, key, method))
-        if bound is not None:
-            bound(value)
-            return
+    def _apply(self, event: str, method: str, value: float, labels: dict[str, str]) -> None:
+        cached = (event, method, *[(k, str(v)) for k, v in labels.items()])
         try:
+            bound = self._bound.get(cached)
+            if bound is not None:
+                bound(value)
+                return
             spec, metric = self._metric(event, "counter" if method == "inc" else "gauge", tuple(labels))
             kind_method = "set" if method == "observe" and spec.kind != "histogram" else method
             child = metric.labels(**{k: str(v) for k, v in labels.items()}) if labels else metric
             bound = getattr(child, kind_method)
             bound(value)
-            self._bound[(event, key, method)] = bound
+            self._bound[cached] = bound
         except (ValueError, TypeError, AttributeError) as exc:  # wrong labels, kind or a name clash
             key = (event, tuple(sorted(labels)))
             if key not in self._broken:  # once: this is a bug in the caller, not worth a log line per event
@@ -184,20 +185,18 @@ class Counters:
                           event, sorted(labels), exc)
 
     def inc(self, name: str, amount: float = 1, **labels: str) -> None:
-        key = self._key(name, labels)
-        self._values[key] += amount
+        self._values[self._key(name, labels)] += amount
         if amount >= 0:
-            self._apply(name, "inc", amount, labels, key)
+            self._apply(name, "inc", amount, labels)
 
     def observe(self, name: str, value: float) -> None:
         self._last[name] = value
-        self._apply(name, "observe", value, {}, name)
+        self._apply(name, "observe", value, {})
 
     def set(self, name: str, value: float, **labels: str) -> None:
         """A gauge: the value now."""
-        key = self._key(name, labels)
-        self._gauges[key] = value
-        self._apply(name, "set", value, labels, key)
+        self._gauges[self._key(name, labels)] = value
+        self._apply(name, "set", value, labels)
 
     def clear(self, name: str) -> None:
         """Drop every labelled value of a gauge (before setting the ones that still exist)."""

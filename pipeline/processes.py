@@ -61,17 +61,26 @@ def fetch_health(query_url: str | None) -> dict[str, Any] | None:
 
 def open_trace_views(run: dict[str, Any], trace_id: str) -> tuple[list[dict[str, Any]], list[str], int]:
     """Ask each worker in run.json what its assembler holds of a trace (`GET /traces/open/<id>` beside its
-    /metrics): the views of those that hold it, a note per worker that did not answer, and how many were asked."""
+    /metrics): the views of those that hold it, a note per worker that did not answer, and how many answered."""
     views: list[dict[str, Any]] = []
     unanswered: list[str] = []
-    urls = run.get("metrics_urls") or {}
-    for pid, url in sorted(urls.items(), key=lambda item: str(item[0])):
+    answered = 0
+    for pid, url in sorted((run.get("metrics_urls") or {}).items(), key=lambda item: str(item[0])):
         base = str(url).removesuffix("/metrics")
         try:
-            views.append(json.loads(_get(f"{base}/traces/open/{urllib.parse.quote(trace_id, safe='')}")))
+            view = json.loads(_get(f"{base}/traces/open/{urllib.parse.quote(trace_id, safe='')}"))
         except urllib.error.HTTPError as exc:
-            if exc.code != 404:  # 404: it holds nothing of this trace
+            if exc.code == 404:  # it holds nothing of this trace
+                answered += 1
+            else:
                 unanswered.append(f"worker {pid}: HTTP {exc.code}")
+            continue
         except (urllib.error.URLError, OSError, ValueError) as exc:
             unanswered.append(f"worker {pid}: not answering ({getattr(exc, 'reason', exc)}): gone, or still starting")
-    return views, unanswered, len(urls)
+            continue
+        if isinstance(view, dict) and "version" in view and "open" in view:
+            answered += 1
+            views.append(view)
+        else:
+            unanswered.append(f"worker {pid}: an answer that is not a trace view")
+    return views, unanswered, answered

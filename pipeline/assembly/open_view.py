@@ -23,7 +23,7 @@ def open_view(state: State, now: float, cfg: AssemblyConfig) -> dict[str, Any]:
     close if nothing more arrives. Times are Unix seconds."""
     view: dict[str, Any] = {
         "trace_id": state["trace_id"], "version": state["version"], "partition": state.get("partition"),
-        "open": bool(state["open"]), "spans": len(state["spans"]) or len(state.get("span_ids", ())),
+        "open": bool(state["open"]), "spans": len(state["spans"].keys() | set(state.get("span_ids", ()))),
         "first_seen_s": state.get("first_seen_s"), "last_seen_s": state.get("last_seen_s"), "now_s": now,
     }
     if state.get("reopened_by"):
@@ -50,8 +50,9 @@ def open_view(state: State, now: float, cfg: AssemblyConfig) -> dict[str, Any]:
     if state.get("stored_spans_of") or state.get("needs_history"):
         waiting.append({"what": "storage"})
     action = due_action(state, at, cfg)
-    view.update(waiting_for=waiting, closes_at_s=at,
-                closes_as=_CLOSES_AS.get(action, "") if action is not None else "")
+    view.update(waiting_for=waiting, closes_at_s=at, closes_after_storage=bool(
+        state.get("stored_spans_of") or state.get("needs_history")),
+        closes_as=_CLOSES_AS.get(action, "") if action is not None else "")
     return view
 
 
@@ -89,9 +90,11 @@ def lines(view: dict[str, Any], worker: str) -> list[str]:
             out.append(f"  waiting for the callee's spans of remote call {wait['span_id']} "
                        f"({wait.get('name') or '?'}), sent {ago(wait['since_s'])}: at most {within(wait['until_s'])}")
         elif what == "storage":
-            out.append("  reading its earlier version back from storage before it closes")
+            out.append("  reading its earlier version back from storage before it closes; while storage does "
+                       "not answer it is asked again every few seconds, then closes with what it has")
     if view.get("calls_not_shown"):
         out.append(f"  and {view['calls_not_shown']} more remote calls")
     if view.get("closes_as"):
-        out.append(f"  closes {within(view['closes_at_s'])} as {view['closes_as']}, unless more spans arrive.")
+        when = "once storage answers" if view.get("closes_after_storage") else within(view["closes_at_s"])
+        out.append(f"  closes {when} as {view['closes_as']}, unless more spans arrive.")
     return out

@@ -38,11 +38,15 @@ def why(trace_id: str) -> None:
     from pipeline.storage.reader import Reader
 
     settings = settings_from_env()
-    reader = Reader(settings)
     try:
-        found = explain_trace(reader, trace_id, console)
-    finally:
-        reader.close()
+        reader = Reader(settings)
+        try:
+            found = explain_trace(reader, trace_id, console)
+        finally:
+            reader.close()
+    except StorageError as exc:  # what a worker holds may still say why the trace is not stored
+        console.print(f"[red]storage:[/] {exc}")
+        found = False
     held = LOOKUP_TRACE_ID.match(trace_id) is not None and _explain_held(settings, trace_id, stored=found)
     if not (found or held):
         raise typer.Exit(1)
@@ -50,23 +54,23 @@ def why(trace_id: str) -> None:
 
 def _explain_held(settings: Settings, trace_id: str, *, stored: bool) -> bool:
     """What the running workers' assemblers hold of the trace (an open version, or a closed one kept for late
-    spans), from run.json's workers. Whether any holds it open."""
+    spans), from run.json's workers. Whether it printed any."""
     from pipeline.assembly.open_view import lines
     from pipeline.processes import open_trace_views
     from pipeline.runfile import read_run_file
 
-    views, unanswered, asked = open_trace_views(read_run_file(settings.run_file), trace_id)
-    for view in views:
-        if view.get("open") or not stored:
-            console.print("\n".join(lines(view, str(view.get("worker", "?")))), markup=False, highlight=False)
+    views, unanswered, answered = open_trace_views(read_run_file(settings.run_file), trace_id)
+    shown = [v for v in views if v.get("open") or not stored]
+    for view in shown:
+        console.print("\n".join(lines(view, str(view.get("worker", "?")))), markup=False, highlight=False)
     for note in unanswered:
         console.print(f"  (could not ask {note})", markup=False, highlight=False)
-    if not asked:
+    if not answered and not unanswered:
         console.print(f"  (no running worker in {settings.run_file} to ask whether it holds the trace open)",
                       markup=False, highlight=False)
-    elif not views and not stored:
-        console.print(f"  No running worker holds it either ({asked} asked).", markup=False, highlight=False)
-    return any(v.get("open") for v in views)
+    elif not views and not stored and answered:
+        console.print(f"  No running worker holds it either ({answered} answered).", markup=False, highlight=False)
+    return bool(shown)
 
 
 @app.command()

@@ -24,7 +24,7 @@ COST_USD_MAX = 1e15  # per span, turn or session: far beyond any real bill, and 
 
 ID_MAX_CHARS = 128  # trace and span ids (OpenTelemetry's are 32 and 16 hex characters)
 # A trace id a reader may ask about (`why`, a worker's /traces/open/<id>): safe inside SQL and a URL path.
-LOOKUP_TRACE_ID = re.compile(rf"^[A-Za-z0-9_.:\-]{{1,{ID_MAX_CHARS}}}$")
+LOOKUP_TRACE_ID = re.compile(rf"^[A-Za-z0-9_.:\-]{{1,{ID_MAX_CHARS}}}\Z")  # \Z: no trailing newline
 SESSION_ID_MAX_CHARS = 256
 NAME_MAX_CHARS = 1024  # span names
 SPAN_TYPE_MAX_CHARS = 64

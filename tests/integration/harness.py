@@ -38,6 +38,8 @@ class WorkerProcess:
         next to `up`): the file is kept, and the log goes to a file of its own."""
         self.data_dir = data_dir
         self.beside = beside
+        sink = {**os.environ, **(extra_env or {})}.get("EVALSTREAM_SINK_ENABLED", "true").lower()
+        assert not beside or sink in ("false", "0", "no"), "a worker beside another must not run the sink too"
         self.env = {**os.environ, **FAST_ENV, "EVALSTREAM_DATA_DIR": str(data_dir),
                     "EVALSTREAM_KAFKA_BOOTSTRAP": bootstrap, **(extra_env or {})}
         self.rules = rules

@@ -63,6 +63,6 @@ def test_why_says_what_an_open_trace_waits_for_then_shows_it_stored(broker: str,
         assert "complete" in out.stdout and "error_spans" in out.stdout and "is OPEN" not in out.stdout
 
         out = why(worker.data_dir, "never-sent")
-        assert out.returncode == 1 and "No running worker holds it either (1 asked)" in out.stdout
+        assert out.returncode == 1 and "No running worker holds it either (1 answered)" in out.stdout
     finally:
         worker.stop()

@@ -124,3 +124,10 @@ def test_a_cleared_gauge_shows_the_values_set_after_it_again() -> None:
     assert "evalstream_consumer_lag_records" not in scrape(c)
     c.set("consumer_lag_records", 7, **lag)  # a child made after the clear, not the one it dropped
     assert scrape(c)["evalstream_consumer_lag_records"] == {tuple(sorted(lag.items())): 7}
+
+
+def test_a_bad_value_on_a_cached_metric_is_logged_not_raised() -> None:
+    c = Counters()
+    c.set("jobs_running", 1)
+    c.set("jobs_running", "not a number")  # type: ignore[arg-type]  # the child is cached by now
+    assert scrape(c)["evalstream_jobs_running"] == {(): 1}

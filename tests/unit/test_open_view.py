@@ -16,7 +16,8 @@ from faust.types import TP
 from pipeline import topics
 from pipeline.assembly import AssemblyConfig, close_trace, merge_spans
 from pipeline.assembly.open_view import MAX_CALLS_SHOWN, lines, open_view
-from pipeline.assembly.state import DueAction
+from pipeline.assembly.state import DueAction, compact
+from pipeline.contracts.bounds import LOOKUP_TRACE_ID
 from pipeline.metrics import Counters
 from pipeline.worker.assembler import Assembler
 from pipeline.worker.metrics_service import MetricsServer
@@ -132,3 +133,20 @@ def test_the_assembler_answers_only_for_partitions_it_owns() -> None:
     assert view is not None and view["trace_id"] == "mine" and view["open"]
     assert assembler.open_trace("standby") is None  # another worker's partition: its copy here may be behind
     assert assembler.open_trace("unknown") is None
+
+
+def test_a_reopened_compact_state_counts_its_stored_spans_and_waits_for_storage() -> None:
+    state, _ = merge_spans(None, "t-1", 0, [ROOT, span("a")], True, T0)
+    close_trace(state, DueAction.CLOSE_FINAL, T0 + 1)
+    compact(state)  # storage holds version 1's spans; the state keeps their ids
+    state, _ = merge_spans(state, "t-1", 0, [span("late")], False, T0 + 5)
+    view = open_view(state, T0 + 5, CFG)
+    assert view["open"] and view["version"] == 2 and view["spans"] == 3  # two stored, one new
+    assert {"what": "storage"} in view["waiting_for"] and view["closes_after_storage"]
+    assert "closes once storage answers" in text(view)
+
+
+def test_only_a_whole_trace_id_is_looked_up() -> None:
+    assert LOOKUP_TRACE_ID.match("4bf92f3577b34da6a3ce929d0e0e4736")
+    for bad in ("abc\n", "a b", "x' OR '1'='1", "", "a" * 129, "../etc"):
+        assert not LOOKUP_TRACE_ID.match(bad), bad
