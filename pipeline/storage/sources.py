@@ -150,6 +150,10 @@ def open_source(settings: Settings) -> Source:
         url = read_run_file(settings.run_file).get("query_url")
         if url and reachable(url):
             return EndpointSource(url, settings.run_file, CLI_TIMEOUT_S)
+        if not settings.clickhouse_dsn and not (settings.data_dir / "clickhouse").exists():
+            # opening it would create an empty store here, and every query would say its database is missing
+            raise StorageError(f"no evalstream data in {settings.data_dir}: nothing has run with this data dir. "
+                               "Start one with `evalstream up`, or set EVALSTREAM_DATA_DIR to where it ran.")
     try:
         return ClientSource(dsn).open()
     except StorageError as exc:
