@@ -46,6 +46,12 @@ METRICS: dict[str, MetricSpec] = {
     "assembly_history_errors": MetricSpec("counter", "evalstream_assembly_history_errors",
                                           "Reads of stored versions (for version continuity) that storage did not "
                                           "answer."),
+    "assembly_open_traces": MetricSpec("gauge", "evalstream_assembly_open_traces",
+                                       "Traces this worker's assembler holds open on its partitions now."),
+    "assembly_closed_kept": MetricSpec("gauge", "evalstream_assembly_closed_kept",
+                                       "Closed traces this worker's assembler keeps for late spans (reopen window)."),
+    "assembly_oldest_open_s": MetricSpec("gauge", "evalstream_assembly_oldest_open_seconds",
+                                         "Age of the oldest trace this worker's assembler holds open (0: none)."),
     "assembly_storage_readable": MetricSpec(
         "gauge", "evalstream_assembly_storage_readable",
         "1 while the assembler can read stored traces back, so closed traces keep only their span ids in the "

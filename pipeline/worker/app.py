@@ -140,6 +140,10 @@ def _assembler_role(app: faust.App, ctx: WorkerContext) -> None:
     async def probe_storage() -> None:
         await assembler.probe_storage()
 
+    @app.timer(ctx.settings.metrics_interval_s, on_leader=False)
+    async def report_held() -> None:
+        assembler.report_held()
+
     # Closed traces' turns -> sessions. The `session-assembly` table holds conversations, keyed by session id.
     session_table = app.Table("session-assembly", partitions=ctx.settings.topic_partitions)
     sessions = SessionAssembler(ctx, session_table, StoredSessionVersions(Reader.for_workers(ctx.settings)))

@@ -375,6 +375,28 @@ class Assembler:
             return None
         return open_view(state, time.time(), self.cfg)
 
+    def report_held(self) -> None:
+        """Gauges of what this worker holds on its own partitions: open traces (the assembler's memory, and what
+        `idle_timeout_s` keeps when roots never end), closed ones kept for late spans, and the oldest open one's
+        age. One pass over the table, run by a timer rather than per event."""
+        owned = {tp.partition for tp in self.ctx.app.assignor.assigned_actives() if tp.topic == topics.SPANS}
+        open_count = kept = 0
+        oldest: float | None = None
+        for state in list(self.table.values()):
+            if not state or state.get("partition") not in owned:
+                continue
+            if state["open"]:
+                open_count += 1
+                first = state.get("first_seen_s")
+                if first is not None and (oldest is None or first < oldest):
+                    oldest = first
+            else:
+                kept += 1
+        counters = self.ctx.counters
+        counters.set("assembly_open_traces", open_count)
+        counters.set("assembly_closed_kept", kept)
+        counters.set("assembly_oldest_open_s", 0.0 if oldest is None else max(0.0, time.time() - oldest))
+
     async def send_ticks(self) -> None:
         """A tick to each owned partition that has something due before the next tick. A tick is a record the
         broker keeps (Tansu keeps every one), so an idle partition gets none."""

@@ -42,12 +42,16 @@ def held(worker: WorkerProcess, trace_id: str) -> bool:
 def test_why_says_what_an_open_trace_waits_for_then_shows_it_stored(broker: str, tmp_path: Path) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
-    worker = WorkerProcess(tmp_path / "data", broker, rules, {"EVALSTREAM_IDLE_TIMEOUT_S": "120"}).start()
+    worker = WorkerProcess(tmp_path / "data", broker, rules, {"EVALSTREAM_IDLE_TIMEOUT_S": "120",
+                                                                "EVALSTREAM_METRICS_INTERVAL_S": "1"}).start()
     try:
         trace_id = "open-trace-1"
         children = [span(trace_id, f"c{i}", "root", f"tool{i}", span_type="tool") for i in range(2)]
         produce(broker, [(trace_id.encode(), batch(trace_id, children))])  # no root yet: it stays open
         worker.wait_for(lambda: held(worker, trace_id), timeout_s=30, what="the assembler holds the trace")
+        worker.wait_for(lambda: worker.metric("evalstream_assembly_open_traces") == 1, timeout_s=30,
+                        what="the open-traces gauge")
+        assert (worker.metric("evalstream_assembly_oldest_open_seconds") or 0) > 0
 
         out = why(worker.data_dir, trace_id)
         assert out.returncode == 0, out.stdout + out.stderr

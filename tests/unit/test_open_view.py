@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.error
 import urllib.request
 from types import SimpleNamespace
@@ -22,6 +23,7 @@ from pipeline.metrics import Counters
 from pipeline.worker.assembler import Assembler
 from pipeline.worker.metrics_service import MetricsServer
 from tests.unit.test_assembly_remote import CALL, CALLEE_ROOT, ROOT, span
+from tests.unit.test_metrics import scrape
 
 CFG = AssemblyConfig(quiet_period_s=2.0, idle_timeout_s=300.0, reopen_window_s=900.0, remote_wait_s=10.0)
 T0 = 1_000.0
@@ -150,3 +152,18 @@ def test_only_a_whole_trace_id_is_looked_up() -> None:
     assert LOOKUP_TRACE_ID.match("4bf92f3577b34da6a3ce929d0e0e4736")
     for bad in ("abc\n", "a b", "x' OR '1'='1", "", "a" * 129, "../etc"):
         assert not LOOKUP_TRACE_ID.match(bad), bad
+
+
+def test_the_assembler_reports_what_it_holds_on_its_own_partitions() -> None:
+    ctx = SimpleNamespace(assembly=CFG, counters=Counters(), app=SimpleNamespace(assignor=SimpleNamespace(
+        assigned_actives=lambda: {TP(topics.SPANS, 2)})))
+    old, _ = merge_spans(None, "old", 2, [span("a")], False, T0)
+    closed, _ = merge_spans(None, "closed", 2, [ROOT], True, T0)
+    close_trace(closed, DueAction.CLOSE_FINAL, T0 + 1)
+    table = {"old": old, "new": merge_spans(None, "new", 2, [span("b")], False, time.time())[0], "closed": closed,
+             "standby": merge_spans(None, "standby", 1, [span("c")], False, T0 - 100)[0]}
+    Assembler(ctx, table).report_held()  # type: ignore[arg-type]
+    got = scrape(ctx.counters)
+    assert got["evalstream_assembly_open_traces"] == {(): 2}  # not the standby copy of partition 1
+    assert got["evalstream_assembly_closed_kept"] == {(): 1}
+    assert abs(got["evalstream_assembly_oldest_open_seconds"][()] - (time.time() - T0)) < 5  # "old", not standby
